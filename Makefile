@@ -1,0 +1,35 @@
+# The two commands a fresh machine needs: `make demo` and `make test`.
+# TORCH_SPEC picks the torch build. The default is the CPU wheel this project is tested with;
+# GPU users: `make TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124" test`
+# (or install CUDA torch into .venv first; an installed torch that satisfies torch>=2.1 is kept).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
+
+.PHONY: test demo venv clean bench
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml Makefile
+	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_SPEC)
+	$(PIP) install -q -e ".[test]"
+	@rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(VENV)/bin/micromotion demo
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_generator.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info

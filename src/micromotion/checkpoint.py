@@ -1,0 +1,440 @@
+"""Reading and writing model files safely.
+
+- `safe_unpickle`: a restricted unpickler for NVIDIA's network pickles (stylegan2-ada-pytorch, stylegan3).
+  Those pickles carry Python source and would `exec` it on load; here persistent objects come back as inert
+  `PersistentObject(class_name, state)` records, tensors are rebuilt from bytes, and any other callable
+  is refused with an error naming it.
+- `read_torch_file`: torch zip / legacy files through `torch.load(weights_only=True)`.
+- StyleGAN2 key maps (rosinality `g_ema`, NVIDIA `G_ema`) onto `micromotion.models.stylegan2.Generator`, with
+  the architecture inferred from tensor shapes; our own format is safetensors with the config in its metadata.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import math
+import os
+import pickle
+import zipfile
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+
+from . import ops
+from .errors import CheckpointError
+from .models.stylegan2 import Generator, GeneratorConfig
+
+log = logging.getLogger(__name__)
+
+FORMAT_NAME = "micromotion-generator"
+FORMAT_VERSION = 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Restricted unpickling
+
+
+class PersistentObject:
+    """Inert stand-in for an NVIDIA `persistent_class` instance: its class name and pickled `__dict__`."""
+
+    def __init__(self, meta: dict):
+        self.class_name = meta.get("class_name", "?")
+        self.state = meta.get("state") or {}
+
+    def __repr__(self) -> str:
+        return f"PersistentObject({self.class_name})"
+
+    def init_kwargs(self) -> dict:
+        return dict(self.state.get("_init_kwargs") or {})
+
+
+class _EasyDict(dict):
+    """Stand-in for dnnlib.EasyDict: a plain dict."""
+
+    def __setstate__(self, state):  # EasyDict pickles an empty __dict__
+        pass
+
+
+def _load_storage_bytes(b: bytes):
+    return torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
+
+
+def _numpy_allowed() -> dict:
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover
+        return {}
+    out = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        out[(mod, "_reconstruct")] = np.core.multiarray._reconstruct
+        out[(mod, "scalar")] = np.core.multiarray.scalar
+    return out
+
+
+_ALLOWED = {
+    ("torch_utils.persistence", "_reconstruct_persistent_obj"): PersistentObject,
+    ("torch._utils", "_rebuild_tensor_v2"): torch._utils._rebuild_tensor_v2,
+    ("torch._utils", "_rebuild_parameter"): torch._utils._rebuild_parameter,
+    ("torch._utils", "_rebuild_parameter_with_state"): torch._utils._rebuild_parameter_with_state,
+    ("torch.storage", "_load_from_bytes"): _load_storage_bytes,
+    ("collections", "OrderedDict"): OrderedDict,
+    ("builtins", "set"): set,
+    ("builtins", "frozenset"): frozenset,
+    ("dnnlib.util", "EasyDict"): _EasyDict,
+    ("dnnlib", "EasyDict"): _EasyDict,
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def __init__(self, f, path):
+        super().__init__(f)
+        self._path = path
+        self._allowed = {**_ALLOWED, **_numpy_allowed()}
+
+    def find_class(self, module, name):
+        fn = self._allowed.get((module, name))
+        if fn is None:
+            raise CheckpointError(
+                f"{self._path}: refusing to load: the pickle asks for '{module}.{name}', which is not tensor data "
+                f"(only NVIDIA StyleGAN2 network pickles are read, and no pickled code is ever run)")
+        return fn
+
+    def persistent_load(self, pid):
+        raise CheckpointError(f"{self._path}: unexpected persistent id in pickle; not an NVIDIA network pickle")
+
+
+def safe_unpickle(path: str | os.PathLike):
+    """Unpickle `path` allowing only tensors, plain containers and NVIDIA persistent-object records."""
+    try:
+        with open(path, "rb") as f:
+            return _RestrictedUnpickler(f, path).load()
+    except CheckpointError:
+        raise
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            RuntimeError, UnicodeDecodeError, MemoryError) as e:
+        raise CheckpointError(f"{path}: not a readable pickle ({type(e).__name__}: {e}); the file may be "
+                              f"truncated or not a network pickle") from None
+
+
+def read_torch_file(path: str | os.PathLike):
+    """torch.load with weights_only=True (argparse.Namespace allowed, as rosinality's training saves it)."""
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        msg = str(e).splitlines()[0] if str(e) else "unsupported content"
+        raise CheckpointError(f"{path}: refusing to load: the torch file holds more than tensors ({msg})") from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as e:
+        raise CheckpointError(f"{path}: not a readable torch file ({type(e).__name__}: {str(e)[:200]}); "
+                              f"the file may be truncated") from None
+
+
+def _persistent_state_dict(obj: PersistentObject, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Flatten a pickled module tree (`_parameters`, `_buffers`, `_modules`) into a state dict."""
+    out: dict[str, torch.Tensor] = {}
+    st = obj.state
+    for kind in ("_parameters", "_buffers"):
+        for k, v in (st.get(kind) or {}).items():
+            if v is not None:
+                out[prefix + k] = v.detach() if isinstance(v, torch.Tensor) else torch.as_tensor(v)
+    for k, child in (st.get("_modules") or {}).items():
+        if isinstance(child, PersistentObject):
+            out.update(_persistent_state_dict(child, prefix + k + "."))
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Key maps
+
+
+class _Consumer:
+    """Takes tensors out of a foreign state dict by name, checking shapes; reports leftovers and misses."""
+
+    def __init__(self, src: dict[str, torch.Tensor], path):
+        self.src, self.path, self.used = src, path, set()
+
+    def take(self, key: str, shape=None) -> torch.Tensor:
+        if key not in self.src:
+            raise CheckpointError(f"{self.path}: missing key '{key}' (expected a StyleGAN2 generator)")
+        t = self.src[key]
+        if not isinstance(t, torch.Tensor):
+            raise CheckpointError(f"{self.path}: '{key}' is not a tensor")
+        if shape is not None and t.numel() != math.prod(shape):
+            raise CheckpointError(f"{self.path}: '{key}' has shape {list(t.shape)}, expected {list(shape)}")
+        self.used.add(key)
+        t = t.detach().to(torch.float32)
+        return t.reshape(shape) if shape is not None else t
+
+    def check_filter(self, key: str, taps):
+        if key in self.src:
+            f = self.take(key)
+            ref = ops.setup_filter(taps)
+            for cand in (ref, ref * 4):
+                if f.shape == cand.shape and torch.allclose(f, cand, atol=1e-6):
+                    return
+            raise CheckpointError(f"{self.path}: '{key}' is not the [1,3,3,1] resampling filter this loader supports")
+
+    def finish(self, ignore_prefixes=()):
+        left = [k for k in self.src if k not in self.used and not k.startswith(tuple(ignore_prefixes))]
+        if left:
+            raise CheckpointError(f"{self.path}: {len(left)} unexpected keys, first '{left[0]}'; "
+                                  f"not a StyleGAN2 generator layout this loader knows")
+
+
+def _infer_res_count(src, fmt_key, path) -> int:
+    n = 0
+    while fmt_key(n) in src:
+        n += 1
+    if n == 0:
+        raise CheckpointError(f"{path}: no synthesis layers found; not a StyleGAN2 generator")
+    return n
+
+
+def from_rosinality(sd: dict[str, torch.Tensor], path="checkpoint", latent_avg=None) -> tuple[GeneratorConfig, dict]:
+    """rosinality `Generator.state_dict()` (the `g_ema` entry) -> (config, our state dict)."""
+    c = _Consumer(sd, path)
+    n_mlp = 0
+    while f"style.{n_mlp + 1}.weight" in sd:
+        n_mlp += 1
+    if n_mlp == 0:
+        raise CheckpointError(f"{path}: missing key 'style.1.weight'; not a rosinality StyleGAN2 generator")
+    w_dim, z_dim = sd["style.1.weight"].shape
+    n_convs = _infer_res_count(sd, lambda i: f"convs.{i}.conv.weight", path)
+    if n_convs % 2:
+        raise CheckpointError(f"{path}: odd number of convs ({n_convs}); not a StyleGAN2 generator")
+    resolution = 4 * 2 ** (n_convs // 2)
+    channels = {4: int(sd["input.input"].shape[1])}
+    for j in range(n_convs // 2):
+        channels[8 * 2 ** j] = int(sd[f"convs.{2 * j}.conv.weight"].shape[1])
+    # lr multiplier of the mapping is a code constant (lr_mlp=0.01 in every rosinality config)
+    cfg = GeneratorConfig(resolution=resolution, z_dim=int(z_dim), w_dim=int(w_dim), mapping_layers=n_mlp,
+                          channels=channels)
+    out = {}
+    for i in range(n_mlp):
+        d_in = z_dim if i == 0 else w_dim
+        out[f"mapping_net.fc{i}.weight"] = c.take(f"style.{i + 1}.weight", (w_dim, d_in))
+        out[f"mapping_net.fc{i}.bias"] = c.take(f"style.{i + 1}.bias", (w_dim,))
+    out["synthesis_net.const"] = c.take("input.input", (channels[4], 4, 4))
+
+    def styled(src: str, dst: str, in_ch: int, out_ch: int, noise_idx: int, res: int):
+        out[f"{dst}.weight"] = c.take(f"{src}.conv.weight", (out_ch, in_ch, 3, 3))
+        out[f"{dst}.affine.weight"] = c.take(f"{src}.conv.modulation.weight", (in_ch, w_dim))
+        out[f"{dst}.affine.bias"] = c.take(f"{src}.conv.modulation.bias", (in_ch,))
+        out[f"{dst}.noise_strength"] = c.take(f"{src}.noise.weight", ())
+        out[f"{dst}.bias"] = c.take(f"{src}.activate.bias", (out_ch,))
+        out[f"{dst}.noise_const"] = c.take(f"noises.noise_{noise_idx}", (res, res))
+        c.check_filter(f"{src}.conv.blur.kernel", cfg.resample_filter)
+
+    def torgb(src: str, dst: str, in_ch: int):
+        out[f"{dst}.weight"] = c.take(f"{src}.conv.weight", (3, in_ch, 1, 1))
+        out[f"{dst}.affine.weight"] = c.take(f"{src}.conv.modulation.weight", (in_ch, w_dim))
+        out[f"{dst}.affine.bias"] = c.take(f"{src}.conv.modulation.bias", (in_ch,))
+        out[f"{dst}.bias"] = c.take(f"{src}.bias", (3,))
+        c.check_filter(f"{src}.upsample.kernel", cfg.resample_filter)
+
+    styled("conv1", "synthesis_net.layers.0", channels[4], channels[4], 0, 4)
+    torgb("to_rgb1", "synthesis_net.torgbs.0", channels[4])
+    for j in range(1, n_convs // 2 + 1):
+        r = 4 * 2 ** j
+        styled(f"convs.{2 * j - 2}", f"synthesis_net.layers.{2 * j - 1}", channels[r // 2], channels[r], 2 * j - 1, r)
+        styled(f"convs.{2 * j - 1}", f"synthesis_net.layers.{2 * j}", channels[r], channels[r], 2 * j, r)
+        torgb(f"to_rgbs.{j - 1}", f"synthesis_net.torgbs.{j}", channels[r])
+    c.finish()
+    if latent_avg is not None:
+        if not isinstance(latent_avg, torch.Tensor) or latent_avg.numel() not in (w_dim, w_dim * cfg.num_ws):
+            raise CheckpointError(f"{path}: 'latent_avg' is not a tensor of {w_dim} values")
+        out["w_avg"] = latent_avg.detach().float().reshape(-1, w_dim)[0]
+    return cfg, out
+
+
+def from_nvidia(sd: dict[str, torch.Tensor], init_kwargs: dict | None = None, path="checkpoint") -> tuple[GeneratorConfig, dict]:
+    """NVIDIA `G_ema` state dict (stylegan2-ada-pytorch / stylegan3 `networks_stylegan2`) -> (config, ours)."""
+    kw = dict(init_kwargs or {})
+    syn_kw = dict(kw.get("synthesis_kwargs") or {})
+    map_kw = dict(kw.get("mapping_kwargs") or {})
+    if int(kw.get("c_dim", 0) or 0) != 0 or "mapping.embed.weight" in sd:
+        raise CheckpointError(f"{path}: conditional generators (c_dim > 0) are not supported")
+    if syn_kw.get("architecture", "skip") != "skip":
+        raise CheckpointError(f"{path}: synthesis architecture '{syn_kw['architecture']}' is not supported (only 'skip')")
+    if "synthesis.b4.const" not in sd:
+        raise CheckpointError(f"{path}: missing key 'synthesis.b4.const'; not an NVIDIA StyleGAN2 generator "
+                              f"(StyleGAN3 'synthesis.input' generators are not supported)")
+    c = _Consumer(sd, path)
+    n_map = _infer_res_count(sd, lambda i: f"mapping.fc{i}.weight", path)
+    w_dim, z_dim = sd["mapping.fc0.weight"].shape
+    resolution = 4
+    while f"synthesis.b{resolution * 2}.conv0.weight" in sd:
+        resolution *= 2
+    channels = {r: int(sd[f"synthesis.b{r}.conv1.weight"].shape[0]) for r in (2 ** i for i in range(2, int(math.log2(resolution)) + 1))}
+    taps = tuple(syn_kw.get("resample_filter", (1, 3, 3, 1)))
+    cfg = GeneratorConfig(resolution=resolution, z_dim=int(z_dim), w_dim=int(w_dim), mapping_layers=n_map,
+                          mapping_lr_multiplier=float(map_kw.get("lr_multiplier", 0.01)), channels=channels,
+                          img_channels=int(sd["synthesis.b4.torgb.weight"].shape[0]),
+                          conv_clamp=syn_kw.get("conv_clamp"), resample_filter=taps,
+                          use_noise=bool(syn_kw.get("use_noise", True)))
+    out = {}
+    for i in range(n_map):
+        d_in = z_dim if i == 0 else w_dim
+        out[f"mapping_net.fc{i}.weight"] = c.take(f"mapping.fc{i}.weight", (w_dim, d_in))
+        out[f"mapping_net.fc{i}.bias"] = c.take(f"mapping.fc{i}.bias", (w_dim,))
+    if "mapping.w_avg" in sd:
+        out["w_avg"] = c.take("mapping.w_avg", (w_dim,))
+    out["synthesis_net.const"] = c.take("synthesis.b4.const", (channels[4], 4, 4))
+
+    def layer(src, dst, in_ch, out_ch, res):
+        out[f"{dst}.weight"] = c.take(f"{src}.weight", (out_ch, in_ch, 3, 3))
+        out[f"{dst}.affine.weight"] = c.take(f"{src}.affine.weight", (in_ch, w_dim))
+        out[f"{dst}.affine.bias"] = c.take(f"{src}.affine.bias", (in_ch,))
+        out[f"{dst}.bias"] = c.take(f"{src}.bias", (out_ch,))
+        if cfg.use_noise:
+            out[f"{dst}.noise_strength"] = c.take(f"{src}.noise_strength", ())
+            out[f"{dst}.noise_const"] = c.take(f"{src}.noise_const", (res, res))
+        c.check_filter(f"{src}.resample_filter", taps)
+
+    def torgb(src, dst, in_ch):
+        out[f"{dst}.weight"] = c.take(f"{src}.weight", (cfg.img_channels, in_ch, 1, 1))
+        out[f"{dst}.affine.weight"] = c.take(f"{src}.affine.weight", (in_ch, w_dim))
+        out[f"{dst}.affine.bias"] = c.take(f"{src}.affine.bias", (in_ch,))
+        out[f"{dst}.bias"] = c.take(f"{src}.bias", (cfg.img_channels,))
+
+    layer("synthesis.b4.conv1", "synthesis_net.layers.0", channels[4], channels[4], 4)
+    torgb("synthesis.b4.torgb", "synthesis_net.torgbs.0", channels[4])
+    c.check_filter("synthesis.b4.resample_filter", taps)
+    j, r = 1, 8
+    while r <= resolution:
+        layer(f"synthesis.b{r}.conv0", f"synthesis_net.layers.{2 * j - 1}", channels[r // 2], channels[r], r)
+        layer(f"synthesis.b{r}.conv1", f"synthesis_net.layers.{2 * j}", channels[r], channels[r], r)
+        torgb(f"synthesis.b{r}.torgb", f"synthesis_net.torgbs.{j}", channels[r])
+        c.check_filter(f"synthesis.b{r}.resample_filter", taps)
+        j, r = j + 1, r * 2
+    c.finish()
+    return cfg, out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading and saving generators
+
+
+def _build(cfg: GeneratorConfig, sd: dict, path, w_avg_source: str) -> Generator:
+    with torch.device("meta"):
+        G = Generator(cfg)
+    G = G.to_empty(device="cpu")
+    has_avg = sd.get("w_avg") is not None
+    if not has_avg:
+        sd = {k: v for k, v in sd.items() if k != "w_avg"}
+        sd["w_avg"] = torch.zeros(cfg.w_dim)
+    for k in [k for k in G.state_dict() if k.endswith("noise_const") and k not in sd]:
+        sd[k] = torch.zeros_like(G.state_dict()[k])  # generators without noise inputs
+    missing, unexpected = G.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: internal key map mismatch (missing {missing[:1]}, unexpected {unexpected[:1]})")
+    for name, buf in G.named_buffers():
+        if name.endswith("resample_filter"):
+            buf.copy_(ops.setup_filter(cfg.resample_filter))
+    if not torch.isfinite(torch.cat([p.reshape(-1) for p in G.parameters()])).all():
+        raise CheckpointError(f"{path}: the weights contain NaN or inf")
+    if has_avg:
+        G.w_avg_source = w_avg_source
+    else:
+        G.compute_w_avg()
+    return G.eval().requires_grad_(False)
+
+
+def _sniff(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:2] == b"PK":
+        return "torch-zip"
+    if len(head) >= 8 and head[8:9] == b"{":
+        return "safetensors"
+    if head[:1] == b"\x80":
+        return "pickle"
+    return "unknown"
+
+
+def read_generator_file(path: str | os.PathLike) -> Generator:
+    """Load a generator file of any supported layout onto the CPU (see `load_generator`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    kind = _sniff(path)
+    if kind == "safetensors":
+        return _read_own(path)
+    if kind == "torch-zip" or (kind == "pickle" and path.suffix in (".pt", ".pth")):
+        obj = read_torch_file(path)
+        if isinstance(obj, dict) and "g_ema" in obj and isinstance(obj["g_ema"], dict):
+            cfg, sd = from_rosinality(obj["g_ema"], path, obj.get("latent_avg"))
+            return _build(cfg, sd, path, "checkpoint latent_avg")
+        if isinstance(obj, dict) and "style.1.weight" in obj:
+            cfg, sd = from_rosinality(obj, path)
+            return _build(cfg, sd, path, "checkpoint")
+        raise CheckpointError(f"{path}: a torch file without a 'g_ema' generator state dict; expected a rosinality "
+                              f"StyleGAN2 checkpoint such as stylegan2-ffhq-config-f.pt")
+    if kind == "pickle":
+        obj = safe_unpickle(path)
+        g = obj.get("G_ema") if isinstance(obj, dict) else None
+        if not isinstance(g, PersistentObject):
+            raise CheckpointError(f"{path}: a pickle without a 'G_ema' network; expected an NVIDIA StyleGAN2 pkl "
+                                  f"such as stylegan2-ffhq-1024x1024.pkl")
+        cfg, sd = from_nvidia(_persistent_state_dict(g), g.init_kwargs(), path)
+        return _build(cfg, sd, path, "checkpoint mapping.w_avg")
+    raise CheckpointError(f"{path}: unknown file format; expected a rosinality .pt, an NVIDIA .pkl or a micromotion "
+                          f".safetensors generator")
+
+
+def _read_own(path: Path) -> Generator:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        sd = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    if meta.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path}: safetensors file is not a micromotion generator (format={meta.get('format')!r})")
+    if int(meta.get("version", 0)) > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: generator format version {meta.get('version')} is newer than this "
+                              f"micromotion supports ({FORMAT_VERSION}); upgrade micromotion")
+    try:
+        cfg = GeneratorConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: bad generator config in metadata ({e})") from None
+    return _build(cfg, dict(sd), path, meta.get("w_avg_source", "checkpoint"))
+
+
+def save_generator(G: Generator, path: str | os.PathLike, extra_metadata: dict | None = None) -> Path:
+    """Write `G` in our format: safetensors with the config (JSON) in its metadata, atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    meta = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION), "config": json.dumps(G.cfg.to_dict()),
+            "w_avg_source": G.w_avg_source, **{k: str(v) for k, v in (extra_metadata or {}).items()}}
+    sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in G.state_dict().items()}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        save_file(sd, str(tmp), metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_generator(path_or_name: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:
+    """Load a StyleGAN2 generator from a file or a weights-registry name.
+
+    Files: rosinality `.pt` (dict with `g_ema`), NVIDIA `.pkl` (with `G_ema`, read without running pickled
+    code), or our `.safetensors`. Returns an eval-mode `Generator` on `device` with gradients off.
+    """
+    p = Path(path_or_name)
+    if not p.exists() and not any(s in str(path_or_name) for s in ("/", os.sep)) and p.suffix == "":
+        from .weights import resolve
+
+        p = resolve(str(path_or_name))
+    G = read_generator_file(p)
+    return G.to(device)

@@ -1,0 +1,116 @@
+"""Pure-PyTorch StyleGAN2 ops: FIR up/down-sampling (upfirdn2d), bias + activation, modulated convolution.
+
+These are the reference implementations; they run on any device and dtype and never compile anything.
+They follow NVIDIA's `torch_utils/ops` semantics (stylegan2-ada-pytorch), which rosinality's `op/`
+implements identically for the filters StyleGAN2 uses.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+SQRT2 = math.sqrt(2.0)
+
+
+def setup_filter(taps: Sequence[float] = (1, 3, 3, 1)) -> torch.Tensor:
+    """Separable FIR filter as a normalized 2-D kernel, like `upfirdn2d.setup_filter`."""
+    f = torch.as_tensor(list(taps), dtype=torch.float32)
+    f = f[:, None] * f[None, :]
+    return f / f.sum()
+
+
+def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1,
+              pad: tuple[int, int, int, int] = (0, 0, 0, 0), gain: float = 1.0) -> torch.Tensor:
+    """Upsample (zero-stuffing), pad, FIR-filter and downsample a batch of images.
+
+    x: [N, C, H, W]; f: [fh, fw] (symmetric filters assumed, as in StyleGAN2); pad = (x0, x1, y0, y1).
+    """
+    n, c, h, w = x.shape
+    if up > 1:
+        x = x.reshape(n, c, h, 1, w, 1)
+        x = F.pad(x, [0, up - 1, 0, 0, 0, up - 1])
+        x = x.reshape(n, c, h * up, w * up)
+    px0, px1, py0, py1 = pad
+    x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
+    x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
+    f = (f * (gain ** (f.ndim / 2))).to(dtype=x.dtype, device=x.device).flip([0, 1])
+    weight = f[None, None].expand(c, 1, *f.shape)
+    x = F.conv2d(x, weight, groups=c)
+    if down > 1:
+        x = x[:, :, ::down, ::down]
+    return x
+
+
+def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2) -> torch.Tensor:
+    """Upsample by `up` with the FIR filter `f` (output exactly `up` times larger)."""
+    fw = f.shape[-1]
+    p = ((fw + up - 1) // 2, (fw - up) // 2)
+    return upfirdn2d(x, f, up=up, pad=(p[0], p[1], p[0], p[1]), gain=up * up)
+
+
+def downsample2d(x: torch.Tensor, f: torch.Tensor, down: int = 2) -> torch.Tensor:
+    """Downsample by `down` with the FIR filter `f`."""
+    fw = f.shape[-1]
+    p = ((fw - down + 1) // 2, (fw - down) // 2)
+    return upfirdn2d(x, f, down=down, pad=(p[0], p[1], p[0], p[1]))
+
+
+def bias_lrelu(x: torch.Tensor, bias: torch.Tensor | None, gain: float = SQRT2,
+               clamp: float | None = None, alpha: float = 0.2) -> torch.Tensor:
+    """Add a per-channel bias, leaky ReLU (slope 0.2), scale by `gain`, optionally clamp to ±clamp."""
+    if bias is not None:
+        shape = [1, -1] + [1] * (x.ndim - 2)
+        x = x + bias.to(x.dtype).reshape(shape)
+    x = F.leaky_relu(x, alpha) * gain
+    if clamp is not None:
+        x = x.clamp(-clamp, clamp)
+    return x
+
+
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *, demodulate: bool = True,
+                     up: int = 1, resample_filter: torch.Tensor | None = None, fused: bool = False) -> torch.Tensor:
+    """StyleGAN2 modulated convolution.
+
+    x: [N, I, H, W]; weight: [O, I, k, k]; styles: [N, I]. With `up=2` the result is [N, O, 2H, 2W]:
+    a stride-2 transposed convolution followed by the FIR filter, as both reference implementations do.
+    `fused=True` folds the styles into per-sample weights and runs one grouped convolution (the
+    reference path); `fused=False` scales activations before and after one shared-weight convolution,
+    which is the same arithmetic and much faster for large batches.
+    """
+    n, i_ch, h, w_ = x.shape
+    o_ch, _, kh, kw = weight.shape
+    weight = weight.to(x.dtype)
+    styles = styles.to(x.dtype)
+    dcoefs = None
+    if demodulate:
+        wsq = weight.float().square().sum(dim=[2, 3])  # [O, I]
+        dcoefs = (styles.float().square() @ wsq.t() + 1e-8).rsqrt().to(x.dtype)  # [N, O]
+    if fused:
+        w = weight[None] * styles[:, None, :, None, None]
+        if dcoefs is not None:
+            w = w * dcoefs[:, :, None, None, None]
+        x = x.reshape(1, n * i_ch, h, w_)
+        if up > 1:
+            w = w.transpose(1, 2).reshape(n * i_ch, o_ch, kh, kw)
+            x = F.conv_transpose2d(x, w, stride=up, groups=n)
+        else:
+            x = F.conv2d(x, w.reshape(n * o_ch, i_ch, kh, kw), padding=kh // 2, groups=n)
+        x = x.reshape(n, o_ch, *x.shape[2:])
+    else:
+        x = x * styles[:, :, None, None]
+        if up > 1:
+            x = F.conv_transpose2d(x, weight.transpose(0, 1), stride=up)
+        else:
+            x = F.conv2d(x, weight, padding=kh // 2)
+        if dcoefs is not None:
+            x = x * dcoefs[:, :, None, None]
+    if up > 1:
+        # transposed conv output is (up*H + k - up); the filter (with gain up^2) trims it to up*H
+        fw = resample_filter.shape[-1]
+        p0 = (fw + up - 1) // 2 + kh // 2 - (kw - 1)
+        p1 = (fw - up) // 2 + kh // 2 - (kw - up)
+        x = upfirdn2d(x, resample_filter, pad=(p0, p1, p0, p1), gain=up * up)
+    return x
