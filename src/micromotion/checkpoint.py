@@ -67,10 +67,14 @@ def _numpy_allowed() -> dict:
         import numpy as np
     except ImportError:  # pragma: no cover
         return {}
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
     out = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        out[(mod, "_reconstruct")] = np.core.multiarray._reconstruct
-        out[(mod, "scalar")] = np.core.multiarray.scalar
+        out[(mod, "_reconstruct")] = multiarray._reconstruct
+        out[(mod, "scalar")] = multiarray.scalar
     return out
 
 

@@ -1,0 +1,31 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # reference_layouts and other test helpers
+
+REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--runslow", action="store_true", default=False, help="run slow and GPU tests")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow/GPU test: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords or "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def reference_dir() -> Path:
+    """../shared/reference (paper examples, published directions, a face video); skip when absent."""
+    path = Path(os.environ.get("MICROMOTION_REFERENCE", REFERENCE))
+    if not path.is_dir():
+        pytest.skip(f"reference data folder {path} is absent")
+    return path
