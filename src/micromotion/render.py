@@ -1,0 +1,268 @@
+"""Batched synthesis -> frames -> video files.
+
+Frames are rendered in batches (bf16 autocast on CUDA where faithful, fp32 elsewhere), clamped to [-1, 1]
+(the original's per-frame min-max normalization makes brightness flicker), converted to uint8 and streamed
+to the writer, so a long video never sits in memory. Writers are chosen by the output's extension:
+`.mp4` (H.264, yuv420p, plays in browsers), `.gif`, `.webp`, or a folder of PNGs (no extension). Every writer
+writes to a temporary name beside the target and renames it into place only when complete, so a failure
+leaves no partial output.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import shutil
+import tempfile
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+VIDEO_EXTENSIONS = (".mp4", ".gif", ".webp")
+MAX_FRAMES = 10_000
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[N, 3, H, W] in [-1, 1] (clamped) -> uint8 [N, H, W, 3]."""
+    x = images.detach().float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    return x.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def autocast_for(device: torch.device, dtype: torch.dtype | None):
+    """bf16/fp16 autocast on CUDA when asked for; a no-op elsewhere (autocast only off-CPU)."""
+    if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def synthesize_batches(G, ws: torch.Tensor, batch_size: int = 16, dtype: torch.dtype | None = None,
+                       noise_mode: str = "const", synthesis: Callable | None = None,
+                       progress: bool = False) -> Iterator[torch.Tensor]:
+    """Yield images [b, 3, R, R] (float32, raw range) for ws [N, num_ws, w_dim], `batch_size` at a time."""
+    from tqdm.auto import tqdm
+
+    device = next(G.parameters()).device
+    synth = synthesis or (lambda w: G.synthesis(w, noise_mode=noise_mode))
+    chunks = ws.split(batch_size)
+    for chunk in tqdm(chunks, desc="render", unit="batch", disable=not progress, leave=False):
+        with torch.no_grad(), autocast_for(device, dtype):
+            yield synth(chunk.to(device)).float()
+
+
+def check_output_path(out: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Validate an output path before any work: extension, parent folder, existing file."""
+    out = Path(out)
+    ext = out.suffix.lower()
+    if ext and ext not in VIDEO_EXTENSIONS:
+        raise InputError(f"{out}: unsupported output extension '{ext}'; use .mp4, .gif, .webp, or a folder name "
+                         f"(no extension) for PNG frames")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{out}: output folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK):
+        raise InputError(f"{out}: output folder {parent} is not writable")
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: already exists; pass --overwrite to replace it")
+    return out
+
+
+class _Sink:
+    """Base writer: frames in (uint8 [H, W, 3]), a finished file or folder out, atomically."""
+
+    def __init__(self, out: Path, fps: float):
+        self.out, self.fps, self.count = out, fps, 0
+        self.tmp = out.with_name(f".{out.name}.part{os.getpid()}{out.suffix}")
+
+    def write(self, frame: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        if self.tmp.is_dir():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        elif self.tmp.exists():
+            self.tmp.unlink()
+
+    def _commit(self) -> None:
+        if self.out.is_dir() and not self.out.is_symlink():
+            shutil.rmtree(self.out)
+        os.replace(self.tmp, self.out)
+
+
+class _Mp4Sink(_Sink):
+    def __init__(self, out, fps, crf: int = 18):
+        super().__init__(out, fps)
+        import av
+
+        self._av = av
+        self.container = av.open(str(self.tmp), mode="w", format="mp4", options={"movflags": "+faststart"})
+        self.stream = None
+        self.crf = crf
+
+    def write(self, frame):
+        h, w = frame.shape[:2]
+        if self.stream is None:
+            self.stream = self.container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
+            self.stream.width, self.stream.height = w + (w % 2), h + (h % 2)  # yuv420p needs even sizes
+            self.stream.pix_fmt = "yuv420p"
+            self.stream.options = {"crf": str(self.crf), "preset": "veryfast"}
+        if w % 2 or h % 2:
+            frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        vf = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        for packet in self.stream.encode(vf):
+            self.container.mux(packet)
+        self.count += 1
+
+    def finish(self):
+        if self.stream is not None:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+        self.container.close()
+        self._commit()
+
+    def abort(self):
+        with contextlib.suppress(Exception):
+            self.container.close()
+        super().abort()
+
+
+class _PillowSink(_Sink):
+    """GIF / animated WebP through Pillow (frames are small: these formats are for previews)."""
+
+    def __init__(self, out, fps, fmt):
+        super().__init__(out, fps)
+        self.fmt, self.frames = fmt, []
+
+    def write(self, frame):
+        from PIL import Image
+
+        self.frames.append(Image.fromarray(frame))
+        self.count += 1
+
+    def finish(self):
+        duration = max(20, int(round(1000 / self.fps)))
+        kw = dict(save_all=True, append_images=self.frames[1:], duration=duration, loop=0)
+        if self.fmt == "WEBP":
+            kw.update(quality=90, method=4)
+        self.frames[0].save(self.tmp, format=self.fmt, **kw)
+        self._commit()
+
+
+class _PngSink(_Sink):
+    def __init__(self, out, fps):
+        super().__init__(out, fps)
+        self.tmp.mkdir(parents=False, exist_ok=False)
+
+    def write(self, frame):
+        from PIL import Image
+
+        Image.fromarray(frame).save(self.tmp / f"frame_{self.count:05d}.png")
+        self.count += 1
+
+    def finish(self):
+        self._commit()
+
+
+def open_sink(out: Path, fps: float) -> _Sink:
+    ext = out.suffix.lower()
+    if ext == ".mp4":
+        return _Mp4Sink(out, fps)
+    if ext == ".gif":
+        return _PillowSink(out, fps, "GIF")
+    if ext == ".webp":
+        return _PillowSink(out, fps, "WEBP")
+    return _PngSink(out, fps)
+
+
+def write_frames(frames: Iterable[np.ndarray], out: str | os.PathLike, fps: float = 25.0,
+                 overwrite: bool = False) -> Path:
+    """Stream uint8 frames [H, W, 3] (or batches [N, H, W, 3]) into `out`; atomic; returns the path."""
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and 0 < fps <= 240):
+        raise InputError(f"fps must be a number in (0, 240], got {fps!r}")
+    out = check_output_path(out, overwrite)
+    sink = open_sink(out, fps)
+    try:
+        for item in frames:
+            batch = item if item.ndim == 4 else item[None]
+            for frame in batch:
+                sink.write(frame)
+        if sink.count == 0:
+            raise InputError(f"{out}: no frames to write")
+        sink.finish()
+    except BaseException:
+        sink.abort()
+        raise
+    log.info("wrote %s (%d frames, %.3g fps)", out, sink.count, fps)
+    return out
+
+
+def render_video(G, ws: torch.Tensor, out: str | os.PathLike, fps: float = 25.0, batch_size: int = 16,
+                 dtype: torch.dtype | None = None, overwrite: bool = False,
+                 postprocess: Callable[[np.ndarray], np.ndarray] | None = None, progress: bool = False) -> Path:
+    """Render W+ codes [N, num_ws, w_dim] as a video/GIF/WebP/PNG folder, streaming batches to the writer.
+
+    `postprocess` maps a uint8 batch [b, R, R, 3] to frames (e.g. paste-back into a photo, side-by-side).
+    """
+    if ws.ndim != 3:
+        raise InputError(f"ws must have shape [N, num_ws, w_dim], got {list(ws.shape)}")
+    if not 0 < ws.shape[0] <= MAX_FRAMES:
+        raise InputError(f"frame count must be in 1..{MAX_FRAMES}, got {ws.shape[0]}")
+    check_output_path(out, overwrite)
+
+    def frames():
+        for imgs in synthesize_batches(G, ws, batch_size, dtype, progress=progress):
+            arr = to_uint8(imgs)
+            yield postprocess(arr) if postprocess else arr
+
+    return write_frames(frames(), out, fps, overwrite)
+
+
+def read_video_frames(path: str | os.PathLike, max_frames: int = 10) -> np.ndarray:
+    """Decode up to `max_frames` frames of a video file to uint8 [N, H, W, 3] (used by tests and previews)."""
+    import av
+
+    frames = []
+    with av.open(str(path)) as c:
+        for frame in c.decode(video=0):
+            frames.append(frame.to_ndarray(format="rgb24"))
+            if len(frames) >= max_frames:
+                break
+    return np.stack(frames)
+
+
+def contact_sheet(images: np.ndarray, cols: int | None = None, pad: int = 2) -> np.ndarray:
+    """uint8 [N, H, W, 3] -> one grid image (white padding)."""
+    n, h, w, _ = images.shape
+    cols = cols or math.ceil(math.sqrt(n))
+    rows = math.ceil(n / cols)
+    sheet = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 255, np.uint8)
+    for i, img in enumerate(images):
+        r, c = divmod(i, cols)
+        sheet[pad + r * (h + pad): pad + r * (h + pad) + h, pad + c * (w + pad): pad + c * (w + pad) + w] = img
+    return sheet
+
+
+def save_png(image: np.ndarray, out: str | os.PathLike) -> Path:
+    """Write a uint8 image atomically."""
+    from PIL import Image
+
+    out = Path(out)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png")
+    os.close(fd)
+    try:
+        Image.fromarray(image).save(tmp, format="PNG")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
