@@ -7,7 +7,7 @@ Compares, on the CPU and on CUDA when there is one:
   original          a transcription of the original `RPCA_gpu` loop (torch.svd, float32, per layer)
 
 Prints a markdown table (device, date, median milliseconds) for benchmarks/RESULTS.md.
-Run: python benchmarks/bench_decompose.py [--repeats 5] [--device cpu|cuda|all]
+Run: python benchmarks/bench_decompose.py [--repeats 5] [--device cpu|cuda|all] [--threads N]
 """
 from __future__ import annotations
 
@@ -96,7 +96,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     devices = [torch.device("cpu")] if args.device != "cuda" else []
     if args.device != "cpu":
         if torch.cuda.is_available():

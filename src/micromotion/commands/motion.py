@@ -1,0 +1,200 @@
+"""`micromotion motion ...`: inspect, decode, compose and import motion files (thin shells over decompose)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import zipfile
+
+import click
+
+from ..decompose import DIRECTIONS, VARIANTS, Motion, load_anchors, load_motion
+from ..errors import InputError
+
+_FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+def _generator(spec: str | None):
+    """The generator named on the command line, labelled by its registry name or file stem."""
+    if not spec:
+        return None
+    from .. import load_generator
+
+    G = load_generator(spec)
+    if not getattr(G, "name", None):
+        G.name = Path(spec).stem if Path(spec).exists() else spec
+    return G
+
+
+def _describe_source(source: dict) -> str:
+    if not source:
+        return "unknown"
+    kind = source.get("kind", "?")
+    rest = {k: v for k, v in source.items() if k not in ("kind", "parts")}
+    text = kind + (" " + json.dumps(rest, ensure_ascii=False) if rest else "")
+    if "parts" in source:
+        text += " of " + ", ".join(str(p.get("name", "?")) for p in source["parts"])
+    return text
+
+
+def _ranks(ranks: list[int]) -> str:
+    return str(ranks[0]) + " on every layer" if len(set(ranks)) == 1 else " ".join(map(str, ranks))
+
+
+def _written(motion: Motion, path: Path) -> str:
+    return (f"wrote {path}: motion '{motion.meta.name}', {motion.num_ws}x{motion.w_dim} latents, "
+            f"{motion.num_anchors} anchors, rank {_ranks(motion.ranks)}, direction norm {motion.direction.norm():.3g}")
+
+
+@click.group("motion")
+def motion() -> None:
+    """Motion files: inspect, decode from anchors, compose, import the authors' directions."""
+
+
+@motion.command("info")
+@click.argument("file", type=_FILE)
+@click.option("-g", "--generator", help="Also check that the motion is for this generator (file or registry name).")
+def info(file: Path, generator: str | None) -> None:
+    """Show what a motion file holds: its generator, source, rank, solver settings and direction.
+
+    FILE is a .safetensors motion or one of the authors' direction torch files.
+
+    \b
+    Examples:
+      micromotion motion info smile.safetensors
+      micromotion motion info pregen_latents/smile/d_latent -g stylegan2-ffhq-config-f.pt
+    """
+    m = load_motion(file, generator=_generator(generator))
+    meta = m.meta
+    norms = m.direction.norm(dim=-1)
+    top = norms.argsort(descending=True)[:3].tolist()
+    times = ", ".join(f"{t:.3g}" for t in m.times.tolist())
+    gen = meta.generator_name or "unknown"
+    gen += f" ({meta.generator_hash})" if meta.generator_hash else " (no fingerprint: only shapes can be checked)"
+    rows = [
+        ("file", str(file)),
+        ("name", meta.name),
+        ("format", f"micromotion motion v{meta.format_version}" + (f", written by micromotion {meta.library_version}"
+                                                                    if meta.library_version else "")
+         if not zipfile.is_zipfile(file) else "the authors' published direction (torch file)"),
+        ("generator", gen),
+        ("source", _describe_source(meta.source)),
+        ("latents", f"{m.num_ws} x {m.w_dim}"),
+        ("anchors", f"{m.num_anchors} at t = {times}"),
+        ("rank", _ranks(m.ranks) + (f" (asked: rank {meta.rank}" + (f", energy {meta.energy}" if meta.energy else "") + ")"
+                                    if meta.rank or meta.energy else "")),
+        ("direction", f"{meta.direction}; norm {norms.norm():.4g}; largest on layers "
+                      + ", ".join(f"{i} ({norms[i]:.3g})" for i in top)),
+    ]
+    if meta.rpca:
+        r = meta.rpca
+        its = r.get("iterations") or [0]
+        res = r.get("residual") or [0.0]
+        seed = f", seed {r['seed']}" if r.get("seed") is not None else ""
+        rows.append(("robust PCA", f"{r.get('variant')}, lambda {r.get('lam', 0):.4g}, tol {r.get('tol')}{seed}; "
+                                   f"{max(its)} iterations, residual {max(res):.2e}"
+                                   + ("" if r.get("converged", True) else " (did not converge)")))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key + ':':<{width + 2}}{value}")
+
+
+@motion.command("decode")
+@click.argument("anchors", type=_FILE)
+@click.option("-o", "--output", type=_FILE, required=True, help="Motion file to write (.safetensors).")
+@click.option("--name", help="Motion name (default: the output file's stem).")
+@click.option("--rank", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Dimensions kept per layer (with --energy: at most this many).")
+@click.option("--energy", type=click.FloatRange(0, 1, min_open=True), help="Keep the fewest dimensions per layer that "
+              "explain this fraction of the anchors' variance.")
+@click.option("--direction", type=click.Choice(DIRECTIONS), default="endpoints", show_default=True,
+              help="endpoints: last minus first low-rank anchor (the paper); principal: first principal axis.")
+@click.option("--variant", type=click.Choice(VARIANTS), default="ialm", show_default=True,
+              help="Robust PCA solver; 'paper' reproduces the original code.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the paper variant's randomized PCA.")
+@click.option("--times", help="Comma-separated positions of the anchors (degrees, frame times); default evenly spaced.")
+@click.option("-g", "--generator", help="Generator the anchors belong to (file or registry name): recorded with its "
+              "fingerprint, so the motion is refused by other generators.")
+@click.option("--generator-name", help="Name to record for the generator.")
+def decode(anchors: Path, output: Path, name, rank, energy, direction, variant, seed, times, generator, generator_name) -> None:
+    """Decode a motion from anchor latents [K, num_ws, w_dim], ordered by degree or time.
+
+    ANCHORS is a torch file holding a tensor or a list of latents (as the original code saves
+    latent/<text>_s<seed>_pre_pca) or a .safetensors file with a tensor named 'anchors'.
+
+    \b
+    Example:
+      micromotion motion decode latent/smile_s1_pre_pca -o smile.safetensors -g stylegan2-ffhq-config-f.pt
+    """
+    stack = load_anchors(anchors)
+    parsed = None
+    if times:
+        try:
+            parsed = [float(x) for x in times.split(",")]
+        except ValueError:
+            raise click.BadParameter(f"'{times}' is not a comma-separated list of numbers", param_hint="--times") from None
+    m = Motion.from_anchors(stack, times=parsed, rank=rank, energy=energy, direction=direction, variant=variant,
+                           seed=seed, name=name or output.stem, generator=_generator(generator),
+                           generator_name=generator_name,
+                           source={"kind": "anchors", "file": anchors.name, "num_anchors": stack.shape[0]})
+    m.save(output)
+    click.echo(_written(m, output))
+
+
+@motion.command("compose")
+@click.option("--add", "parts", type=(_FILE, float), multiple=True, required=True, metavar="FILE SCALE",
+              help="Add this motion times SCALE; repeatable.")
+@click.option("--remove", type=_FILE, multiple=True, metavar="FILE",
+              help="Remove, layer by layer, everything along this motion's direction; repeatable.")
+@click.option("-o", "--output", type=_FILE, required=True, help="Motion file to write (.safetensors).")
+@click.option("--name", help="Motion name (default: the output file's stem).")
+@click.option("-g", "--generator", help="Check every motion against this generator (file or registry name).")
+def compose(parts, remove, output: Path, name, generator) -> None:
+    """Combine motions: a weighted sum, with other motions' directions removed.
+
+    \b
+    Example (a smile without head turn, plus a little aging):
+      micromotion motion compose --add smile.safetensors 1 --add aging.safetensors 0.3 \\
+          --remove head_turn.safetensors -o smile_still.safetensors
+    """
+    G = _generator(generator)
+    result = None
+    for path, scale in parts:
+        part = load_motion(path, generator=G).scaled(scale)
+        try:
+            result = part if result is None else result + part
+        except InputError as e:
+            raise InputError(f"{path}: {e}") from None
+    if remove:
+        result = result.orthogonalized(*(load_motion(p, generator=G) for p in remove))
+    result.meta.name = name or output.stem
+    result.save(output)
+    click.echo(_written(result, output))
+
+
+@motion.command("import-paper")
+@click.argument("file", type=_FILE)
+@click.option("-o", "--output", type=_FILE, required=True, help="Motion file to write (.safetensors).")
+@click.option("--name", help="Motion name (default: the folder name of pregen_latents/<name>/d_latent, else the file stem).")
+@click.option("-g", "--generator", help="Generator the direction is for (file or registry name): checked for shape "
+              "and recorded with its fingerprint.")
+@click.option("--generator-name", help="Name to record for the generator, e.g. stylegan2-ffhq-config-f.")
+def import_paper(file: Path, output: Path, name, generator, generator_name) -> None:
+    """Convert one of the authors' published directions (a torch file [1, 18, 512]) to a motion file.
+
+    \b
+    Example:
+      micromotion motion import-paper pregen_latents/smile/d_latent -o smile.safetensors \\
+          --generator-name stylegan2-ffhq-config-f
+    """
+    if file.is_file() and not zipfile.is_zipfile(file):
+        raise InputError(f"{file}: not a torch file (already a micromotion motion file?); import-paper reads the "
+                         f"authors' direction files such as pregen_latents/smile/d_latent")
+    m = load_motion(file, generator=_generator(generator), name=name)
+    if generator_name:
+        m.meta.generator_name = generator_name
+    m.save(output)
+    click.echo(_written(m, output))
+
+
+COMMANDS = [motion]

@@ -1,0 +1,628 @@
+"""micromotion.decompose: robust PCA, motion extraction, composition, motion files, the authors' directions."""
+from __future__ import annotations
+
+import io
+import json
+import math
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from micromotion.decompose import (
+    FORMAT_NAME,
+    Motion,
+    MotionMeta,
+    _svt,
+    _rpca,
+    generator_fingerprint,
+    load_anchors,
+    load_motion,
+    read_paper_direction,
+    robust_pca,
+)
+from micromotion.errors import InputError
+from micromotion.models.stylegan2 import Generator, GeneratorConfig
+
+
+
+@pytest.fixture
+def paper_directions(reference_dir) -> Path:
+    """The authors' published directions in the reference data; skip when absent (never copied here)."""
+    path = reference_dir / "paper_directions"
+    if not path.is_dir():
+        pytest.skip(f"reference data folder {path} is absent")
+    return path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny: on a busy 2-core runner, intra-op threads only contend (6 s vs 25 s here)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Helpers: data and a transcription of the original code
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.double().flatten(), b.double().flatten()
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+def synthetic_anchors(K=12, num_ws=4, w_dim=512, amp=3.0, noise=0.02, outliers=0.05, outlier_mag=5.0, seed=0,
+                      dtype=torch.float32):
+    """Anchors = base + t·direction + dense noise + sparse outliers; returns (anchors, true per-layer direction)."""
+    g = torch.Generator().manual_seed(seed)
+    t = torch.linspace(0, 1, K, dtype=torch.float64)[:, None, None]
+    base = torch.randn(num_ws, w_dim, generator=g, dtype=torch.float64)
+    direction = torch.nn.functional.normalize(torch.randn(num_ws, w_dim, generator=g, dtype=torch.float64), dim=-1) * amp
+    dense = noise * torch.randn(K, num_ws, w_dim, generator=g, dtype=torch.float64)
+    mask = torch.rand(K, num_ws, w_dim, generator=g) < outliers
+    sparse = mask * outlier_mag * torch.randn(K, num_ws, w_dim, generator=g, dtype=torch.float64)
+    return (base + t * direction + dense + sparse).to(dtype), direction.to(dtype)
+
+
+def original_rpca(D: torch.Tensor, max_iter: int = 1000):
+    """The original `RPCA_gpu(D).fit()` (StyleCLIP/optimization/pca.py), restated for one matrix.
+
+    μ = mn/(4·Σd²) fixed; L ← SVT(D − S + Y/μ, 1/μ); S ← shrink(D − L + Y/μ, λ/μ); Y ← Y + μ(D − L − S);
+    stop once Σ(D−L−S)²/Σd² ≤ 1e-7·Σd².
+    """
+    def shrink(M, tau):
+        return torch.sign(M) * torch.relu(M.abs() - tau)
+
+    sq = D.pow(2).sum()
+    mu = D.numel() / (4 * sq.item())
+    lam = 1 / math.sqrt(max(D.shape))
+    L, S, Y = torch.zeros_like(D), torch.zeros_like(D), torch.zeros_like(D)
+    err, i = math.inf, 0
+    while err > 1e-7 * sq and i < max_iter:
+        U, s, V = torch.svd(D - S + Y / mu, some=True)
+        L = U @ torch.diag(shrink(s, 1 / mu)) @ V.t()
+        S = shrink(D - L + Y / mu, lam / mu)
+        Y = Y + mu * (D - L - S)
+        err = (D - L - S).pow(2).sum() / sq
+        i += 1
+    return L, S
+
+
+def original_lowrank_anchors(anchors: torch.Tensor, seed: int) -> torch.Tensor:
+    """The original `get_pca_latent`: per layer RPCA, then `pca_lowrank(q=4, center=False)` rebuilt as U·S·Vᵀ."""
+    torch.manual_seed(seed)
+    out = torch.zeros_like(anchors)
+    for layer in range(anchors.shape[1]):
+        L, _ = original_rpca(anchors[:, layer])
+        U, s, V = torch.pca_lowrank(L, q=4, center=False)
+        out[:, layer] = U @ torch.diag(s) @ V.t()
+    return out
+
+
+def tiny_generator(seed: int, name: str | None = None) -> Generator:
+    torch.manual_seed(seed)
+    G = Generator(GeneratorConfig.tiny()).eval()
+    if name:
+        G.name = name
+    return G
+
+
+def torch_file_on_cuda(tensor: torch.Tensor, path: Path) -> Path:
+    """Write `tensor` as torch.save would on cuda:0 (storage location 'cuda:0'), without needing a GPU."""
+    buf = io.BytesIO()
+    torch.save(tensor, buf)
+    src = zipfile.ZipFile(io.BytesIO(buf.getvalue()))
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as out:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename.endswith("data.pkl"):
+                assert data.count(b"X\x03\x00\x00\x00cpu") == 1
+                data = data.replace(b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0")
+            out.writestr(info.filename, data)
+    return path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Robust PCA
+
+
+def test_exact_recovery_200x200_rank5_sparse5():
+    g = torch.Generator().manual_seed(0)
+    n, r = 200, 5
+    L0 = torch.randn(n, r, generator=g, dtype=torch.float64) @ torch.randn(r, n, generator=g, dtype=torch.float64) / math.sqrt(n)
+    mask = torch.rand(n, n, generator=g) < 0.05
+    S0 = mask * torch.sign(torch.randn(n, n, generator=g, dtype=torch.float64))
+    L, S = robust_pca(L0 + S0)
+    assert (L - L0).norm() / L0.norm() < 1e-5
+    assert (S - S0).norm() / S0.norm() < 1e-5
+    assert torch.linalg.matrix_rank(L, rtol=1e-6) == r
+
+
+def test_stops_on_relative_residual():
+    D, _ = synthetic_anchors(num_ws=3, dtype=torch.float64)
+    D = D.transpose(0, 1)
+    for tol in (1e-3, 1e-7):
+        L, S, stats = _rpca(D, None, tol, 1000, "ialm")
+        residual = torch.linalg.matrix_norm(D - L - S) / torch.linalg.matrix_norm(D)
+        assert torch.allclose(residual, stats.residual)
+        assert (residual < tol).all() and stats.converged.all()
+        if tol == 1e-3:
+            loose_iterations = stats.iterations
+    assert (stats.iterations > loose_iterations).all()
+
+
+@pytest.mark.parametrize("variant", ["ialm", "paper"])
+def test_batched_equals_per_matrix(variant):
+    g = torch.Generator().manual_seed(1)
+    # different scales and outlier rates, so the matrices converge after different numbers of iterations
+    D = torch.randn(5, 12, 64, generator=g, dtype=torch.float64) * torch.tensor([0.1, 1, 3, 10, 1.0], dtype=torch.float64)[:, None, None]
+    D = D + (torch.rand(5, 12, 64, generator=g) < torch.linspace(0.0, 0.2, 5)[:, None, None]) * 8
+    L, S, stats = _rpca(D, None, 1e-7, 1000, variant)
+    assert len(set(stats.iterations.tolist())) > 1
+    for i in range(D.shape[0]):
+        Li, Si = robust_pca(D[i], variant=variant)
+        torch.testing.assert_close(L[i], Li, rtol=0, atol=1e-9 * D[i].abs().max().item())
+        torch.testing.assert_close(S[i], Si, rtol=0, atol=1e-9 * D[i].abs().max().item())
+
+
+def test_any_leading_dims():
+    D = torch.randn(2, 3, 12, 20, generator=torch.Generator().manual_seed(2))
+    L, S = robust_pca(D)
+    assert L.shape == S.shape == D.shape
+    torch.testing.assert_close(L[1, 2], robust_pca(D[1, 2])[0], atol=1e-5, rtol=0)
+
+
+def test_paper_variant_equals_transcription_of_original():
+    anchors, _ = synthetic_anchors(num_ws=3, w_dim=64, noise=0.1, dtype=torch.float64, seed=3)
+    D = anchors.transpose(0, 1).contiguous()
+    L, S = robust_pca(D, variant="paper")
+    for layer in range(D.shape[0]):
+        L_ref, S_ref = original_rpca(D[layer])
+        torch.testing.assert_close(L[layer], L_ref, rtol=0, atol=1e-9)
+        torch.testing.assert_close(S[layer], S_ref, rtol=0, atol=1e-9)
+    # and it is a different algorithm from the default: stopping far earlier, far less accurately
+    _, _, paper = _rpca(D, None, 1e-7, 1000, "paper")
+    _, _, ialm = _rpca(D, None, 1e-7, 1000, "ialm")
+    assert (paper.residual > 100 * ialm.residual).all()
+
+
+def test_default_lambda_is_one_over_sqrt_max_dim():
+    D = torch.randn(12, 80, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    torch.testing.assert_close(robust_pca(D)[0], robust_pca(D, lam=1 / math.sqrt(80))[0], rtol=0, atol=0)
+    assert not torch.allclose(robust_pca(D)[0], robust_pca(D, lam=0.5)[0])
+
+
+@pytest.mark.parametrize("shape", [(3, 12, 40), (3, 40, 12), (2, 30, 30)])
+def test_gram_svt_matches_svd(shape):
+    M = torch.randn(*shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    tau = torch.tensor([[0.5], [2.0], [4.0]], dtype=torch.float64)[: shape[0]]
+    U, s, Vh = torch.linalg.svd(M, full_matrices=False)
+    ref = U @ torch.diag_embed((s - tau).clamp_min(0)) @ Vh
+    torch.testing.assert_close(_svt(M, tau), ref, rtol=0, atol=1e-10)
+
+
+def test_dtype_and_zero_matrix():
+    D = torch.randn(4, 12, 30, generator=torch.Generator().manual_seed(6))
+    D[2] = 0
+    L, S = robust_pca(D)
+    assert L.dtype == S.dtype == torch.float32
+    assert torch.isfinite(L).all() and torch.isfinite(S).all()
+    assert (L[2] == 0).all() and (S[2] == 0).all()
+    torch.testing.assert_close(L + S, D, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("D, message", [
+    (torch.tensor([[1.0, float("nan")], [0.0, 1.0]]), "NaN or inf"),
+    (torch.tensor([[1.0, float("inf")], [0.0, 1.0]]), "NaN or inf"),
+    (torch.ones(5), "shape [..., m, n]"),
+    (torch.ones(3, 0), "shape [..., m, n]"),
+    (torch.ones(3, 3, dtype=torch.long), "floating-point"),
+    ([[1.0, 2.0]], "torch tensor"),
+])
+def test_robust_pca_rejects_bad_input(D, message):
+    with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+        robust_pca(D)
+
+
+def test_robust_pca_rejects_bad_settings():
+    D = torch.randn(4, 6)
+    with pytest.raises(InputError, match="unknown robust PCA variant 'fast'; choose one of: ialm, paper"):
+        robust_pca(D, variant="fast")
+    with pytest.raises(InputError, match="tol must be a positive number"):
+        robust_pca(D, tol=0)
+    with pytest.raises(InputError, match="max_iter must be a positive integer"):
+        robust_pca(D, max_iter=0)
+    with pytest.raises(InputError, match="lam must be a positive number"):
+        robust_pca(D, lam=-1)
+
+
+def test_warns_when_not_converged(caplog):
+    D = torch.randn(3, 12, 40, generator=torch.Generator().manual_seed(7))
+    with caplog.at_level("WARNING", logger="micromotion.decompose"):
+        robust_pca(D, max_iter=2)
+    assert "3 of 3 matrices did not converge in 2 iterations" in caplog.text
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Motion extraction
+
+
+def test_rpca_direction_beats_raw_endpoint_difference():
+    anchors, true = synthetic_anchors(num_ws=4)
+    motion = Motion.from_anchors(anchors)
+    rpca_cos = cosine(motion.direction, true)
+    raw_cos = cosine(anchors[-1] - anchors[0], true)
+    assert rpca_cos > 0.93, rpca_cos
+    assert raw_cos < 0.3, raw_cos
+    assert rpca_cos - raw_cos > 0.6
+    # per layer as well, not only on average
+    for layer in range(4):
+        assert cosine(motion.direction[layer], true[layer]) > 0.9
+
+
+def test_paper_variant_motion_equals_transcription_of_original():
+    anchors, _ = synthetic_anchors(num_ws=3, w_dim=64, noise=0.3, dtype=torch.float64, seed=8)
+    # noise of full rank: the rank-4 projection then depends on the random test matrix, so seeding matters
+    low = original_lowrank_anchors(anchors, seed=11)
+    rng_before = torch.get_rng_state()
+    motion = Motion.from_anchors(anchors, variant="paper", rank=4, seed=11)
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the global generator is left alone
+    torch.testing.assert_close(motion.direction, (low[-1] - low[0]).float(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(motion.anchor_offsets(), (low - low[0]).float(), rtol=0, atol=1e-5)
+    assert motion.meta.rpca["variant"] == "paper" and motion.meta.rpca["seed"] == 11
+    again = Motion.from_anchors(anchors, variant="paper", rank=4, seed=11)
+    assert torch.equal(again.direction, motion.direction)
+    other_seed = Motion.from_anchors(anchors, variant="paper", rank=4, seed=12)
+    assert not torch.allclose(other_seed.direction, motion.direction, atol=1e-4)
+
+
+def test_path_follows_low_rank_anchors():
+    anchors, _ = synthetic_anchors(K=5, num_ws=3, w_dim=32, seed=9)
+    motion = Motion.from_anchors(anchors, rank=2)
+    offsets = motion.anchor_offsets()
+    assert offsets.shape == (5, 3, 32)
+    assert offsets[0].abs().max() < 1e-6
+    torch.testing.assert_close(motion.path(motion.times), offsets, atol=1e-5, rtol=0)
+    torch.testing.assert_close(motion.path([1.0])[0], motion.direction, atol=1e-5, rtol=0)
+    torch.testing.assert_close(motion.path(0.125)[0], (offsets[0] + offsets[1]) / 2, atol=1e-5, rtol=0)
+    assert motion.path([0, 0.3, 1]).shape == (3, 3, 32)
+    torch.testing.assert_close(motion.offsets([0, 0.5, 2]), torch.stack([0 * motion.direction, 0.5 * motion.direction,
+                                                                          2 * motion.direction]))
+    with pytest.raises(InputError, match=r"path positions must lie in \[0, 1\]"):
+        motion.path([1.5])
+
+
+def test_basis_is_orthonormal_and_ranks_follow_settings():
+    anchors, _ = synthetic_anchors(num_ws=3, w_dim=64, noise=0.05, seed=10)
+    for rank in (1, 2, 4):
+        m = Motion.from_anchors(anchors, rank=rank)
+        assert m.ranks == [rank] * 3
+        for layer in range(3):
+            B = m.basis[layer]
+            torch.testing.assert_close(B @ B.T, torch.eye(rank), atol=1e-5, rtol=0)
+        # the offsets are exactly representable in the basis
+        torch.testing.assert_close(torch.einsum("kld,lrd->klr", m.anchor_offsets(), m.basis), m.coords, atol=1e-4, rtol=0)
+
+
+def test_energy_picks_rank_per_layer():
+    g = torch.Generator().manual_seed(11)
+    t = torch.linspace(0, 1, 10)[:, None]
+    u, v, w = (torch.nn.functional.normalize(torch.randn(3, 40, generator=g), dim=-1))
+    layer0 = 5 * t * u  # a one-dimensional motion
+    layer1 = 5 * t * v + 2 * torch.sin(3 * t) * w  # two-dimensional
+    anchors = torch.stack([layer0, layer1], dim=1) + torch.randn(2, 40, generator=g)
+    m = Motion.from_anchors(anchors, rank=None, energy=0.999)
+    assert m.ranks == [1, 2]
+    assert Motion.from_anchors(anchors, rank=1, energy=0.999).ranks == [1, 1]
+    assert m.meta.energy == 0.999 and m.meta.rank is None
+
+
+def test_principal_direction_follows_anchor_order():
+    anchors, true = synthetic_anchors(num_ws=3, w_dim=64, noise=0.0, outliers=0.0, seed=12)
+    principal = Motion.from_anchors(anchors, direction="principal")
+    endpoints = Motion.from_anchors(anchors)
+    torch.testing.assert_close(principal.direction, endpoints.direction, atol=1e-4, rtol=0)
+    assert cosine(principal.direction, true) > 0.99
+    reversed_ = Motion.from_anchors(anchors.flip(0), direction="principal")
+    torch.testing.assert_close(reversed_.direction, -principal.direction, atol=1e-4, rtol=0)
+    assert principal.meta.direction == "principal"
+
+
+def test_times_are_normalized_and_used():
+    anchors, _ = synthetic_anchors(K=4, num_ws=2, w_dim=16, seed=13)
+    m = Motion.from_anchors(anchors, times=[10, 20, 40, 50], rank=3)
+    torch.testing.assert_close(m.times, torch.tensor([0.0, 0.25, 0.75, 1.0]))
+    torch.testing.assert_close(m.path(0.25)[0], m.anchor_offsets()[1], atol=1e-5, rtol=0)
+
+
+def test_accepts_list_of_latents_and_float16():
+    anchors, _ = synthetic_anchors(K=4, num_ws=2, w_dim=16, seed=14)
+    from_list = Motion.from_anchors([a.unsqueeze(0) for a in anchors])  # [1, num_ws, w_dim] each, as saved
+    torch.testing.assert_close(from_list.direction, Motion.from_anchors(anchors).direction)
+    assert torch.isfinite(Motion.from_anchors(anchors.half()).direction).all()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda a: a.index_put_((torch.tensor(2), torch.tensor(1), torch.tensor(3)), torch.tensor(float("nan"))),
+     "NaN or inf \\(first in anchor 2, layer 1\\)"),
+    (lambda a: a.index_put_((torch.tensor(0), torch.tensor(0), torch.tensor(0)), torch.tensor(float("inf"))),
+     "NaN or inf \\(first in anchor 0, layer 0\\)"),
+    (lambda a: a[:1], "need at least 2 anchors to decode a motion, got 1"),
+    (lambda a: a[0], "anchors must have shape \\[K, num_ws, w_dim\\], got \\[3, 16\\]"),
+    (lambda a: [a[0], a[1, :2]], "anchor 1 has shape \\[2, 16\\] but anchor 0 has \\[3, 16\\]"),
+    (lambda a: a.long(), "floating-point"),
+    (lambda a: a.numpy(), "must be a tensor"),
+])
+def test_from_anchors_rejects_bad_anchors(change, message):
+    anchors, _ = synthetic_anchors(K=4, num_ws=3, w_dim=16, seed=15)
+    with pytest.raises(InputError, match=message):
+        Motion.from_anchors(change(anchors.clone()))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(times=[0, 1, 2]), "times has 3 values but there are 4 anchors"),
+    (dict(times=[0, 2, 1, 3]), "strictly increasing"),
+    (dict(direction="diagonal"), "unknown direction 'diagonal'; choose one of: endpoints, principal"),
+    (dict(variant="exact"), "unknown robust PCA variant 'exact'"),
+    (dict(rank=0), "rank must be a positive integer"),
+    (dict(rank=None), "give a rank, an energy, or both"),
+    (dict(energy=1.5), "energy must be in \\(0, 1\\]"),
+    (dict(variant="paper", energy=0.9), "variant 'paper' keeps a fixed rank"),
+    (dict(generator=tiny_generator(0)), "anchors \\[4, 3, 16\\] has latents 3x16 but generator 'stylegan2-32px' uses 8x16"),
+])
+def test_from_anchors_rejects_bad_settings(kwargs, message):
+    anchors, _ = synthetic_anchors(K=4, num_ws=3, w_dim=16, seed=16)
+    with pytest.raises(InputError, match=message):
+        Motion.from_anchors(anchors, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Composition
+
+
+def two_motions():
+    a = Motion.from_anchors(synthetic_anchors(K=5, num_ws=3, w_dim=32, seed=20)[0], rank=2, name="smile")
+    b = Motion.from_anchors(synthetic_anchors(K=3, num_ws=3, w_dim=32, seed=21)[0], rank=2, name="turn")
+    return a, b
+
+
+def test_scale_and_negate():
+    a, _ = two_motions()
+    s = a.scaled(2.5)
+    torch.testing.assert_close(s.direction, 2.5 * a.direction)
+    torch.testing.assert_close(s.path([0.3, 1]), 2.5 * a.path([0.3, 1]))
+    torch.testing.assert_close((-a).direction, -a.direction)
+    torch.testing.assert_close((2 * a).direction, (a * 2).direction)
+    assert s.meta.source["op"] == "scale" and s.meta.source["factor"] == 2.5 and s.meta.name == "2.5*smile"
+
+
+def test_add_sums_directions_and_paths():
+    a, b = two_motions()
+    c = a + b
+    torch.testing.assert_close(c.direction, a.direction + b.direction)
+    t = torch.tensor([0.0, 0.1, 0.25, 0.5, 0.6, 1.0])
+    torch.testing.assert_close(c.path(t), a.path(t) + b.path(t), atol=1e-5, rtol=0)
+    torch.testing.assert_close(c.times, torch.tensor([0.0, 0.25, 0.5, 0.75, 1.0]))
+    assert max(c.ranks) <= 4
+    torch.testing.assert_close((a - b).direction, a.direction - b.direction)
+    assert [p["name"] for p in c.meta.source["parts"]] == ["smile", "turn"]
+
+
+def test_orthogonalize_removes_other_directions_per_layer():
+    a, b = two_motions()
+    c = a.orthogonalized(b)
+    for layer in range(3):
+        assert abs(float(c.direction[layer] @ b.direction[layer])) < 1e-5 * float(b.direction[layer].norm())
+        assert (c.anchor_offsets()[:, layer] @ b.direction[layer]).abs().max() < 1e-4
+    # what is left is a's direction minus its projection, layer by layer
+    bd = torch.nn.functional.normalize(b.direction, dim=-1)
+    expected = a.direction - (a.direction * bd).sum(-1, keepdim=True) * bd
+    torch.testing.assert_close(c.direction, expected, atol=1e-5, rtol=0)
+    # against itself, nothing is left
+    assert a.orthogonalized(a).direction.abs().max() < 1e-5
+    with pytest.raises(InputError, match="needs at least one motion"):
+        a.orthogonalized()
+
+
+def test_combining_motions_of_different_generators_is_refused():
+    G1, G2 = tiny_generator(0, "tiny-a"), tiny_generator(1, "tiny-b")
+    anchors, _ = synthetic_anchors(K=4, num_ws=8, w_dim=16, seed=22)
+    a = Motion.from_anchors(anchors, generator=G1, name="a")
+    b = Motion.from_anchors(anchors, generator=G2, name="b")
+    with pytest.raises(InputError, match="'a' is for generator 'tiny-a' .* but 'b' is for 'tiny-b'"):
+        a + b
+    small = Motion.from_anchors(synthetic_anchors(K=4, num_ws=2, w_dim=16)[0], name="small")
+    with pytest.raises(InputError, match="has latents 2x16 but 'a' has 8x16"):
+        a.orthogonalized(small)
+
+
+def test_apply_adds_offsets_and_checks_generator():
+    G = tiny_generator(0)
+    anchors, _ = synthetic_anchors(K=4, num_ws=8, w_dim=16, seed=23)
+    m = Motion.from_anchors(anchors, generator=G)
+    ws = torch.randn(2, 8, 16)
+    out = m.apply(ws, [0, 1, 3], generator=G)
+    assert out.shape == (3, 2, 8, 16)
+    torch.testing.assert_close(out[2, 1], ws[1] + 3 * m.direction)
+    assert m.apply(ws[0], [1.0]).shape == (1, 8, 16)
+    with pytest.raises(InputError, match="ws must have shape"):
+        m.apply(torch.randn(2, 7, 16), [1.0])
+    with pytest.raises(InputError, match="was made for generator 'stylegan2-32px'"):
+        m.apply(ws, [1.0], generator=tiny_generator(5))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Generators and motion files
+
+
+def test_generator_fingerprint_identifies_weights():
+    G1, G1_again, G2 = tiny_generator(0), tiny_generator(0), tiny_generator(1)
+    fp = generator_fingerprint(G1)
+    assert fp.startswith("sha256:") and len(fp) == 7 + 64
+    assert generator_fingerprint(G1_again) == fp
+    assert generator_fingerprint(G2) != fp
+    with torch.no_grad():
+        G1_again.mapping_net.fc0.bias[0] += 1e-3
+    assert generator_fingerprint(G1_again) != fp
+
+
+def test_save_load_roundtrip(tmp_path):
+    G = tiny_generator(0, "tiny-a")
+    anchors, _ = synthetic_anchors(K=6, num_ws=8, w_dim=16, seed=24)
+    m = Motion.from_anchors(anchors, generator=G, name="smile", rank=3, times=[0, 1, 2, 3, 4, 6],
+                            source={"kind": "text", "template": "a {} smiling face", "degrees": ["no", "50%"], "seed": 1})
+    path = m.save(tmp_path / "smile.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["smile.safetensors"]  # no temp file left
+    back = Motion.load(path, generator=G)
+    for key in ("direction", "basis", "coords", "times"):
+        assert torch.equal(getattr(back, key), getattr(m, key)), key
+    assert back.meta == m.meta
+    assert back.meta.generator_name == "tiny-a" and back.meta.generator_hash == generator_fingerprint(G)
+    assert back.meta.source["template"] == "a {} smiling face"
+    assert back.meta.rpca["variant"] == "ialm" and back.meta.rpca["converged"] is True
+    assert back.meta.library_version and back.meta.format_version == 1
+    assert load_motion(path).meta.name == "smile"
+
+
+def test_load_refuses_motion_of_another_generator(tmp_path):
+    G1, G2 = tiny_generator(0, "ffhq-tiny"), tiny_generator(1, "cats-tiny")
+    anchors, _ = synthetic_anchors(K=4, num_ws=8, w_dim=16, seed=25)
+    path = Motion.from_anchors(anchors, generator=G1, name="smile").save(tmp_path / "smile.safetensors")
+    with pytest.raises(InputError) as e:
+        Motion.load(path, generator=G2)
+    msg = str(e.value)
+    assert "ffhq-tiny" in msg and "cats-tiny" in msg and str(path) in msg and "\n" not in msg
+    assert generator_fingerprint(G1)[7:19] in msg and generator_fingerprint(G2)[7:19] in msg
+
+
+def _motion_file(tmp_path) -> Path:
+    anchors, _ = synthetic_anchors(K=4, num_ws=2, w_dim=16, seed=26)
+    return Motion.from_anchors(anchors, name="m").save(tmp_path / "m.safetensors")
+
+
+def test_corrupt_and_foreign_files_are_refused(tmp_path):
+    from safetensors.torch import save_file
+
+    good = _motion_file(tmp_path)
+    data = good.read_bytes()
+    cases = {
+        "truncated.safetensors": (data[: len(data) // 2], "not a readable motion file"),
+        "garbage.safetensors": (b"\x00\x01garbage" * 10, "not a readable motion file"),
+        "empty.safetensors": (b"", "not a readable motion file"),
+    }
+    for name, (content, message) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(InputError, match=message):
+            Motion.load(tmp_path / name)
+    tensors = {k: v for k, v in load_motion(good).__dict__.items() if isinstance(v, torch.Tensor)}
+    save_file(tensors, str(tmp_path / "noformat.safetensors"))
+    with pytest.raises(InputError, match="not a micromotion motion"):
+        Motion.load(tmp_path / "noformat.safetensors")
+    meta = json.dumps(MotionMeta().to_dict())
+    save_file(tensors, str(tmp_path / "newer.safetensors"), metadata={"format": FORMAT_NAME, "format_version": "99", "meta": meta})
+    with pytest.raises(InputError, match="format version 99 is newer"):
+        Motion.load(tmp_path / "newer.safetensors")
+    save_file({k: v for k, v in tensors.items() if k != "coords"}, str(tmp_path / "nocoords.safetensors"),
+              metadata={"format": FORMAT_NAME, "format_version": "1", "meta": meta})
+    with pytest.raises(InputError, match="lacks tensor 'coords'"):
+        Motion.load(tmp_path / "nocoords.safetensors")
+    save_file({**tensors, "times": torch.tensor([0.0, 0.7, 0.5, 1.0])}, str(tmp_path / "badtimes.safetensors"),
+              metadata={"format": FORMAT_NAME, "format_version": "1", "meta": meta})
+    with pytest.raises(InputError, match="badtimes.safetensors: bad motion file .*times must increase"):
+        Motion.load(tmp_path / "badtimes.safetensors")
+    torch.save(torch.zeros(1, 2, 16), tmp_path / "direction.pt")
+    with pytest.raises(InputError, match="a torch file, not a motion file; .* load_motion"):
+        Motion.load(tmp_path / "direction.pt")
+    with pytest.raises(InputError, match="no such motion file"):
+        load_motion(tmp_path / "missing.safetensors")
+    with pytest.raises(InputError, match="does not exist; create it first"):
+        load_motion(good).save(tmp_path / "no" / "such" / "dir.safetensors")
+
+
+def test_authors_direction_saved_on_cuda_loads_on_cpu(tmp_path):
+    d = torch.randn(1, 18, 512, generator=torch.Generator().manual_seed(27)).requires_grad_()
+    path = torch_file_on_cuda(d, tmp_path / "d_latent")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA"):  # what a plain torch.load does on this machine
+            torch.load(path, weights_only=True)
+    torch.testing.assert_close(read_paper_direction(path), d.detach()[0])
+    motion = load_motion(path)
+    assert motion.meta.name == tmp_path.name  # pregen_latents/<name>/d_latent
+    assert motion.meta.source["kind"] == "paper" and len(motion.meta.source["sha256"]) == 64
+    torch.testing.assert_close(motion.direction, d.detach()[0])
+    torch.testing.assert_close(motion.path([0.5])[0], 0.5 * d.detach()[0], atol=1e-6, rtol=0)
+    assert motion.ranks == [1] * 18 and not motion.direction.requires_grad
+    torch.save({"g_ema": {}}, tmp_path / "other.pt")
+    with pytest.raises(InputError, match="holds a dict, not a direction tensor"):
+        load_motion(tmp_path / "other.pt")
+    torch.save(torch.zeros(2, 18, 512), tmp_path / "batch.pt")
+    with pytest.raises(InputError, match=r"shape \[2, 18, 512\]"):
+        load_motion(tmp_path / "batch.pt")
+
+
+def test_authors_direction_is_checked_against_generator(tmp_path):
+    path = torch_file_on_cuda(torch.randn(1, 18, 512), tmp_path / "smile.pt")
+    with pytest.raises(InputError, match="smile.pt: .*latents 18x512 but generator 'stylegan2-32px' uses 8x16"):
+        load_motion(path, generator=tiny_generator(0))
+    G = tiny_generator(0)
+    stamped = load_motion(torch_file_on_cuda(torch.randn(1, 8, 16), tmp_path / "tiny.pt"), generator=G)
+    assert stamped.meta.generator_hash == generator_fingerprint(G)
+
+
+@pytest.mark.parametrize("name, norm", [("smile", 2.0), ("angry", 2.4), ("aging", 1.8), ("eyesClose", 1.06), ("headsTurn", 88.3)])
+def test_published_directions(name, norm, tmp_path, paper_directions):
+    motion = load_motion(paper_directions / f"{name}.pt")
+    assert motion.direction.shape == (18, 512) and motion.device.type == "cpu"
+    assert motion.direction.norm().item() == pytest.approx(norm, rel=0.02)
+    assert motion.meta.name == name and motion.meta.source["kind"] == "paper"
+    back = Motion.load(motion.save(tmp_path / f"{name}.safetensors"))
+    assert torch.equal(back.direction, motion.direction)
+
+
+def test_load_anchors_from_original_list_and_safetensors(tmp_path):
+    from safetensors.torch import save_file
+
+    anchors, _ = synthetic_anchors(K=4, num_ws=3, w_dim=16, seed=28)
+    torch.save([a for a in anchors], tmp_path / "smile_s1_pre_pca")
+    torch.testing.assert_close(load_anchors(tmp_path / "smile_s1_pre_pca"), anchors)
+    save_file({"anchors": anchors}, str(tmp_path / "a.safetensors"))
+    torch.testing.assert_close(load_anchors(tmp_path / "a.safetensors"), anchors)
+    save_file({"x": anchors, "y": anchors.clone()}, str(tmp_path / "two.safetensors"))
+    with pytest.raises(InputError, match="name the anchor stack 'anchors'"):
+        load_anchors(tmp_path / "two.safetensors")
+    torch.save([anchors[0], anchors[1, :2]], tmp_path / "ragged.pt")
+    with pytest.raises(InputError, match="ragged.pt: anchor 1 has shape"):
+        load_anchors(tmp_path / "ragged.pt")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu():
+    anchors, _ = synthetic_anchors(num_ws=18, seed=40)
+    D = anchors.transpose(0, 1).contiguous()
+    for variant in ("ialm", "paper"):
+        L_cpu, S_cpu = robust_pca(D, variant=variant)
+        L_gpu, S_gpu = robust_pca(D.cuda(), variant=variant)
+        assert L_gpu.device.type == "cuda"
+        torch.testing.assert_close(L_gpu.cpu(), L_cpu, atol=1e-4, rtol=0)
+        torch.testing.assert_close(S_gpu.cpu(), S_cpu, atol=1e-4, rtol=0)
+    for variant in ("ialm", "paper"):
+        cpu = Motion.from_anchors(anchors, variant=variant)
+        gpu = Motion.from_anchors(anchors.cuda(), variant=variant)
+        assert gpu.device.type == "cuda"
+        torch.testing.assert_close(gpu.direction.cpu(), cpu.direction, atol=1e-4, rtol=0)
+        torch.testing.assert_close(gpu.path([0.3, 0.7]).cpu(), cpu.path([0.3, 0.7]), atol=1e-4, rtol=0)
+        ws = torch.randn(2, 18, 512, device="cuda")
+        assert gpu.apply(ws, [0.0, 1.0]).device.type == "cuda"
+
+
+def test_identical_anchors_give_a_zero_motion(caplog):
+    anchors = torch.randn(3, 16).expand(5, 3, 16).clone()
+    with caplog.at_level("WARNING", logger="micromotion.decompose"):
+        m = Motion.from_anchors(anchors, name="still")
+    assert m.direction.abs().max() == 0 and m.ranks == [0, 0, 0]
+    assert m.path([0.5]).abs().max() == 0
+    assert "motion 'still': the robust low-rank anchors do not move" in caplog.text
