@@ -328,7 +328,7 @@ def test_principal_direction_follows_anchor_order():
     assert cosine(principal.direction, true) > 0.99
     reversed_ = Motion.from_anchors(anchors.flip(0), direction="principal")
     torch.testing.assert_close(reversed_.direction, -principal.direction, atol=1e-4, rtol=0)
-    assert principal.meta.direction == "principal"
+    assert principal.meta.direction_kind == "principal"
 
 
 def test_times_are_normalized_and_used():
@@ -533,6 +533,14 @@ def test_corrupt_and_foreign_files_are_refused(tmp_path):
               metadata={"format": FORMAT_NAME, "format_version": "1", "meta": meta})
     with pytest.raises(InputError, match="badtimes.safetensors: bad motion file .*times must increase"):
         Motion.load(tmp_path / "badtimes.safetensors")
+    save_file(tensors, str(tmp_path / "badmeta.safetensors"),
+              metadata={"format": FORMAT_NAME, "format_version": "1", "meta": json.dumps({"source": "text"})})
+    with pytest.raises(InputError, match="badmeta.safetensors: bad motion file .*source and rpca must be JSON objects"):
+        Motion.load(tmp_path / "badmeta.safetensors")
+    save_file(tensors, str(tmp_path / "badjson.safetensors"),
+              metadata={"format": FORMAT_NAME, "format_version": "1", "meta": "{not json"})
+    with pytest.raises(InputError, match="badjson.safetensors: bad motion file"):
+        Motion.load(tmp_path / "badjson.safetensors")
     torch.save(torch.zeros(1, 2, 16), tmp_path / "direction.pt")
     with pytest.raises(InputError, match="a torch file, not a motion file; .* load_motion"):
         Motion.load(tmp_path / "direction.pt")

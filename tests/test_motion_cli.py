@@ -62,7 +62,7 @@ def test_decode_paper_variant_and_principal(tmp_path, anchors_file):
     torch.testing.assert_close(load_motion(out).direction,
                                Motion.from_anchors(anchors, variant="paper", seed=3).direction)
     assert run("motion", "decode", path, "-o", out, "--direction", "principal", "--energy", 0.9).exit_code == 0
-    assert load_motion(out).meta.direction == "principal" and load_motion(out).meta.energy == 0.9
+    assert load_motion(out).meta.direction_kind == "principal" and load_motion(out).meta.energy == 0.9
 
 
 def test_decode_bad_anchors_fail_cleanly(tmp_path, anchors_file):

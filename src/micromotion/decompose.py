@@ -264,12 +264,18 @@ class MotionMeta:
     generator_name: str = ""
     generator_hash: str = ""  # generator_fingerprint(); "" = unknown, only shapes are checked
     source: dict = field(default_factory=dict)
-    direction: str = "endpoints"  # endpoints | principal | file | composed
+    direction_kind: str = "endpoints"  # endpoints | principal | file | composed
     rank: int | None = None  # requested rank (cap), if any
     energy: float | None = None  # requested explained energy, if any
     rpca: dict = field(default_factory=dict)
     library_version: str = ""
     format_version: int = FORMAT_VERSION
+
+    def __post_init__(self):
+        if not all(isinstance(v, str) for v in (self.name, self.generator_name, self.generator_hash)):
+            raise InputError("motion metadata: name, generator_name and generator_hash must be strings")
+        if not isinstance(self.source, dict) or not isinstance(self.rpca, dict):
+            raise InputError("motion metadata: source and rpca must be JSON objects")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -368,7 +374,7 @@ def _as_1d(values, what: str) -> torch.Tensor:
     return t
 
 
-@dataclass
+@dataclass(eq=False)  # tensors: compare fields explicitly
 class Motion:
     """A micromotion decoded for one generator: an edit direction and the low-rank anchor path.
 
@@ -518,12 +524,11 @@ class Motion:
             tc = (t - t.mean()).unsqueeze(1)
             slope = (tc * c).sum(0) / tc.square().sum()
             d = slope.unsqueeze(1) * basis[:, 0]
-        m, n = K, w_dim
         meta = MotionMeta(
             name=name, generator_name=gen_name, generator_hash=gen_hash,
             source=dict(source) if source is not None else {"kind": "anchors", "num_anchors": K},
-            direction=direction, rank=rank, energy=energy,
-            rpca={"variant": variant, "lam": 1 / math.sqrt(max(m, n)) if lam is None else float(lam), "tol": tol,
+            direction_kind=direction, rank=rank, energy=energy,
+            rpca={"variant": variant, "lam": 1 / math.sqrt(max(K, w_dim)) if lam is None else float(lam), "tol": tol,
                   "max_iter": max_iter, "seed": seed if variant == "paper" else None,
                   "iterations": stats.iterations.tolist(), "residual": [float(f"{r:.3e}") for r in stats.residual.tolist()],
                   "converged": bool(stats.converged.all())},
@@ -558,7 +563,7 @@ class Motion:
             _check_generator_shape(generator, d.shape[0], d.shape[1], f"direction {list(d.shape)}")
             gen_hash = generator_fingerprint(generator)
         meta = MotionMeta(name=name, generator_name=generator_name if generator_name is not None else gen_name,
-                          generator_hash=gen_hash, source=dict(source or {"kind": "direction"}), direction="file",
+                          generator_hash=gen_hash, source=dict(source or {"kind": "direction"}), direction_kind="file",
                           library_version=_library_version())
         return cls(direction=d, basis=basis, coords=coords, times=torch.tensor([0.0, 1.0], device=d.device), meta=meta)
 
@@ -687,7 +692,7 @@ class Motion:
             name=name, generator_name=owner.meta.generator_name, generator_hash=owner.meta.generator_hash,
             source={"kind": "composition", "op": op, **extra,
                     "parts": [{"name": p.meta.name, "source": p.meta.source} for p in parts]},
-            direction="composed", library_version=_library_version())
+            direction_kind="composed", library_version=_library_version())
 
     # -- files ---------------------------------------------------------------------------------------------
 

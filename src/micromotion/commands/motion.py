@@ -2,9 +2,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import zipfile
+from pathlib import Path
 
 import click
 
@@ -32,9 +31,18 @@ def _describe_source(source: dict) -> str:
     kind = source.get("kind", "?")
     rest = {k: v for k, v in source.items() if k not in ("kind", "parts")}
     text = kind + (" " + json.dumps(rest, ensure_ascii=False) if rest else "")
-    if "parts" in source:
-        text += " of " + ", ".join(str(p.get("name", "?")) for p in source["parts"])
+    if isinstance(source.get("parts"), list):
+        text += " of " + ", ".join(str(p.get("name", "?")) if isinstance(p, dict) else str(p) for p in source["parts"])
     return text
+
+
+def _describe_rpca(r: dict) -> str:
+    try:
+        seed = f", seed {r['seed']}" if r.get("seed") is not None else ""
+        return (f"{r['variant']}, lambda {float(r['lam']):.4g}, tol {r['tol']}{seed}; {max(r['iterations'])} "
+                f"iterations, residual {max(r['residual']):.2e}" + ("" if r.get("converged", True) else " (did not converge)"))
+    except (KeyError, TypeError, ValueError):  # written by something else: show it as it is
+        return json.dumps(r)
 
 
 def _ranks(ranks: list[int]) -> str:
@@ -71,29 +79,26 @@ def info(file: Path, generator: str | None) -> None:
     times = ", ".join(f"{t:.3g}" for t in m.times.tolist())
     gen = meta.generator_name or "unknown"
     gen += f" ({meta.generator_hash})" if meta.generator_hash else " (no fingerprint: only shapes can be checked)"
+    if zipfile.is_zipfile(file):
+        fmt = "the authors' published direction (torch file)"
+    else:
+        fmt = f"micromotion motion v{meta.format_version}"
+        fmt += f", written by micromotion {meta.library_version}" if meta.library_version else ""
+    asked = ([f"rank {meta.rank}"] if meta.rank else []) + ([f"energy {meta.energy}"] if meta.energy else [])
     rows = [
         ("file", str(file)),
         ("name", meta.name),
-        ("format", f"micromotion motion v{meta.format_version}" + (f", written by micromotion {meta.library_version}"
-                                                                    if meta.library_version else "")
-         if not zipfile.is_zipfile(file) else "the authors' published direction (torch file)"),
+        ("format", fmt),
         ("generator", gen),
         ("source", _describe_source(meta.source)),
         ("latents", f"{m.num_ws} x {m.w_dim}"),
         ("anchors", f"{m.num_anchors} at t = {times}"),
-        ("rank", _ranks(m.ranks) + (f" (asked: rank {meta.rank}" + (f", energy {meta.energy}" if meta.energy else "") + ")"
-                                    if meta.rank or meta.energy else "")),
-        ("direction", f"{meta.direction}; norm {norms.norm():.4g}; largest on layers "
+        ("rank", _ranks(m.ranks) + (f" (asked: {', '.join(asked)})" if asked else "")),
+        ("direction", f"{meta.direction_kind}; norm {norms.norm():.4g}; largest on layers "
                       + ", ".join(f"{i} ({norms[i]:.3g})" for i in top)),
     ]
     if meta.rpca:
-        r = meta.rpca
-        its = r.get("iterations") or [0]
-        res = r.get("residual") or [0.0]
-        seed = f", seed {r['seed']}" if r.get("seed") is not None else ""
-        rows.append(("robust PCA", f"{r.get('variant')}, lambda {r.get('lam', 0):.4g}, tol {r.get('tol')}{seed}; "
-                                   f"{max(its)} iterations, residual {max(res):.2e}"
-                                   + ("" if r.get("converged", True) else " (did not converge)")))
+        rows.append(("robust PCA", _describe_rpca(meta.rpca)))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key + ':':<{width + 2}}{value}")
