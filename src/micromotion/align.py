@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .errors import InputError, MicromotionError
+from .errors import InputError, MicromotionError, MissingDependencyError
 from .image_io import ImageSource, describe, load_image, to_rgb
 
 log = logging.getLogger(__name__)
@@ -42,8 +42,7 @@ CNN_MAX_SIDE = 800
 WEAK_SCORE = 0.3
 
 
-class MissingDependencyError(MicromotionError, ImportError):
-    """An optional dependency of a stage is not installed."""
+# MissingDependencyError lives in errors.py
 
 
 # ----------------------------------------------------------------------------------------------------------

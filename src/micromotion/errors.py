@@ -15,3 +15,7 @@ class WeightsError(MicromotionError):
 
 class InputError(MicromotionError, ValueError):
     """A user input (image, video, option value, motion file) is unusable."""
+
+
+class MissingDependencyError(MicromotionError, ImportError):
+    """An optional dependency (dlib, open_clip, ...) is not installed; the message says what to install."""
