@@ -338,6 +338,18 @@ def test_times_are_normalized_and_used():
     torch.testing.assert_close(m.path(0.25)[0], m.anchor_offsets()[1], atol=1e-5, rtol=0)
 
 
+def test_accepts_an_anchors_stack():
+    from types import SimpleNamespace
+
+    anchors, _ = synthetic_anchors(K=4, num_ws=2, w_dim=16, seed=17)
+    video = SimpleNamespace(latents=anchors, labels=[0.0, 0.5, 1.5, 2.0], source={"kind": "video", "file": "a.mp4"})
+    m = Motion.from_anchors(video)
+    torch.testing.assert_close(m.times, torch.tensor([0.0, 0.25, 0.75, 1.0]))
+    assert m.meta.source == {"kind": "video", "file": "a.mp4", "labels": [0.0, 0.5, 1.5, 2.0]}
+    text = SimpleNamespace(latents=anchors, labels=["start", "no", "50%", "100%"], source={"kind": "text"})
+    torch.testing.assert_close(Motion.from_anchors(text).times, torch.linspace(0, 1, 4))
+
+
 def test_accepts_list_of_latents_and_float16():
     anchors, _ = synthetic_anchors(K=4, num_ws=2, w_dim=16, seed=14)
     from_list = Motion.from_anchors([a.unsqueeze(0) for a in anchors])  # [1, num_ws, w_dim] each, as saved

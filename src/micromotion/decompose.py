@@ -479,7 +479,17 @@ class Motion:
         times: each anchor's position (degree, frame time); default evenly spaced. Rescaled to [0, 1].
         generator: the generator the anchors belong to; stamps its name and fingerprint on the motion.
         source: JSON metadata on how the anchors were made (see `MotionMeta`).
+
+        `anchors` may also be an `micromotion.anchors.Anchors` stack (anything with `latents`, `labels` and
+        `source`): its source is recorded and numeric labels (frame times) become `times`.
         """
+        if not isinstance(anchors, (torch.Tensor, list, tuple)) and hasattr(anchors, "latents"):
+            labels = list(getattr(anchors, "labels", None) or [])
+            if times is None and labels and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in labels):
+                times = labels
+            if source is None and isinstance(getattr(anchors, "source", None), dict):
+                source = {**anchors.source, "labels": labels}
+            anchors = anchors.latents
         anchors = _check_anchors(anchors)
         K, num_ws, w_dim = anchors.shape
         if direction not in DIRECTIONS:
