@@ -55,6 +55,21 @@ def test_decode_writes_the_motion_the_api_makes(tmp_path, anchors_file, generato
     assert motion.meta.source == {"kind": "anchors", "file": path.name, "num_anchors": 6}
 
 
+def test_decode_keeps_an_anchors_files_labels_and_source(tmp_path):
+    from micromotion.anchors import Anchors
+
+    latents, _ = synthetic_anchors(K=4, num_ws=3, w_dim=16, seed=34)
+    path = Anchors(latents, [0.0, 0.5, 1.5, 2.0], {"kind": "video", "file": "clip.mp4", "sha256": "ab12"}).save(
+        tmp_path / "clip_anchors.safetensors")
+    out = tmp_path / "m.safetensors"
+    assert run("motion", "decode", path, "-o", out).exit_code == 0
+    m = load_motion(out)
+    assert m.meta.source == {"kind": "video", "file": "clip.mp4", "sha256": "ab12", "labels": [0.0, 0.5, 1.5, 2.0],
+                             "anchors_file": "clip_anchors.safetensors"}
+    torch.testing.assert_close(m.times, torch.tensor([0.0, 0.25, 0.75, 1.0]))
+    torch.testing.assert_close(m.direction, Motion.from_anchors(latents, times=[0, 0.5, 1.5, 2]).direction)
+
+
 def test_decode_paper_variant_and_principal(tmp_path, anchors_file):
     path, anchors = anchors_file
     out = tmp_path / "m.safetensors"

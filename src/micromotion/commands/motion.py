@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..anchors import Anchors
 from ..decompose import DIRECTIONS, VARIANTS, Motion, load_anchors, load_motion
 from ..errors import InputError
 
@@ -23,6 +24,16 @@ def _generator(spec: str | None):
     if not getattr(G, "name", None):
         G.name = Path(spec).stem if Path(spec).exists() else spec
     return G
+
+
+def _read_anchors(path: Path):
+    """A micromotion anchors file as `Anchors` (labels, source), any other anchors file as a tensor."""
+    if not zipfile.is_zipfile(path):
+        try:
+            return Anchors.load(path)
+        except InputError:
+            pass  # not one of ours: a bare tensor file, read below (with its own error if unreadable)
+    return load_anchors(path)
 
 
 def _describe_source(source: dict) -> str:
@@ -124,14 +135,19 @@ def info(file: Path, generator: str | None) -> None:
 def decode(anchors: Path, output: Path, name, rank, energy, direction, variant, seed, times, generator, generator_name) -> None:
     """Decode a motion from anchor latents [K, num_ws, w_dim], ordered by degree or time.
 
-    ANCHORS is a torch file holding a tensor or a list of latents (as the original code saves
-    latent/<text>_s<seed>_pre_pca) or a .safetensors file with a tensor named 'anchors'.
+    ANCHORS is an anchors file from `micromotion extract` (its labels and source are kept), a torch file
+    holding a tensor or a list of latents (as the original code saves latent/<text>_s<seed>_pre_pca), or a
+    .safetensors file with a tensor named 'anchors'.
 
     \b
     Example:
       micromotion motion decode latent/smile_s1_pre_pca -o smile.safetensors -g stylegan2-ffhq-config-f.pt
     """
-    stack = load_anchors(anchors)
+    stack = _read_anchors(anchors)
+    if isinstance(stack, Anchors):
+        source = {**stack.source, "labels": stack.labels, "anchors_file": anchors.name}
+    else:
+        source = {"kind": "anchors", "file": anchors.name, "num_anchors": stack.shape[0]}
     parsed = None
     if times:
         try:
@@ -140,8 +156,7 @@ def decode(anchors: Path, output: Path, name, rank, energy, direction, variant, 
             raise click.BadParameter(f"'{times}' is not a comma-separated list of numbers", param_hint="--times") from None
     m = Motion.from_anchors(stack, times=parsed, rank=rank, energy=energy, direction=direction, variant=variant,
                            seed=seed, name=name or output.stem, generator=_generator(generator),
-                           generator_name=generator_name,
-                           source={"kind": "anchors", "file": anchors.name, "num_anchors": stack.shape[0]})
+                           generator_name=generator_name, source=source)
     m.save(output)
     click.echo(_written(m, output))
 
