@@ -220,7 +220,7 @@ def generator_fingerprint(G: torch.nn.Module) -> str:
     """'sha256:<hex>' of a generator's config and every weight and buffer (as float32, in key order).
 
     Two generators share a fingerprint only if they compute the same function, so a motion stamped with
-    one is never silently applied to another. Hashes all weights: about 0.2 s for a 1024² generator.
+    one is never silently applied to another. Hashes all weights: 0.1 s for a 1024² generator (33 M values).
     """
     h = hashlib.sha256()
     cfg = getattr(G, "cfg", None)
