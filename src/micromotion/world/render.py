@@ -352,9 +352,10 @@ class _Head:
         self.cy = 0.05
         Hh, cy = self.Hh, self.cy
         self.ey, self.by, self.hly = cy - 0.12 * Hh, cy - 0.34 * Hh, cy - 0.62 * Hh  # eyes, brows, hairline
-        self.ny, self.my = cy + 0.24 * Hh, cy + 0.52 * Hh  # nose tip, mouth
+        self.ny = cy + (0.19 + 0.10 * _p(f.nose_size)) * Hh  # nose tip: a larger nose is longer
+        self.my = cy + 0.52 * Hh  # mouth
         self.es = _p(0.150 + 0.05 * f.eye_spacing) * (self.W / 0.385)  # eye centre offset
-        self.ns = _p(0.8 + 0.45 * f.nose_size)
+        self.ns = _p(0.7 + 0.7 * f.nose_size)  # and wider
         self.mw0 = _p(0.095 + 0.045 * f.mouth_width)
         self.bt = _p(0.010 + 0.008 * f.brow_thickness)
         self.hair_length = _p(f.hair_length)
@@ -534,7 +535,7 @@ def _features(cv: _Canvas, h: _Head, face: torch.Tensor) -> None:
     for s in (-1.0, 1.0):
         dark += 0.14 * cv.soft(eu - s * es, y - (ey - 0.015), 0.085, 0.045)
     band = cv.soft(0, y - (ey + ny) / 2, 1, (ny - ey) * 0.55)
-    dark += (0.14 + 0.20 * sy.clamp(min=0)) * band * cv.soft(nu - 0.032 * ns, 0, 0.014, 1)
+    dark += (0.18 + 0.20 * sy.clamp(min=0)) * band * cv.soft(nu - 0.032 * ns, 0, 0.014, 1)
     dark += (0.06 + 0.20 * (-sy).clamp(min=0)) * band * cv.soft(nu + 0.032 * ns, 0, 0.014, 1)
     dark += 0.25 * cv.soft(nu, y - (ny + 0.028), 0.05 * ns, 0.016)  # under the nose
     dark += 0.20 * cv.soft(mu, y - (lip_bot + 0.018), mw * 0.6, 0.012)  # under the lower lip
@@ -615,7 +616,7 @@ def _features(cv: _Canvas, h: _Head, face: torch.Tensor) -> None:
         wing = cv.line(torch.sqrt((nu - s * 0.036 * ns) ** 2 + (y - ny) ** 2) - 0.017 * ns, 0.003, pw)
         wing = wing * cv.cover(s * (0.036 * ns - nu), pw) * cv.cover(y - (ny + 0.012), pw) * front
         _paint(face, skin * 0.55, 0.5 * wing)
-    _paint(face, _rgb(1, 1, 1, dev), 0.22 * front * cv.soft(nu + 0.006, y - (ny - 0.02), 0.014, 0.012))
+    _paint(face, _rgb(1, 1, 1, dev), 0.22 * front * cv.soft(nu + 0.006, y - (ny - 0.02), 0.014 * ns, 0.012 * ns))
 
     # ---- mouth: lips, the opening with teeth, the seam of a closed mouth, corners
     inside = cv.cover(mu.abs() - mw, pw) * front

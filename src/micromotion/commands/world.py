@@ -1,0 +1,233 @@
+"""`micromotion world render|clip|measure`: the face world's renders, videos and oracle readings."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import click
+
+from ..errors import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"unknown device '{name}'; use cpu, cuda or auto") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda asked for, but this torch build sees no CUDA device; use --device cpu")
+    return dev
+
+
+def _factor_options(fn):
+    """One `--<factor> VALUE` option per factor of the world (hair style also by name)."""
+    from ..world.render import FACTOR_SPECS, HAIR_STYLES
+
+    for name, spec in reversed(list(FACTOR_SPECS.items())):
+        flag = "--" + name.replace("_", "-")
+        if name == "hair_style":
+            help_ = f"hair style: {', '.join(HAIR_STYLES)} (or 0-{len(HAIR_STYLES) - 1})"
+            fn = click.option(flag, name, type=str, default=None, help=help_)(fn)
+        else:
+            fn = click.option(flag, name, type=float, default=None, metavar="V",
+                              help=f"{spec.doc} [{spec.low:g}..{spec.high:g}]")(fn)
+    return fn
+
+
+def _overrides(values: dict) -> dict:
+    from ..world.render import FACTOR_SPECS, HAIR_STYLES
+
+    out = {}
+    for k, v in values.items():
+        if v is None or k not in FACTOR_SPECS:
+            continue
+        if k == "hair_style":
+            if v in HAIR_STYLES:
+                v = HAIR_STYLES.index(v)
+            else:
+                try:
+                    v = int(v)
+                except ValueError:
+                    raise InputError(f"unknown hair style '{v}'; choose one of: {', '.join(HAIR_STYLES)}") from None
+        s = FACTOR_SPECS[k]
+        if not (math.isfinite(float(v)) and s.low <= float(v) <= s.high):
+            raise InputError(f"--{k.replace('_', '-')} must be in [{s.low:g}, {s.high:g}], got {v}")
+        out[k] = float(v)
+    return out
+
+
+@click.group("world")
+def world() -> None:
+    """The face world: procedural faces with known factors, their videos, and the oracle that measures them."""
+
+
+@world.command("render")
+@click.option("--seed", type=int, default=0, show_default=True, help="identities (and random factors) come from it")
+@click.option("--count", type=click.IntRange(1, 100_000), default=1, show_default=True, help="number of faces")
+@click.option("--random-factors", is_flag=True, help="random motion factors too (default: motions at rest)")
+@click.option("--size", type=click.IntRange(16, 1024), default=128, show_default=True, help="image size in pixels")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto")
+@click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False), help="output folder")
+@_factor_options
+def render_cmd(seed, count, random_factors, size, device, out, **factors):
+    """Render faces as PNGs, with their true factors in factors.json.
+
+    \b
+    example: micromotion world render --seed 3 --count 8 --smile 0.8 --head-turn -0.5 -o faces/
+    """
+    import torch
+
+    from ..render import save_png, to_uint8
+    from ..world.render import render, sample_factors
+
+    dev = _device(device)
+    f = sample_factors(count, torch.Generator().manual_seed(seed), motion="random" if random_factors else "neutral")
+    over = _overrides(factors)
+    if over:
+        f = f.replace(**over)
+    f = f.validate().to(dev)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = f.to_dicts()
+    faces = []
+    for i in range(0, count, 256):
+        imgs = to_uint8(render(f[i:i + 256], size))
+        for j, arr in enumerate(imgs):
+            name = f"face_{i + j:05d}.png"
+            save_png(arr, out / name)
+            faces.append({"file": name, "factors": rows[i + j]})
+    meta = {"seed": seed, "count": count, "random_factors": random_factors, "size": size, "overrides": over,
+            "faces": faces}
+    (out / "factors.json").write_text(json.dumps(meta, indent=1))
+    click.echo(f"wrote {count} face{'s' if count > 1 else ''} and factors.json to {out}")
+
+
+@world.command("clip")
+@click.option("--motion", required=True, help="smile, anger, age, eyes_closed or head_turn")
+@click.option("--seed", type=int, default=0, show_default=True, help="the identity (and the jitter) come from it")
+@click.option("--frames", type=click.IntRange(2, 10_000), default=48, show_default=True)
+@click.option("--fps", type=float, default=24.0, show_default=True)
+@click.option("--jitter", type=click.FloatRange(0, 0.5), default=0.03, show_default=True,
+              help="drift of the other motion factors, as a fraction of their range")
+@click.option("--start", type=float, default=None, help="first value of the motion (default: its range's low)")
+@click.option("--end", type=float, default=None, help="last value of the motion (default: its range's high)")
+@click.option("--size", type=click.IntRange(16, 1024), default=128, show_default=True)
+@click.option("--factors-json", type=click.Path(dir_okay=False), default=None, help="also write each frame's factors")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto")
+@click.option("--overwrite", is_flag=True, help="replace an existing output")
+@click.option("-o", "--output", "out", required=True, type=click.Path(), help=".mp4, .gif, .webp or a folder of PNGs")
+@_factor_options
+def clip_cmd(motion, seed, frames, fps, jitter, start, end, size, factors_json, device, overwrite, out, **factors):
+    """Render a world video: one identity, one motion easing from low to high, the others jittering.
+
+    \b
+    example: micromotion world clip --motion smile --seed 4 -o smile.mp4
+    """
+    import torch
+
+    from ..render import to_uint8, write_frames
+    from ..world.render import FACTOR_SPECS, MOTION_FACTORS, motion_track, render, sample_factors
+
+    motion = motion.replace("-", "_")
+    if motion not in MOTION_FACTORS:
+        raise InputError(f"unknown motion '{motion}'; choose one of: {', '.join(MOTION_FACTORS)}")
+    spec = FACTOR_SPECS[motion]
+    for name, v in (("--start", start), ("--end", end)):
+        if v is not None and not spec.low <= v <= spec.high:
+            raise InputError(f"{name} must be in [{spec.low:g}, {spec.high:g}] for {motion}, got {v}")
+    dev = _device(device)
+    g = torch.Generator().manual_seed(seed)
+    identity = sample_factors(1, g, motion="neutral")
+    over = _overrides(factors)
+    if over:
+        identity = identity.replace(**over)
+    track = motion_track(identity.validate(), motion, frames, jitter, g, start, end).to(dev)
+
+    def batches():
+        for i in range(0, frames, 64):
+            yield to_uint8(render(track[i:i + 64], size))
+
+    path = write_frames(batches(), out, fps, overwrite=overwrite)
+    if factors_json:
+        Path(factors_json).write_text(json.dumps({"motion": motion, "seed": seed, "fps": fps,
+                                                  "frames": track.to_dicts()}, indent=1))
+    click.echo(f"wrote {frames} frames of '{motion}' to {path}")
+
+
+def _collect_images(paths) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InputError(f"{p}: no such file or folder")
+    if not files:
+        raise InputError("no images found; give image files or folders holding .png/.jpg images")
+    return files
+
+
+def _load_image(path: Path):
+    import numpy as np
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im.convert("RGB"), dtype=np.float32)
+    except (UnidentifiedImageError, OSError) as e:
+        raise InputError(f"{path}: not a readable image ({e})") from None
+    return torch.from_numpy(arr).permute(2, 0, 1) / 127.5 - 1
+
+
+@world.command("measure")
+@click.argument("images", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="print JSON: {file: {factor: value}}")
+@click.option("--oracle", "oracle_path", type=click.Path(dir_okay=False), default=None,
+              help="oracle .safetensors (default: the one shipped with micromotion)")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto")
+def measure_cmd(images, as_json, oracle_path, device):
+    """Read the world factors of face images with the oracle.
+
+    \b
+    example: micromotion world measure faces/ --json
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from ..world.oracle import load_oracle
+
+    files = _collect_images(images)
+    oracle = load_oracle(oracle_path, _device(device))
+    r = oracle.cfg.resolution
+    results = {}
+    for i in range(0, len(files), 128):
+        chunk = files[i:i + 128]
+        batch = []
+        for p in chunk:
+            x = _load_image(p)
+            if x.shape[-2:] != (r, r):  # images of any size: resized here, one at a time
+                x = F.interpolate(x[None], size=(r, r), mode="bilinear", antialias=True, align_corners=False)[0]
+            batch.append(x)
+        m = oracle.measure(torch.stack(batch))
+        for j, p in enumerate(chunk):
+            results[str(p)] = {k: round(float(v[j]), 4) for k, v in m.items()}
+    if as_json:
+        click.echo(json.dumps(results, indent=1))
+        return
+    names = list(next(iter(results.values())))
+    width = max(len(k) for k in results)
+    click.echo(" " * width + "  " + " ".join(f"{n[:11]:>11}" for n in names))
+    for k, v in results.items():
+        click.echo(f"{k:<{width}}  " + " ".join(f"{v[n]:>11.3f}" for n in names))
+
+
+COMMANDS = [world]
