@@ -1,10 +1,15 @@
 """micromotion: decoding micromotion in low-dimensional latent spaces from StyleGAN (Wu et al., CPAL 2024).
 
-Pipeline: weights -> models -> align/invert -> anchors -> decompose -> render.
+Pipeline (one module per stage, data flows one way):
+weights -> models -> align/invert -> anchors -> decompose -> render.
 """
+from .align import AlignedFace, align_face, paste_back
 from .checkpoint import load_generator, save_generator
+from .decompose import Motion, load_motion, robust_pca
 from .errors import CheckpointError, InputError, MicromotionError, WeightsError
+from .invert import Inversion, invert
 from .models.stylegan2 import Generator, GeneratorConfig
+from .weights import resolve_model
 
 __version__ = "0.1.0"
 
@@ -13,6 +18,15 @@ __all__ = [
     "GeneratorConfig",
     "load_generator",
     "save_generator",
+    "resolve_model",
+    "align_face",
+    "AlignedFace",
+    "paste_back",
+    "invert",
+    "Inversion",
+    "robust_pca",
+    "Motion",
+    "load_motion",
     "MicromotionError",
     "CheckpointError",
     "InputError",
