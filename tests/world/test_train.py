@@ -78,8 +78,9 @@ def test_checkpoint_resume_export(tmp_path):
     with pytest.raises(InputError, match="--resume"):
         train(out, minutes=5, cfg=TrainConfig.tiny(), max_steps=1, progress=False)
     tr, _ = Trainer.load(out)
-    state = train(out, minutes=5, resume=True, max_steps=1, progress=False)
+    state = train(out, minutes=5, cfg=TrainConfig.tiny(), resume=True, max_steps=1, progress=False, batch=2)
     assert state["step"] == 3 and state["train_seconds"] > 0
+    assert state["nimg"] == 10 and state["config"]["batch"] == 2  # only the batch size may change on resume
     # resumed optimizer moments and RNG state, not fresh ones
     assert tr.opt_D.state[next(tr.D.parameters())]["exp_avg_sq"].abs().sum() > 0
     assert tr.gen.get_state().sum() != torch.Generator().manual_seed(0).get_state().sum()

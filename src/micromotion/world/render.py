@@ -349,6 +349,7 @@ class _Head:
         self.sy, self.cyw, self.ty = torch.sin(yaw), torch.cos(yaw), torch.tan(yaw)
         self.W = _p(0.35 + 0.07 * f.face_width)  # half-width of the face
         self.Hh = _p(0.50 + 0.07 * f.face_length)  # half-height of the face
+        self.jaw_p = _p(1.7 + 1.6 * f.jaw)  # superellipse exponent of the lower face: pointed to square
         self.cy = 0.05
         Hh, cy = self.Hh, self.cy
         self.ey, self.by, self.hly = cy - 0.12 * Hh, cy - 0.34 * Hh, cy - 0.62 * Hh  # eyes, brows, hairline
@@ -673,7 +674,6 @@ def render(factors: Factors, size: int = 128) -> torch.Tensor:
     if n == 0:
         return torch.zeros(0, 3, size, size, device=dev)
     h = _Head(factors)
-    h.jaw_p = _p(1.7 + 1.6 * factors.jaw)
     cv = _Canvas(size, dev)
 
     # background: vertical gradient, soft vignette

@@ -384,11 +384,12 @@ def quality_report(G: Generator, oracle, n: int = 512, seed: int = 7, truncation
 def train(out: str | os.PathLike, minutes: float = 9.0, cfg: TrainConfig | None = None,
           device: str | torch.device = "cpu", resume: bool = False, checkpoint_minutes: float = 3.0,
           max_steps: int | None = None, compile: bool = False, oracle=None, log_every: int = 50,
-          progress: bool = True) -> dict:
+          progress: bool = True, batch: int | None = None) -> dict:
     """Train (or continue) a run in folder `out` for `minutes` of wall time or `max_steps` steps.
 
-    `resume=True` continues the checkpoint in `out` (the stored config wins over `cfg`, except the batch
-    size) or starts fresh if there is none; without it an existing checkpoint is an error. With `oracle`
+    `resume=True` continues the checkpoint in `out` (its stored config wins over `cfg`; only `batch` may
+    change on resume) or starts fresh if there is none; without it an existing checkpoint is an error.
+    `batch` overrides the batch size of `cfg` or of the checkpoint. With `oracle`
     (an `Oracle`, or the path of an oracle file, read at the end if it exists by then), the final
     state.json holds a `quality_report`. Returns the final state dict.
     """
@@ -400,15 +401,20 @@ def train(out: str | os.PathLike, minutes: float = 9.0, cfg: TrainConfig | None 
         raise InputError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
     if has_ckpt:
         tr, state = Trainer.load(out, device, compile)
-        if cfg is not None and cfg.batch != tr.cfg.batch:
-            log.info("batch size %d -> %d", tr.cfg.batch, cfg.batch)
-            tr.cfg.batch = cfg.batch
+        if cfg is not None and {**cfg.to_dict(), "batch": 0} != {**tr.cfg.to_dict(), "batch": 0}:
+            log.warning("resuming %s with its stored config; the config given is ignored", out)
+        if batch is not None and batch != tr.cfg.batch:
+            log.info("batch size %d -> %d", tr.cfg.batch, batch)
+            tr.cfg.batch = batch
         log.info("resumed %s at step %d (%.1f kimg)", out, tr.step_count, tr.nimg / 1000)
         elapsed_before = float(state.get("train_seconds", 0.0))
     else:
         if resume:
             log.info("no checkpoint in %s; starting a new run", out)
-        tr = Trainer(cfg or TrainConfig(), device, compile)
+        cfg = copy.deepcopy(cfg) if cfg is not None else TrainConfig()
+        if batch is not None:
+            cfg.batch = batch
+        tr = Trainer(cfg, device, compile)
         elapsed_before = 0.0
         out.mkdir(parents=True, exist_ok=True)
     n_g = sum(p.numel() for p in tr.G.parameters())
@@ -498,7 +504,7 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(
         prog="python -m micromotion.world.train",
         description="Train the face world's StyleGAN2 on renders made on the fly; resumable.",
-        epilog="example: python -m micromotion.world.train --out runs/world --minutes 8.5 --resume "
+        epilog="example: python -m micromotion.world.train --out runs/world --minutes 8 --resume "
                "--export runs/world.safetensors")
     p.add_argument("--out", required=True, help="checkpoint folder")
     p.add_argument("--minutes", type=float, default=9.0, help="wall-clock training time of this invocation")
@@ -508,10 +514,10 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="auto", help="cuda, cpu or auto")
     p.add_argument("--checkpoint-minutes", type=float, default=3.0)
     p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--r1-gamma", type=float, default=None)
-    p.add_argument("--pl-weight", type=float, default=None, help="path-length regularization weight (default off)")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--r1-gamma", type=float, default=None, help="R1 weight of a new run (default 0.25)")
+    p.add_argument("--pl-weight", type=float, default=None, help="path-length regularization weight of a new run (default off)")
+    p.add_argument("--lr", type=float, default=None, help="Adam learning rate of a new run (default 0.0025)")
+    p.add_argument("--seed", type=int, default=None, help="seed of a new run (default 0)")
     p.add_argument("--compile", action="store_true", help="torch.compile the main forward passes")
     p.add_argument("--oracle", default="auto", help="oracle file for the quality report; 'none' to skip")
     p.add_argument("--tiny", action="store_true", help="tiny 32px networks (tests, CPU smoke runs)")
@@ -523,10 +529,9 @@ def main(argv=None) -> None:
         torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
     cfg = TrainConfig.tiny() if a.tiny else TrainConfig()
-    for k, v in (("batch", a.batch), ("r1_gamma", a.r1_gamma), ("pl_weight", a.pl_weight), ("lr", a.lr)):
+    for k, v in (("r1_gamma", a.r1_gamma), ("pl_weight", a.pl_weight), ("lr", a.lr), ("seed", a.seed)):
         if v is not None:
             setattr(cfg, k, v)
-    cfg.seed = a.seed
     oracle = None
     if a.oracle != "none" and not a.tiny:
         from .oracle import DEFAULT_PATH
@@ -534,7 +539,8 @@ def main(argv=None) -> None:
         oracle = DEFAULT_PATH if a.oracle == "auto" else Path(a.oracle)  # read after training
     try:
         if a.minutes > 0 or a.max_steps:
-            state = train(a.out, a.minutes, cfg, device, a.resume, a.checkpoint_minutes, a.max_steps, a.compile, oracle)
+            state = train(a.out, a.minutes, cfg, device, a.resume, a.checkpoint_minutes, a.max_steps, a.compile, oracle,
+                          batch=a.batch)
             log.info("done: step %d, %.1f kimg", state["step"], state["nimg"] / 1000)
         if a.export:
             log.info("exported %s", export(a.out, a.export))
