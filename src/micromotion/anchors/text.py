@@ -28,8 +28,7 @@ import os
 import string
 import time
 import weakref
-from dataclasses import asdict, dataclass, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch
@@ -42,7 +41,7 @@ from . import Anchors, anchors_cache_dir, module_fingerprint, tensor_fingerprint
 log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_DEGREES", "TextAnchorSettings", "text_anchors", "optimize_latents", "validate_template",
-           "render_template", "get_lr", "start_latent", "clip_loss", "CLIP_LOSSES"]
+           "render_template", "check_degrees", "get_lr", "start_latent", "clip_loss", "CLIP_LOSSES"]
 
 DEFAULT_DEGREES = ("no", "10%", "20%", "30%", "40%", "50%", "60%", "70%", "80%", "90%", "100%")
 CLIP_LOSSES = ("logits", "cosine")
@@ -147,7 +146,8 @@ def render_template(template: str, degree: str) -> str:
     return "".join(out)
 
 
-def _check_degrees(degrees) -> list[str]:
+def check_degrees(degrees) -> list[str]:
+    """A list of distinct, non-empty degree strings (a comma-separated string is split)."""
     if isinstance(degrees, str):
         degrees = [d.strip() for d in degrees.split(",")]
     degrees = list(degrees)
@@ -210,14 +210,18 @@ def _autocast(device: torch.device, precision: str = "auto"):
 
 
 def optimize_latents(G, clip: Clip, texts: Sequence[str], w0: torch.Tensor, settings: TextAnchorSettings | None = None,
-                     arcface=None, *, batch_size: int | None = None, progress: bool = True,
-                     checkpoint: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                     arcface=None, *, batch_size: int | None = None, micro_batch: int | None = None,
+                     compile: bool = False, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimize one W+ code per text from the same start `w0` [num_ws, w_dim].
 
-    Returns `(ws [T, num_ws, w_dim], losses [steps, T])` (float32, on `w0`'s device), `losses` being each
-    sample's total loss before each step. `batch_size` (default: all texts in one batch) only changes speed
-    and memory; `batch_size=1` is the original's structure. `arcface`: an `ArcFace` for the identity term, or
-    None to leave it out. `checkpoint`: recompute the generator in the backward pass (less memory).
+    Returns `(ws [T, num_ws, w_dim], losses [steps, T])` on the generator's device, `losses` being each
+    sample's total loss before each step. `arcface`: an `ArcFace` for the identity term, or None to leave it out.
+
+    None of these change the result beyond floating-point rounding: `batch_size` (default: all texts) is how
+    many samples share one optimizer, `batch_size=1` being the original's structure; `micro_batch` (default:
+    all of them) is how many go through the networks at once, less memory for more passes, gradients
+    accumulated before each step; `compile` runs the generator's synthesis network under `torch.compile`
+    (compiled once per generator and batch shape; worth it on GPUs for repeated runs).
     """
     settings = settings or TextAnchorSettings()
     texts = list(texts)
@@ -232,18 +236,25 @@ def optimize_latents(G, clip: Clip, texts: Sequence[str], w0: torch.Tensor, sett
     _same_device(device, clip, "CLIP")
     if arcface is not None:
         _same_device(device, arcface, "ArcFace")
-    w0 = w0.detach().to(device, G.w_avg.dtype)  # float32 (float64 in exactness tests)
+    w0 = w0.detach().to(device, G.w_avg.dtype)
     bs = len(texts) if batch_size is None else int(batch_size)
-    if bs < 1:
-        raise InputError(f"batch_size must be >= 1, got {batch_size}")
+    mb = bs if micro_batch is None else int(micro_batch)
+    if bs < 1 or mb < 1:
+        raise InputError(f"batch_size and micro_batch must be >= 1, got {batch_size}, {micro_batch}")
     use_id = arcface is not None and settings.id_lambda > 0
+    synthesis = _synthesis_fn(G, compile)
     with torch.no_grad(), _autocast(device, settings.precision):
         text_features = clip.encode_text(texts)
         id0 = arcface.embed(G.synthesis(w0[None], noise_mode=settings.noise_mode)) if use_id else None
     logit_scale = clip.logit_scale.detach()
 
-    def synth(ws):
-        return G.synthesis(ws, noise_mode=settings.noise_mode)
+    def sample_losses(w: torch.Tensor, tf: torch.Tensor) -> torch.Tensor:
+        with _autocast(device, settings.precision):
+            img = synthesis(w, noise_mode=settings.noise_mode)
+            per = clip_loss(clip.encode_image(img, settings.clip_preprocess), tf, logit_scale, settings.clip_loss)
+            if use_id:
+                per = per + settings.id_lambda * (1 - (arcface.embed(img) * id0).sum(-1))
+        return per + settings.l2_lambda * (w - w0).square().sum(dim=(1, 2))
 
     out_ws, out_losses = [], []
     bar = tqdm(total=settings.steps * math.ceil(len(texts) / bs), desc="text anchors", unit="step",
@@ -258,28 +269,35 @@ def optimize_latents(G, clip: Clip, texts: Sequence[str], w0: torch.Tensor, sett
             for i in range(settings.steps):
                 opt.param_groups[0]["lr"] = get_lr(i / settings.steps, settings.lr, settings.lr_rampdown,
                                                    settings.lr_rampup)
-                with _autocast(device, settings.precision):
-                    if checkpoint:
-                        img = torch.utils.checkpoint.checkpoint(synth, w, use_reentrant=False)
-                    else:
-                        img = synth(w)
-                    per = clip_loss(clip.encode_image(img, settings.clip_preprocess), tf, logit_scale,
-                                    settings.clip_loss)
-                    if use_id:
-                        per = per + settings.id_lambda * (1 - (arcface.embed(img) * id0).sum(-1))
-                per = per + settings.l2_lambda * (w - w0).square().sum(dim=(1, 2))
                 opt.zero_grad(set_to_none=True)
-                per.sum().backward()  # summed: each sample's gradient is that of its own loss
+                per = []
+                for c in range(0, n, mb):
+                    loss = sample_losses(w[c:c + mb], tf[c:c + mb])
+                    loss.sum().backward()  # summed: each sample's gradient is that of its own loss
+                    per.append(loss.detach())
                 opt.step()
-                history.append(per.detach())
+                per = torch.cat(per)
+                history.append(per)
                 if not bar.disable:  # .item() waits for the GPU: only when the bar is shown
-                    bar.set_description(f"text anchors: loss {per.detach().mean().item():.4f}", refresh=False)
+                    bar.set_description(f"text anchors: loss {per.mean().item():.4f}", refresh=False)
                 bar.update(1)
             out_ws.append(w.detach())
             out_losses.append(torch.stack(history))
     finally:
         bar.close()
     return torch.cat(out_ws), torch.cat(out_losses, dim=1)
+
+
+_COMPILED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _synthesis_fn(G, compile: bool):
+    if not compile:
+        return G.synthesis
+    fn = _COMPILED.get(G)
+    if fn is None:
+        fn = _COMPILED[G] = torch.compile(G.synthesis_net)
+    return fn
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -321,19 +339,21 @@ def _resolve_arcface(arcface, settings: TextAnchorSettings, device: torch.device
 
 def text_anchors(G, clip: Clip, template: str, *, degrees: Sequence[str] = DEFAULT_DEGREES, seed: int = 0,
                  start: torch.Tensor | None = None, arcface="auto", settings: TextAnchorSettings | None = None,
-                 batch_size: int | None = None, checkpoint: bool = False, cache: bool = True,
+                 batch_size: int | None = None, micro_batch: int | None = None, compile: bool = False,
+                 cache: bool = True,
                  cache_dir: str | os.PathLike | None = None, progress: bool = True,
                  generator_name: str | None = None) -> Anchors:
     """Anchors for `template` at each degree: latents [D + 1, num_ws, w_dim], the start first.
 
     G: the generator (its device is used). clip: a `Clip`. start: a W+ code [num_ws, w_dim] (an inverted
     photo) instead of the seed's face. arcface: an `ArcFace`, None (no identity term), or "auto" (the
-    registry's `arcface-ir-se50` if it is there, else off with a warning). Results are cached under
+    registry's `arcface-ir-se50` if it is there, else off with a warning). `batch_size`, `micro_batch`,
+    `compile`: speed and memory only (see `optimize_latents`). Results are cached under
     `anchors_cache_dir(cache_dir)` by everything they depend on, so a rerun returns at once.
     """
     settings = settings or TextAnchorSettings()
     validate_template(template)
-    degrees = _check_degrees(degrees)
+    degrees = check_degrees(degrees)
     seed = int(seed)
     texts = [render_template(template, d) for d in degrees]
     device = G.w_avg.device
@@ -379,8 +399,8 @@ def text_anchors(G, clip: Clip, template: str, *, degrees: Sequence[str] = DEFAU
             log.warning("ignoring unreadable cache file %s (%s)", path, e)
 
     t0 = time.perf_counter()
-    ws, losses = optimize_latents(G, clip, texts, w0, settings, net, batch_size=batch_size, progress=progress,
-                                  checkpoint=checkpoint)
+    ws, losses = optimize_latents(G, clip, texts, w0, settings, net, batch_size=batch_size,
+                                  micro_batch=micro_batch, compile=compile, progress=progress)
     log.info("text anchors: %d degrees x %d steps in %.1f s; loss %.4f -> %.4f", len(degrees), settings.steps,
              time.perf_counter() - t0, losses[0].mean().item(), losses[-1].mean().item())
     source["loss_first"] = [round(v, 6) for v in losses[0].tolist()]
@@ -394,7 +414,3 @@ def text_anchors(G, clip: Clip, template: str, *, degrees: Sequence[str] = DEFAU
             log.warning("could not write the anchors cache %s (%s)", path, e)
     return anchors
 
-
-def settings_with(settings: TextAnchorSettings | None, **changes) -> TextAnchorSettings:
-    """`settings` (default: the paper's) with some fields changed, None values ignored."""
-    return replace(settings or TextAnchorSettings(), **{k: v for k, v in changes.items() if v is not None})

@@ -28,12 +28,12 @@ def _device(name: str) -> str:
 
 
 def _from_text(p: dict):
-    from ..anchors.text import DEFAULT_DEGREES, TextAnchorSettings, text_anchors, validate_template
+    from ..anchors.text import DEFAULT_DEGREES, TextAnchorSettings, check_degrees, text_anchors, validate_template
     from ..checkpoint import load_generator
     from ..models.clip import Clip
 
     validate_template(p["text"])  # before loading anything
-    degrees = [d.strip() for d in p["degrees"].split(",")] if p["degrees"] else list(DEFAULT_DEGREES)
+    degrees = check_degrees(p["degrees"] if p["degrees"] is not None else DEFAULT_DEGREES)
     settings = TextAnchorSettings(steps=p["steps"], clip_preprocess=p["preprocess"],
                                   **({"id_lambda": 0.0} if p["arcface"] == "none" else {}))
     device = _device(p["device"])
@@ -47,7 +47,8 @@ def _from_text(p: dict):
 
         arcface = load_arcface(p["arcface"], device=device)
     return text_anchors(G, clip, p["text"], degrees=degrees, seed=p["seed"], arcface=arcface, settings=settings,
-                        cache=not p["no_cache"], progress=True, generator_name=str(p["model"])), G
+                        micro_batch=p["micro_batch"], compile=p["compile_"], cache=not p["no_cache"], progress=True,
+                        generator_name=str(p["model"])), G
 
 
 _SOURCES["text"] = _from_text
@@ -68,6 +69,10 @@ _SOURCES["text"] = _from_text
 @click.option("--preprocess", type=click.Choice(["correct", "paper"]), default="correct", show_default=True,
               help="CLIP preprocessing: 'correct' (resize + CLIP mean/std) or the original code's ('paper').")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--micro-batch", type=click.IntRange(min=1), default=None,
+              help="Degrees per forward/backward pass [default: all]; smaller uses less GPU memory, runs slower.")
+@click.option("--compile", "compile_", is_flag=True,
+              help="torch.compile the generator (about a minute once per process; faster steps on GPUs).")
 @click.option("--no-cache", is_flag=True, help="Recompute even if these anchors are cached.")
 @click.option("--no-preview", is_flag=True, help="Do not write the preview grid OUTPUT.png.")
 @click.option("--overwrite", is_flag=True, help="Replace the output file if it exists.")
