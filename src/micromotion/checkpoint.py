@@ -17,6 +17,7 @@ import logging
 import math
 import os
 import pickle
+import warnings
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -126,7 +127,9 @@ def safe_unpickle(path: str | os.PathLike):
 def read_torch_file(path: str | os.PathLike):
     """torch.load with weights_only=True (argparse.Namespace allowed, as rosinality's training saves it)."""
     try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
+        with torch.serialization.safe_globals([argparse.Namespace]), warnings.catch_warnings():
+            # torch warns when a file was pickled with a protocol other than its default; harmless here
+            warnings.filterwarnings("ignore", message=".*pickle protocol.*", category=UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e).splitlines()[0] if str(e) else "unsupported content"
