@@ -31,7 +31,7 @@ class Predictor(BasePredictor):
     ) -> Path:
         motion = micromotion
         if template.strip():
-            from micromotion.anchors.text import text_motion
+            from micromotion.animate import text_motion
 
             motion = text_motion(self.animator.G, template.strip())
         out = Path(tempfile.mkdtemp()) / "micromotion.mp4"

@@ -42,6 +42,7 @@ def test_predictor_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setenv("MICROMOTION_MODEL", str(gpath))
     monkeypatch.setenv("MICROMOTION_HOME", str(home))
     monkeypatch.setenv("MICROMOTION_INVERT_STEPS", "3")
+    monkeypatch.setenv("MICROMOTION_OFFLINE", "1")  # no network: a missing preset must not try to fetch CLIP
     mod = _load_predict()
     p = mod.Predictor()
     p.setup()

@@ -71,6 +71,21 @@ def auto_model() -> str:
         return WORLD
 
 
+def text_motion(G, template: str, *, clip: str = "clip-vit-b-32", seed: int = 1, progress: bool = False,
+                name: str | None = None, **kw) -> Motion:
+    """The paper's text route: CLIP-guided anchors at rising degrees of `template`, robustly decomposed.
+
+    clip: a CLIP file or registry name (loaded without running code). Anchors are cached, so a rerun is instant.
+    """
+    from .anchors.text import text_anchors, validate_template
+    from .models.clip import Clip
+
+    validate_template(template)
+    c = Clip.load(clip, device=G.w_avg.device)
+    anchors = text_anchors(G, c, template, seed=seed, progress=progress, **kw)
+    return Motion.from_anchors(anchors, generator=G, name=name or template)
+
+
 def check_render_options(strength: float, frames: int, fps: float) -> None:
     if not isinstance(strength, (int, float)) or not math.isfinite(strength) or abs(strength) > 100:
         raise InputError(f"strength must be a finite number in [-100, 100], got {strength!r}")
@@ -121,7 +136,10 @@ class Animator:
             spec.check_generator(self.G)
             return spec.to(self.device)
         if spec not in self._motions:
-            self._motions[spec] = presets.resolve_motion(spec, self.G, self.cache_dir).to(self.device)
+            def compute(p):  # first use of a preset on a model without shipped motions: the paper's text route
+                return text_motion(self.G, p.template, seed=p.seed, name=p.name)
+
+            self._motions[spec] = presets.resolve_motion(spec, self.G, self.cache_dir, compute).to(self.device)
         return self._motions[spec]
 
     def invert(self, image, *, align: bool | None = None, face_index: int | None = None, progress: bool = False):

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .decompose import Motion, generator_fingerprint, load_motion
-from .errors import InputError
+from .errors import InputError, MicromotionError
 
 log = logging.getLogger(__name__)
 
@@ -112,12 +112,16 @@ def preset_motion(name: str, G, cache_dir=None, compute=None) -> Motion:
         m = load_motion(shipped)
         if m.meta.generator_hash and m.meta.generator_hash == generator_fingerprint(G):
             return m
+    how = (f"make one with `micromotion extract --text \"{preset.template}\" -o {preset.name}.safetensors` (needs "
+           f"CLIP weights) or import the authors' direction with `micromotion presets import "
+           f"pregen_latents/{preset.paper_name}/d_latent --model ...`")
     if compute is None:
-        raise InputError(
-            f"no '{preset.name}' motion for this generator yet; make one with `micromotion extract --text "
-            f"\"{preset.template}\" -o {preset.name}.safetensors` (needs CLIP weights) or import the authors' "
-            f"direction with `micromotion presets import pregen_latents/{preset.paper_name}/d_latent --model ...`")
-    motion = compute(preset)
+        raise InputError(f"no '{preset.name}' motion for this generator yet; {how}")
+    try:
+        motion = compute(preset)
+    except MicromotionError as e:
+        raise InputError(f"no '{preset.name}' motion for this generator yet and it could not be computed from "
+                         f"text ({e}); {how}") from None
     motion = normalize_to_unit(motion, preset.unit_norm) if motion.meta.source.get("kind") == "paper" else motion
     cached.parent.mkdir(parents=True, exist_ok=True)
     motion.save(cached)
