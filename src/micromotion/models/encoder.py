@@ -255,7 +255,8 @@ class ReStyle(nn.Module):
             raise ValueError(f"the encoder gives {encoder.cfg.n_styles} x {encoder.cfg.w_dim} codes, the generator "
                              f"takes {G.num_ws} x {G.w_dim}")
         self.encoder, self.G = encoder, G
-        self.register_buffer("latent_avg", latent_avg.detach().float().reshape(-1, G.w_dim).expand(G.num_ws, -1).clone())
+        avg = latent_avg.detach().float().reshape(-1, G.w_dim)  # [num_ws, w_dim], or [1, w_dim] for all layers
+        self.register_buffer("latent_avg", avg.expand(G.num_ws, -1).clone())
         self.opts = dict(opts or {})
         self.eval().requires_grad_(False)
 
