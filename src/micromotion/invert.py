@@ -420,11 +420,39 @@ def _projector(G, targets: torch.Tensor, *, steps: int = 1000, w_plus: bool = Tr
                    progress=progress, **kw)
 
 
+@functools.lru_cache(maxsize=2)
+def _restyle_net(model: str, device: str):
+    from .models.encoder import load_restyle
+
+    return load_restyle(model, device=device)
+
+
+def _restyle(variant: str) -> Callable[..., Projection]:
+    def run(G, targets: torch.Tensor, *, model: str | os.PathLike | None = None, n_iters: int = 5,
+            progress: bool = True, seed: int = 0, **other) -> Projection:
+        """A ReStyle encoder: `n_iters` refinement steps from the average image. model: a checkpoint file or
+        registry name (default `restyle-psp-ffhq` / `restyle-e4e-ffhq`). distance: MSE at 256² to the target."""
+        if other:
+            raise InputError(f"option {next(iter(other))!r} does not apply to the restyle-{variant} encoder; it "
+                             f"takes model and n_iters")
+        model = str(model or f"restyle-{variant}-ffhq")
+        net = _restyle_net(model, str(targets.device))
+        if net.variant != variant:
+            raise InputError(f"{model}: a ReStyle-{net.variant} checkpoint; use method restyle-{net.variant}")
+        if (net.G.num_ws, net.G.w_dim) != (G.num_ws, G.w_dim):
+            raise InputError(f"{model}: the encoder gives codes of a {net.G.resolution}x{net.G.resolution} generator "
+                             f"({net.G.num_ws} x {net.G.w_dim}), this generator takes {G.num_ws} x {G.w_dim}")
+        r = net.invert(targets, n_iters=n_iters)
+        dist = (net.prepare(r.images) - net.prepare(targets)).square().mean((1, 2, 3))
+        return Projection(ws=r.ws.to(targets.device), noise=None, distance=dist, loss="mse")
+
+    return run
+
+
 #: Inversion methods: name -> fn(G, targets [N, 3, R, R] in [-1, 1], **options) -> Projection.
-#: The ReStyle encoders (issue 5a) plug in here, e.g. METHODS["restyle-e4e"] = a function that loads the
-#: encoder, runs its refinement iterations from the average image and returns Projection(ws, None, distance,
-#: "encoder"); an encoder result can also seed the projector through `project(..., init_ws=...)`.
-METHODS: dict[str, Callable[..., Projection]] = {"projector": _projector}
+#: An encoder result can also seed the projector through `project(..., init_ws=...)`.
+METHODS: dict[str, Callable[..., Projection]] = {"projector": _projector, "restyle-psp": _restyle("psp"),
+                                                 "restyle-e4e": _restyle("e4e")}
 
 
 def _targets(G, images: Sequence[ImageSource], *, align: bool, face_index: int | None, detector: str,
@@ -480,7 +508,8 @@ def invert(G, image: ImageSource, *, method: str = "projector", align: bool = Tr
     """Align the face in `image` and invert it into G's latent space.
 
     method: a key of `METHODS` ('projector'; options: steps, w_plus, loss, optimize_noise, seed, progress and
-    the other `project` arguments). align: False when `image` is already an aligned face crop.
+    the other `project` arguments. 'restyle-psp', 'restyle-e4e': model, n_iters; G must be the encoder's
+    generator, e.g. stylegan2-ffhq). align: False when `image` is already an aligned face crop.
     face_index, detector, max_pixels: as in `micromotion.align.align_face`.
     """
     return invert_many(G, [image], method=method, align=align, face_index=face_index, detector=detector,
