@@ -261,3 +261,30 @@ def test_not_a_restyle_file(tmp_path):
     junk.write_bytes(b"not a torch file")
     with pytest.raises(CheckpointError, match=f"{junk}: "):
         load_restyle(junk)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# As an inversion method
+
+
+def test_invert_methods(tmp_path):
+    from PIL import Image
+
+    from micromotion.errors import InputError
+    from micromotion.invert import METHODS, invert
+
+    path = tmp_path / "tiny_e4e.pt"
+    torch.save(_tiny_checkpoint("e4e"), path)
+    G = load_restyle(path).G  # the encoder's own decoder
+    face = Image.fromarray((torch.rand(20, 20, 3) * 255).to(torch.uint8).numpy())
+    inv = invert(G, face, method="restyle-e4e", align=False, model=path, n_iters=2)
+    assert inv.ws.shape == (1, 6, 16) and inv.method == "restyle-e4e" and inv.details["loss"] == "mse"
+    assert inv.reconstruction.shape == (1, 3, 16, 16) and inv.noise is None
+    targets = torch.zeros(1, 3, 16, 16)
+    with pytest.raises(InputError, match="a ReStyle-e4e checkpoint; use method restyle-e4e"):
+        METHODS["restyle-psp"](G, targets, model=path)
+    with pytest.raises(InputError, match="option 'steps' does not apply"):
+        METHODS["restyle-e4e"](G, targets, model=path, steps=10)
+    other = Generator(GeneratorConfig.tiny(32))
+    with pytest.raises(InputError, match=r"16x16 generator \(6 x 16\), this generator takes 8 x 16"):
+        METHODS["restyle-e4e"](other, torch.zeros(1, 3, 32, 32), model=path)
