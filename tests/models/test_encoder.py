@@ -195,7 +195,8 @@ def test_tiny_config_is_inferred_from_shapes():
         cfg = EncoderConfig.tiny(variant)
         assert infer_config(build_encoder(cfg).state_dict(), variant) == cfg
     full = EncoderConfig()
-    assert infer_config(BackboneEncoder(full).state_dict()) == full
+    with torch.device("meta"):  # shapes only
+        assert infer_config(BackboneEncoder(full).state_dict()) == full
 
 
 # ----------------------------------------------------------------------------------------------------------
