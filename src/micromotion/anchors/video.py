@@ -452,6 +452,8 @@ def track_face(path_or_info: str | os.PathLike | VideoInfo, *, start=None, end=N
             else:
                 # not tracking: look on every frame with HOG; the CNN costs ~1 s a frame, so not that often
                 run = current == "hog" or pos - last_detect >= detect_every or pos == T - 1
+            if not run and last_lm is None:
+                continue  # not tracking, and not looking on this frame: no face
             if not run:
                 box = _predict_box(last_lm, anchor)
                 lm = face_landmarks(Image.fromarray(frame, "RGB"), box)
@@ -487,12 +489,14 @@ def track_face(path_or_info: str | os.PathLike | VideoInfo, *, start=None, end=N
                 dist = [np.hypot(*(((np.array(d[:2]) + d[2:]) / 2 - centre))) / scale for d in dets]
                 i = int(np.argmin(dist))
                 choice = dets[i] if dist[i] < 1.5 else None
-            elif len(dets) > want:  # first sight: largest first (detect_faces' order)
-                choice = dets[want]
-                if confident > 1:
-                    log.warning("%s: %d faces in the frame at %.2f s; tracking the %s (face index %d; choose another "
-                                "with face_index / --face-index)", info.path, confident, info.times[idx],
-                                "largest" if want == 0 else f"{want + 1}th largest", want)
+            else:  # first sight: largest first (detect_faces' order), weak detections only if nothing else
+                ranked = [d for d, f in zip(dets, faces) if f.score >= WEAK_SCORE] or dets
+                if len(ranked) > want:
+                    choice = ranked[want]
+                    if confident > 1:
+                        log.warning("%s: %d faces in the frame at %.2f s; tracking face %d (0 is the largest; choose "
+                                    "another with face_index / --face-index)", info.path, confident, info.times[idx],
+                                    want)
             if choice is None and last_lm is not None and not dets and misses < detect_every:
                 # The detector missed (a turned head, motion blur) but saw no other face: keep predicting,
                 # unconfirmed, and look again on the next frame.
