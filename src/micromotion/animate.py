@@ -144,7 +144,7 @@ class Animator:
 
     def invert(self, image, *, align: bool | None = None, face_index: int | None = None, progress: bool = False):
         """Align and invert a photo (or read a latent file) -> (ws [1, num_ws, w_dim], Inversion or None)."""
-        from .invert import METHODS, invert, load_latent
+        from .invert import invert, load_latent
 
         if isinstance(image, (str, os.PathLike)) and Path(image).suffix.lower() in (".safetensors", ".pt", ".pth"):
             ws, _ = load_latent(image)
@@ -155,10 +155,24 @@ class Animator:
             return ws, None
         if align is None:
             align = not self.is_world  # world renders are already aligned crops
-        method = next((m for m in (f"{self.model_name}-encoder",) if m in METHODS), "projector")
-        opts = {"steps": self.invert_steps, "progress": progress} if method == "projector" else {}
+        method, opts = self.inversion_method()
+        if method == "projector":
+            opts = {"steps": self.invert_steps, "progress": progress}
         inv = invert(self.G, image, method=method, align=align, face_index=face_index, **opts)
         return inv.ws.detach(), inv
+
+    def inversion_method(self) -> tuple[str, dict]:
+        """ReStyle (pSp, else e4e) for the FFHQ model when its checkpoint is cached, else the projector."""
+        from .weights import resolve
+
+        if self.model_name == FFHQ:
+            for method, entry in (("restyle-psp", "restyle-psp-ffhq"), ("restyle-e4e", "restyle-e4e-ffhq")):
+                try:
+                    resolve(entry, download=False)
+                    return method, {"model": entry}
+                except MicromotionError:
+                    pass
+        return "projector", {}
 
     def latents(self, ws0: torch.Tensor, motion: Motion, strength: float, frames: int, loop: bool = False,
                 path: str = "line") -> torch.Tensor:

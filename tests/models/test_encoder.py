@@ -289,3 +289,29 @@ def test_invert_methods(tmp_path):
     other = Generator(GeneratorConfig.tiny(32))
     with pytest.raises(InputError, match=r"16x16 generator \(6 x 16\), this generator takes 8 x 16"):
         METHODS["restyle-e4e"](other, torch.zeros(1, 3, 32, 32), model=path)
+
+
+def test_invert_cli_with_restyle(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from micromotion.checkpoint import save_generator
+    from micromotion.cli import main
+    from micromotion.invert import load_latent
+
+    ckpt = tmp_path / "tiny_e4e.pt"
+    torch.save(_tiny_checkpoint("e4e"), ckpt)
+    gen = save_generator(load_restyle(ckpt).G, tmp_path / "g.safetensors")
+    face = tmp_path / "face.png"
+    Image.fromarray((torch.rand(16, 16, 3) * 255).to(torch.uint8).numpy()).save(face)
+    out = tmp_path / "latent.safetensors"
+    r = CliRunner().invoke(main, ["invert", str(face), "--model", str(gen), "--method", "restyle-e4e",
+                                  "--encoder", str(ckpt), "--iters", "2", "--no-align", "-o", str(out),
+                                  "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    ws, meta = load_latent(out)
+    assert ws.shape[-2:] == (6, 16)
+    r = CliRunner().invoke(main, ["invert", str(face), "--model", str(gen), "--method", "restyle-psp",
+                                  "--encoder", str(ckpt), "--no-align", "-o", str(tmp_path / "x.safetensors"),
+                                  "--device", "cpu"])
+    assert r.exit_code == 1 and "use method restyle-e4e" in r.output and not (tmp_path / "x.safetensors").exists()

@@ -86,8 +86,12 @@ def align_command(image: Path, output: Path, size: int, face_index: int | None, 
               help="Generator: a weights-registry name or a checkpoint file.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Latent file to write: .safetensors (ws + metadata) or .pt (a plain ws tensor).")
-@click.option("--method", type=click.Choice(["projector"]), default="projector", show_default=True,
-              help="Inversion method (encoders come later).")
+@click.option("--method", type=click.Choice(["projector", "restyle-psp", "restyle-e4e"]), default="projector",
+              show_default=True, help="Optimization projector, or a ReStyle encoder (iterative refinement).")
+@click.option("--encoder", default=None, help="ReStyle checkpoint (file or registry name; default "
+                                             "restyle-psp-ffhq / restyle-e4e-ffhq).")
+@click.option("--iters", type=click.IntRange(min=1), default=5, show_default=True,
+              help="ReStyle refinement iterations.")
 @click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Projector optimization steps.")
 @click.option("--w-plus/--w", "w_plus", default=True, show_default=True,
@@ -106,7 +110,7 @@ def align_command(image: Path, output: Path, size: int, face_index: int | None, 
 @_face_index_option
 @_detector_option
 @_max_pixels_option
-def invert_command(image: Path, model: str, output: Path, method: str, steps: int, w_plus: bool, loss: str,
+def invert_command(image: Path, model: str, output: Path, method: str, encoder: str | None, iters: int, steps: int, w_plus: bool, loss: str,
                    optimize_noise: bool, seed: int, device: str, reconstruction: Path | None,
                    aligned_path: Path | None, composite: Path | None, no_align: bool, face_index: int | None,
                    detector: str, max_pixels: int | None) -> None:
@@ -128,9 +132,12 @@ def invert_command(image: Path, model: str, output: Path, method: str, steps: in
         raise InputError("--composite needs the photo's alignment; it cannot be used with --no-align")
     dev = _resolve_device(device)
     G = load_generator(model, device=dev)
+    if method == "projector":
+        opts = dict(steps=steps, w_plus=w_plus, loss=loss, optimize_noise=optimize_noise, seed=seed)
+    else:
+        opts = dict(model=encoder, n_iters=iters)
     result = invert(G, image, method=method, align=not no_align, face_index=face_index, detector=detector,
-                    max_pixels=max_pixels, steps=steps, w_plus=w_plus, loss=loss, optimize_noise=optimize_noise,
-                    seed=seed)
+                    max_pixels=max_pixels, **opts)
     pasted = result.paste_back() if composite is not None else None
     # Everything is computed before anything is written, so a failure leaves no partial output.
     save_latent(result, output, metadata={"model": str(model)})
