@@ -306,3 +306,58 @@ def test_bad_videos(tmp_path):
     with pytest.raises(InputError, match=r"wide.mp4: frames are 64x32, not square"):
         anchors_from_video(G, wide, align=False, progress=False)
     assert _listing(tmp_path) == sorted(before + ["wide.mp4"])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# micromotion extract --video
+
+
+def _cli(args):
+    from click.testing import CliRunner
+
+    from micromotion.cli import main
+
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def test_cli_extract_video(tmp_path):
+    from micromotion.checkpoint import save_generator
+
+    G = _tiny()
+    model = save_generator(G, tmp_path / "tiny.safetensors")
+    with torch.no_grad():
+        ws = G.w_avg.expand(6, G.num_ws, -1) + torch.linspace(0, 1, 6)[:, None, None]
+        frames = to_uint8(F.interpolate(G.synthesis(ws, noise_mode="const"), size=64, mode="bicubic"))
+    clip = _clip(tmp_path / "world.mp4", frames, fps=6)
+    out = tmp_path / "motion.safetensors"
+    base = ["extract", "--model", str(model), "--device", "cpu", "-o", str(out)]
+    r = _cli([*base, "--video", str(clip), "--aligned", "--start", "1f", "--max-frames", "3", "--steps", "4"])
+    assert r.exit_code == 0, r.output
+    assert f"wrote {out}: 3 anchors [{G.num_ws}, {G.w_dim}]" in r.output
+    anchors = Anchors.load(out)
+    np.testing.assert_allclose(anchors.labels, [1 / 6, 3 / 6, 5 / 6], atol=1e-6)
+    assert anchors.source["frames"] == [1, 3, 5] and anchors.source["inversion"]["steps"] == 4
+    with Image.open(out.with_suffix(".png")) as im:  # the strip: frames over reconstructions
+        assert im.size == (3 * 132 + 4, 2 * 132 + 14 + 4)
+
+    corrupt = tmp_path / "corrupt.webm"
+    corrupt.write_bytes(b"\x1aE\xdf\xa3 not really a webm" * 50)
+    before = _listing(tmp_path)
+    other = tmp_path / "other.safetensors"
+    for args, message in [
+        (["--video", str(corrupt)], "corrupt.webm: not a readable video"),
+        (["--video", str(tmp_path / "nope.mp4")], "nope.mp4: no such video file"),
+        (["--video", str(clip), "--aligned", "--start", "2", "--end", "1"], "world.mp4: zero frames selected"),
+        (["--video", str(clip), "--start", "soon"], "--start 'soon' is not a clip position"),
+        (["--video", str(clip)], "world.mp4: no face found in any of the 6 frames"),
+    ]:
+        r = _cli(["extract", "--model", str(model), "--device", "cpu", "-o", str(other), *args])
+        assert r.exit_code == 1, (args, r.output)
+        lines = r.output.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, r.output)
+    assert _listing(tmp_path) == before
+    r = _cli([*base, "--overwrite", "--video", str(clip), "--text", "a {degree} smile"])
+    assert r.exit_code == 2 and "give only one anchor source, not --text and --video" in r.output
+    r = _cli(["extract", "-o", str(other)])
+    assert r.exit_code == 2 and "give one anchor source: --text or --video" in r.output
+    assert _listing(tmp_path) == before

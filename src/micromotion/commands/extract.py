@@ -1,4 +1,4 @@
-"""`micromotion extract`: anchors of one micromotion from a text template (and, later, from a video)."""
+"""`micromotion extract`: anchors of one micromotion from a text template or a video clip."""
 from __future__ import annotations
 
 import logging
@@ -34,7 +34,8 @@ def _from_text(p: dict):
 
     validate_template(p["text"])  # before loading anything
     degrees = check_degrees(p["degrees"] if p["degrees"] is not None else DEFAULT_DEGREES)
-    settings = TextAnchorSettings(steps=p["steps"], clip_preprocess=p["preprocess"],
+    settings = TextAnchorSettings(**({"steps": p["steps"]} if p["steps"] is not None else {}),
+                                  clip_preprocess=p["preprocess"],
                                   **({"id_lambda": 0.0} if p["arcface"] == "none" else {}))
     device = _device(p["device"])
     clip = Clip.load(p["clip"], device=device)
@@ -54,10 +55,44 @@ def _from_text(p: dict):
 _SOURCES["text"] = _from_text
 
 
+def _from_video(p: dict):
+    from ..anchors.video import DEFAULT_STEPS, parse_position, probe_video, video_anchors
+    from ..checkpoint import load_generator
+
+    parse_position(p["start"], "--start")  # before loading anything
+    parse_position(p["end"], "--end")
+    info = probe_video(p["video"])
+    device = _device(p["device"])
+    G = load_generator(p["model"], device=device)
+    result = video_anchors(G, info.path, start=p["start"], end=p["end"], stride=p["stride"],
+                           max_frames=p["max_frames"], face_index=p["face_index"], align=not p["aligned"],
+                           steps=p["steps"] or DEFAULT_STEPS, seed=p["seed"], progress=True,
+                           generator_name=str(p["model"]))
+    # the preview: the aligned frames over their reconstructions
+    return result.anchors, G, result.save_preview
+
+
+_SOURCES["video"] = _from_video
+
+
 @click.command("extract")
 @click.option("--text", "text", metavar="TEMPLATE",
               help="Text template with a {degree} placeholder, e.g. 'a person with {degree} smile'.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Face of the anchors: z from this seed.")
+@click.option("--video", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="A clip of one face doing the motion (mp4, mov, avi, webm, gif).")
+@click.option("--start", metavar="POS",
+              help="Video: where to start, in seconds (2.5, 1:02.5) or as a frame index (30f).")
+@click.option("--end", metavar="POS", help="Video: where to stop (exclusive), as --start [default: the end].")
+@click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Video: track every n-th frame.")
+@click.option("--max-frames", type=click.IntRange(min=2), default=12, show_default=True,
+              help="Video: anchors, evenly spread over the frames that show the face.")
+@click.option("--face-index", type=click.IntRange(min=0), default=None,
+              help="Video: which face to track, 0 the largest [default: 0].")
+@click.option("--aligned", is_flag=True, help="Video: the frames are aligned face crops (e.g. world clips); no "
+                                              "face detection, only resizing.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Face of the text anchors: z from this seed (video: the projector's seed).")
 @click.option("--degrees", metavar="LIST", help="Comma-separated degrees [default: no,10%,20%,...,100%].")
 @click.option("-m", "--model", default="stylegan2-ffhq-1024", show_default=True,
               help="Generator: registry name or file.")
@@ -65,7 +100,9 @@ _SOURCES["text"] = _from_text
 @click.option("--arcface", default="auto", show_default=True,
               help="Identity network for the identity loss: registry name or file, 'auto' (arcface-ir-se50 if it "
                    "is there, else off with a warning), or 'none'.")
-@click.option("--steps", type=click.IntRange(min=1), default=40, show_default=True, help="Optimization steps.")
+@click.option("--steps", type=click.IntRange(min=1), default=None,
+              help="Optimization steps [default: 40 for --text; 400 for --video's first frame, a quarter for the "
+                   "others].")
 @click.option("--preprocess", type=click.Choice(["correct", "paper"]), default="correct", show_default=True,
               help="CLIP preprocessing: 'correct' (resize + CLIP mean/std) or the original code's ('paper').")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
@@ -84,9 +121,13 @@ def extract(**p) -> None:
     From text: the face of --seed, optimized in W+ toward the template at each degree with CLIP (all degrees
     in one batch). Anchors are cached, so running the same command again is instant.
 
+    From a video: one face tracked through the clip, aligned like photos, its frames inverted in time order
+    (labels: frame times in seconds).
+
     \b
-    Example:
+    Examples:
       micromotion extract --text "a person with {degree} smile" --seed 3 -o smile.safetensors
+      micromotion extract --video smile.mp4 --start 0.5 --end 2.5 -o smile.safetensors
     """
     given = [name for name in _SOURCES if p.get(name) is not None]
     options = " or ".join(f"--{name}" for name in _SOURCES)
@@ -101,11 +142,11 @@ def extract(**p) -> None:
     if not out.parent.is_dir():
         raise click.ClickException(f"{out.parent}: output folder does not exist")
 
-    anchors, G = _SOURCES[given[0]](p)
+    anchors, G, *writer = _SOURCES[given[0]](p)
     anchors.save(out)
     msg = f"wrote {out}: {len(anchors)} anchors [{anchors.num_ws}, {anchors.w_dim}] ({', '.join(map(str, anchors.labels))})"
     if not p["no_preview"]:
-        preview = anchors.save_preview(G, out.with_suffix(".png"))
+        preview = (writer[0] if writer else lambda path: anchors.save_preview(G, path))(out.with_suffix(".png"))
         msg += f"; preview {preview}"
     click.echo(msg)
 
