@@ -409,7 +409,8 @@ def track_face(path_or_info: str | os.PathLike | VideoInfo, *, start=None, end=N
     detector: 'auto' (HOG; the CNN if HOG finds nothing in its first attempts), 'hog' or 'cnn'.
     detect_every: run the detector on every n-th frame (and the last); predict the box in between.
     detect_size: the detector sees a copy no larger than this (landmarks are fitted at full resolution).
-    smooth: landmark smoothing window in seconds (0: none); see `smooth_landmarks`.
+    smooth: landmark smoothing window in seconds (0: none; else at least 3 tracked frames); see
+    `smooth_landmarks`.
     Raises `InputError` naming the file when no frame shows a face.
     """
     info = path_or_info if isinstance(path_or_info, VideoInfo) else probe_video(path_or_info)
@@ -539,8 +540,9 @@ def track_face(path_or_info: str | os.PathLike | VideoInfo, *, start=None, end=N
                 s += 1
             segment[p] = s
     rate = (info.fps or (T / max(info.duration, 1e-9))) / int(stride)
-    window = int(round(smooth * rate))
-    window = window + 1 - window % 2 if window >= 3 else 1  # odd, centred
+    # odd (centred), and at least 3 frames when smoothing is on, however sparse the tracked frames
+    window = max(3, int(round(smooth * rate))) if smooth > 0 else 1
+    window += 1 - window % 2
     times = info.times[indices]
     smoothed = smooth_landmarks(raw, times, window, segment)
     if not found.any():
