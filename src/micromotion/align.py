@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .errors import InputError, MicromotionError, MissingDependencyError
+from .errors import InputError, MissingDependencyError
 from .image_io import ImageSource, describe, load_image, to_rgb
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ import torch
 
 from . import ops
 from .errors import CheckpointError
+from .fileio import read_safetensors, save_safetensors
 from .models.stylegan2 import Generator, GeneratorConfig
 
 log = logging.getLogger(__name__)
@@ -393,20 +394,7 @@ def read_generator_file(path: str | os.PathLike) -> Generator:
 
 
 def _read_own(path: Path) -> Generator:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        sd = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
-    if meta.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{path}: safetensors file is not a micromotion generator (format={meta.get('format')!r})")
-    if int(meta.get("version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: generator format version {meta.get('version')} is newer than this "
-                              f"micromotion supports ({FORMAT_VERSION}); upgrade micromotion")
+    sd, meta = read_safetensors(path, FORMAT_NAME, FORMAT_VERSION, "generator")
     try:
         cfg = GeneratorConfig.from_dict(json.loads(meta["config"]))
     except (KeyError, ValueError, TypeError) as e:
@@ -416,20 +404,9 @@ def _read_own(path: Path) -> Generator:
 
 def save_generator(G: Generator, path: str | os.PathLike, extra_metadata: dict | None = None) -> Path:
     """Write `G` in our format: safetensors with the config (JSON) in its metadata, atomically."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
     meta = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION), "config": json.dumps(G.cfg.to_dict()),
             "w_avg_source": G.w_avg_source, **{k: str(v) for k, v in (extra_metadata or {}).items()}}
-    sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in G.state_dict().items()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        save_file(sd, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return save_safetensors({k: v.float() for k, v in G.state_dict().items()}, path, meta)
 
 
 def load_generator(path_or_name: str | os.PathLike, device: str | torch.device = "cpu") -> Generator:

@@ -708,21 +708,14 @@ class Motion:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write a `.safetensors` motion file (tensors + JSON metadata), atomically."""
-        from safetensors.torch import save_file
-
         path = Path(path)
         if not path.parent.is_dir():
             raise InputError(f"{path}: folder {path.parent} does not exist; create it first")
         meta = replace(self.meta, library_version=_library_version(), format_version=FORMAT_VERSION)
         header = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "meta": json.dumps(meta.to_dict())}
-        tensors = {k: getattr(self, k).detach().to("cpu", torch.float32).contiguous() for k in _TENSOR_KEYS}
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            save_file(tensors, str(tmp), metadata=header)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        from .fileio import save_safetensors
+
+        save_safetensors({k: getattr(self, k).float() for k in _TENSOR_KEYS}, path, header)
         log.info("wrote motion '%s' to %s", self.meta.name, path)
         return path
 

@@ -45,7 +45,7 @@ def test_load_errors(tmp_path):
     from safetensors.torch import save_file
 
     save_file({"x": torch.zeros(1)}, str(tmp_path / "other.safetensors"), metadata={"format": "something"})
-    with pytest.raises(CheckpointError, match="not a world oracle"):
+    with pytest.raises(CheckpointError, match="not a micromotion world oracle"):
         load_oracle(tmp_path / "other.safetensors")
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 20)
     with pytest.raises(CheckpointError, match="not a readable"):

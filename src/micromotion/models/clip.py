@@ -286,23 +286,15 @@ class Clip(nn.Module):
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the weights (float32) and config as .safetensors, atomically. Needs a `config`."""
-        from safetensors.torch import save_file
-
         if self.config is None:
             raise ValueError("this CLIP has no ClipConfig (it was wrapped with from_open_clip); pass config= "
                              "when wrapping it to be able to save it")
         path = Path(path)
         meta = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION), "config": json.dumps(self.config.to_dict()),
                 "name": self.name}
-        sd = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in self.model.state_dict().items()}
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            save_file(sd, str(tmp), metadata=meta)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        return path
+        from ..fileio import save_safetensors
+
+        return save_safetensors({k: v.float() for k, v in self.model.state_dict().items()}, path, meta)
 
     # ------------------------------------------------------------------------------------------------------
     # Encoders

@@ -22,6 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, InputError
+from ..fileio import read_safetensors, save_safetensors
 from .render import FACTOR_SPECS, MOTION_FACTORS, Factors, render, sample_factors
 
 log = logging.getLogger(__name__)
@@ -144,22 +145,13 @@ class Oracle(nn.Module):
 
 def save_oracle(oracle: Oracle, path: str | os.PathLike, report: dict | None = None, dtype=torch.float16) -> Path:
     """Write safetensors (weights in `dtype`; fp16 keeps the shipped file small) with config and report."""
-    from safetensors.torch import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     sd = {k: (v.detach().to("cpu", dtype) if v.is_floating_point() else v.detach().cpu()).contiguous()
           for k, v in oracle.state_dict().items()}
     meta = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION), "config": json.dumps(oracle.cfg.to_dict()),
             "report": json.dumps(report or {})}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        save_file(sd, str(tmp), metadata=meta)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return save_safetensors(sd, path, meta)
 
 
 def read_oracle_report(path: str | os.PathLike = DEFAULT_PATH) -> dict:
@@ -172,25 +164,12 @@ def read_oracle_report(path: str | os.PathLike = DEFAULT_PATH) -> dict:
 
 def load_oracle(path: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> Oracle:
     """Load an oracle file (default: the one shipped in the package), eval mode, gradients off."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     path = Path(path) if path is not None else DEFAULT_PATH
     if not path.is_file():
         hint = ("the package ships no trained oracle; train one with `python -m micromotion.world.oracle --out "
                 f"{DEFAULT_PATH}`") if path == DEFAULT_PATH else "check the path"
         raise CheckpointError(f"{path}: no such oracle file; {hint}")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        sd = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
-    if meta.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{path}: not a world oracle (format={meta.get('format')!r})")
-    if int(meta.get("version", 0)) > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: oracle format version {meta.get('version')} is newer than this micromotion "
-                              f"supports ({FORMAT_VERSION}); upgrade micromotion")
+    sd, meta = read_safetensors(path, FORMAT_NAME, FORMAT_VERSION, "world oracle")
     try:
         cfg = OracleConfig.from_dict(json.loads(meta["config"]))
     except (KeyError, ValueError, TypeError) as e:
