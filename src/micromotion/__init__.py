@@ -4,6 +4,10 @@ Pipeline (one module per stage, data flows one way):
 weights -> models -> align/invert -> anchors -> decompose -> render.
 """
 from .align import AlignedFace, align_face, paste_back
+from .anchors import Anchors
+from .anchors.text import text_anchors
+from .anchors.video import video_anchors
+from .animate import Animator
 from .checkpoint import load_generator, save_generator
 from .decompose import Motion, load_motion, robust_pca
 from .errors import CheckpointError, InputError, MicromotionError, WeightsError
@@ -24,9 +28,13 @@ __all__ = [
     "paste_back",
     "invert",
     "Inversion",
+    "Anchors",
+    "text_anchors",
+    "video_anchors",
     "robust_pca",
     "Motion",
     "load_motion",
+    "Animator",
     "MicromotionError",
     "CheckpointError",
     "InputError",
