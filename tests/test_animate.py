@@ -146,3 +146,17 @@ def test_paper_directions_import_and_normalize(reference_dir, tmp_path):
     assert set(norms) == set(PRESETS)
     for name, n in norms.items():
         assert math.isclose(n, PRESETS[name].unit_norm, rel_tol=1e-4), (name, n)
+
+
+def test_auto_model_without_any_weights_says_what_to_do(tmp_path, monkeypatch):
+    from micromotion.presets import packaged_dir
+
+    if (packaged_dir().parent / "world.safetensors").is_file():
+        pytest.skip("this installation ships the world generator")
+    monkeypatch.setenv("MICROMOTION_HOME", str(tmp_path))
+    monkeypatch.setenv("MICROMOTION_OFFLINE", "1")
+    face = tmp_path / "face.png"
+    face.write_bytes(b"checked later")
+    r = CliRunner().invoke(main, ["animate", str(face), "-m", "smile", "-o", str(tmp_path / "o.mp4")])
+    assert r.exit_code != 0
+    assert "micromotion weights download stylegan2-ffhq-1024" in r.output and len(r.output.strip().splitlines()) == 1

@@ -118,6 +118,15 @@ class Animator:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.model_name = auto_model() if model == "auto" else str(model)
+        if model == "auto" and self.model_name == WORLD:
+            from .weights import resolve
+
+            try:
+                resolve(WORLD, download=False)
+            except MicromotionError:
+                raise InputError("no model to use: the FFHQ generator is not cached (`micromotion weights download "
+                                 "stylegan2-ffhq-1024`) and this version ships no trained world generator yet; "
+                                 "or pass --model FILE") from None
         self.G = load_generator(self.model_name, device=self.device)
         self.is_world = self.model_name == WORLD
         self.invert_steps = invert_steps
