@@ -1,0 +1,273 @@
+"""Measure a motion on unseen faces of the face world (issue 10): how far it moves its target factor, how
+much it moves everything else, how smoothly.
+
+For `identities` faces never used to make the motion, each edited at a few strengths, the world oracle
+(`micromotion.world.oracle.measure`) reads every factor it knows from `G.synthesis(ws + s·direction)`.
+Where the faces come from:
+  invert_steps == 0  "sampled faces": ws = G.mapping(z, 0.7) for z drawn from `seed` (fast; the faces are
+                     whatever the generator makes, not guaranteed to be neutral);
+  invert_steps > 0   "inverted renders": fresh neutral world faces rendered from `seed` and projected into
+                     W+ with `invert.project` (the paper's transfer to unseen real faces, slower).
+
+All numbers are fractions of each factor's range (`FACTOR_SPECS`), comparing the last strength (the "end",
+1 by default) with strength 0:
+  target_change_mean   mean signed change of the target factor;
+  target_success_rate  share of identities whose target moves by ≥ 0.5 of its range in the motion's
+                       direction (the sign of the mean change, so a head turn to either side counts);
+  nontarget_drift_mean mean |change| of every other factor the oracle reads (motions and identity);
+  identity_drift_mean  mean |change| of the identity factors (`IDENTITY_FACTORS` below);
+  smoothness           mean |second difference| of the target along the strengths (0 for a straight ramp).
+
+`ablation_motions` builds the alternatives the paper argues against from one set of anchors: robust PCA
+(ours, rank k), plain PCA without the robust split (rank k), and the raw endpoint difference.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Sequence
+
+import torch
+
+from .decompose import Motion, generator_label
+from .errors import InputError
+from .presets import ALIASES, PRESETS
+from .world.oracle import ORACLE_FACTORS, measure
+from .world.render import FACTOR_SPECS, render, sample_factors
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STRENGTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Identity factors whose change means the edited face became someone else.
+IDENTITY_FACTORS = ("face_width", "face_length", "jaw", "skin_tone", "hair_color", "eye_spacing", "nose_size",
+                    "mouth_width")
+SUCCESS_THRESHOLD = 0.5  # of the target factor's range
+TRUNCATION_PSI = 0.7
+ABLATION_RANKS = (1, 2, 4)
+METRICS = ("target_change_mean", "target_success_rate", "nontarget_drift_mean", "identity_drift_mean", "smoothness")
+
+
+def target_for(motion: Motion) -> str:
+    """The world factor a motion moves, from its name when it is a preset's; InputError otherwise."""
+    name = motion.meta.name
+    key = ALIASES.get(name, name)
+    if key in PRESETS:
+        return PRESETS[key].factor
+    raise InputError(f"cannot tell which factor motion '{name}' should move; give the target factor "
+                     f"(--target), one of: {', '.join(ORACLE_FACTORS)}")
+
+
+def _check_strengths(strengths) -> list[float]:
+    try:
+        s = [float(x) for x in strengths]
+    except (TypeError, ValueError):
+        raise InputError(f"strengths must be a list of numbers, got {strengths!r}") from None
+    if len(s) < 2 or s[0] != 0 or any(b <= a for a, b in zip(s, s[1:])) or not all(map(math.isfinite, s)):
+        raise InputError(f"strengths must be increasing finite numbers starting at 0 (at least two), got {s}")
+    return s
+
+
+def _check_int(value, what: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InputError(f"{what} must be an integer ≥ {low}, got {value!r}")
+    return value
+
+
+@torch.no_grad()
+def _sampled_ws(G, n: int, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, G.z_dim, generator=g).to(G.w_avg.device)
+    return G.mapping(z, TRUNCATION_PSI)
+
+
+def _inverted_ws(G, n: int, seed: int, steps: int, batch_size: int, progress: bool) -> torch.Tensor:
+    from tqdm.auto import tqdm
+
+    from .invert import project
+
+    g = torch.Generator().manual_seed(seed)
+    factors = sample_factors(n, g, motion="neutral")
+    out = []
+    bar = tqdm(total=n, desc="invert renders", unit="face", disable=not progress)
+    for start in range(0, n, batch_size):
+        images = render(factors[start:start + batch_size], size=G.resolution).to(G.w_avg.device)
+        proj = project(G, images, steps=steps, seed=seed + start, progress=False)
+        out.append(proj.ws.detach())
+        bar.update(images.shape[0])
+        bar.set_postfix(distance=f"{float(proj.distance.mean()):.3f}")
+    bar.close()
+    return torch.cat(out)
+
+
+def starting_latents(G, identities: int = 50, seed: int = 0, invert_steps: int = 0, batch_size: int = 16,
+                     progress: bool = False) -> torch.Tensor:
+    """ws [identities, num_ws, w_dim] of unseen faces: sampled (invert_steps 0) or inverted renders."""
+    _check_int(identities, "identities", 1)
+    _check_int(invert_steps, "invert_steps", 0)
+    _check_int(batch_size, "batch_size", 1)
+    if invert_steps == 0:
+        return _sampled_ws(G, identities, seed)
+    return _inverted_ws(G, identities, seed, invert_steps, batch_size, progress)
+
+
+@torch.no_grad()
+def read_edits(G, motion: Motion, ws: torch.Tensor, strengths: Sequence[float], batch_size: int = 16,
+               oracle=None, progress: bool = False, desc: str = "evaluate") -> dict[str, torch.Tensor]:
+    """Oracle readings {factor: [N, T]} (factor units) of G.synthesis(ws + s·direction) for each strength s."""
+    from tqdm.auto import tqdm
+
+    motion.check_generator(G)
+    offsets = motion.offsets(strengths).to(ws.device, ws.dtype)  # [T, num_ws, w_dim]
+    cols: list[dict[str, torch.Tensor]] = []
+    bar = tqdm(total=ws.shape[0] * len(offsets), desc=desc, unit="image", disable=not progress)
+    for off in offsets:
+        parts = []
+        for chunk in ws.split(batch_size):
+            # one strength at a time, same batches: a zero offset gives bit-identical images and readings
+            images = G.synthesis(chunk + off).float().clamp(-1, 1)
+            parts.append(measure(images, oracle))
+            bar.update(chunk.shape[0])
+        cols.append({k: torch.cat([p[k] for p in parts]) for k in parts[0]})
+    bar.close()
+    return {k: torch.stack([c[k] for c in cols], dim=1).double() for k in cols[0]}
+
+
+def summarize(readings: dict[str, torch.Tensor], target: str, strengths: Sequence[float]) -> dict:
+    """The metrics (see the module docstring) from readings {factor: [N, T]} at `strengths`."""
+    if target not in readings:
+        raise InputError(f"the oracle does not read '{target}'; choose a target from: {', '.join(readings)}")
+    frac = {k: v / FACTOR_SPECS[k].span for k, v in readings.items()}  # [N, T] in fractions of range
+    change = {k: v[:, -1] - v[:, 0] for k, v in frac.items()}
+    t = change[target]
+    mean_change = float(t.mean())
+    sign = -1.0 if mean_change < 0 else 1.0
+    others = [k for k in frac if k != target]
+    ident = [k for k in IDENTITY_FACTORS if k in frac and k != target]
+
+    def mean_abs(keys):
+        return float(torch.stack([change[k].abs() for k in keys]).mean()) if keys else 0.0
+
+    second = frac[target].diff(n=2, dim=1) if len(strengths) >= 3 else torch.zeros(1)
+    return {
+        "target_change_mean": mean_change,
+        "target_success_rate": float((sign * t >= SUCCESS_THRESHOLD).double().mean()),
+        "nontarget_drift_mean": mean_abs(others),
+        "identity_drift_mean": mean_abs(ident),
+        "smoothness": float(second.abs().mean()),
+        "per_strength": [float(x) for x in readings[target].mean(0)],
+        "factor_change_mean": {k: float(v.mean()) for k, v in change.items()},
+    }
+
+
+def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
+                    strengths: Sequence[float] = DEFAULT_STRENGTHS, target_factor: str | None = None,
+                    invert_steps: int = 0, batch_size: int = 16, ws: torch.Tensor | None = None, oracle=None,
+                    progress: bool = False) -> dict:
+    """Measure `motion` on `identities` unseen faces of generator `G` (see the module docstring).
+
+    target_factor: the oracle factor the motion should move; default from the motion's preset name.
+    ws: starting latents [N, num_ws, w_dim] to reuse (e.g. across an ablation); default `starting_latents`.
+    Returns a JSON-ready dict: the metrics, `per_strength` (mean target reading per strength, in the factor's
+    units), `factor_change_mean` (per factor, signed, fraction of range) and what was measured.
+    """
+    if not isinstance(motion, Motion):
+        raise InputError(f"motion must be a Motion, got {type(motion).__name__}")
+    motion.check_generator(G)
+    target = target_factor if target_factor is not None else target_for(motion)
+    if target not in ORACLE_FACTORS:
+        raise InputError(f"unknown target factor '{target}'; choose one of: {', '.join(ORACLE_FACTORS)}")
+    s = _check_strengths(strengths)
+    _check_int(seed, "seed", 0)
+    t0 = time.perf_counter()
+    if ws is None:
+        ws = starting_latents(G, identities, seed, invert_steps, batch_size, progress)
+    elif ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
+        raise InputError(f"ws must have shape [N, {G.num_ws}, {G.w_dim}], got {list(ws.shape)}")
+    readings = read_edits(G, motion, ws, s, batch_size, oracle, progress, desc=f"evaluate {motion.meta.name}")
+    report = {
+        "motion": motion.meta.name,
+        "model": generator_label(G),
+        "target_factor": target,
+        **summarize(readings, target, s),
+        "identities": int(ws.shape[0]),
+        "seed": seed,
+        "strengths": s,
+        "faces": "inverted renders" if invert_steps > 0 else "sampled faces",
+        "invert_steps": invert_steps,
+        "seconds": round(time.perf_counter() - t0, 3),
+    }
+    log.info("%s on %s: %s %+.3f of range, success %.0f%%, drift %.3f, identity drift %.3f", report["motion"],
+             report["model"], target, report["target_change_mean"], 100 * report["target_success_rate"],
+             report["nontarget_drift_mean"], report["identity_drift_mean"])
+    return report
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Ablation
+
+
+@torch.no_grad()
+def pca_direction(anchors: torch.Tensor, rank: int) -> torch.Tensor:
+    """Plain PCA, no robust split: per layer, the rank-k reconstruction of the centered anchors, last minus
+    first. anchors [K, num_ws, w_dim] -> direction [num_ws, w_dim]."""
+    D = anchors.permute(1, 0, 2).to(torch.float64)  # [num_ws, K, w_dim]
+    mean = D.mean(1, keepdim=True)
+    U, S, Vh = torch.linalg.svd(D - mean, full_matrices=False)
+    keep = (torch.arange(S.shape[-1], device=S.device) < rank).to(S.dtype)
+    low = mean + (U * (S * keep).unsqueeze(1)) @ Vh
+    return (low[:, -1] - low[:, 0]).to(anchors.dtype)
+
+
+def ablation_motions(anchors: torch.Tensor, G, ranks: Sequence[int] = ABLATION_RANKS,
+                     name: str = "motion") -> dict[str, Motion]:
+    """The alternatives from one anchor stack [K, num_ws, w_dim]: 'rpca-k<r>' (robust PCA, the paper),
+    'pca-k<r>' (plain PCA), 'endpoints' (last anchor minus first), each for generator `G`."""
+    from .decompose import _check_anchors  # the one anchor-shape check, shared with Motion.from_anchors
+
+    A = _check_anchors(anchors).to(torch.float32)
+    out: dict[str, Motion] = {}
+    for r in ranks:
+        out[f"rpca-k{r}"] = Motion.from_anchors(A, rank=r, variant="ialm", generator=G, name=f"{name} rpca-k{r}")
+    for r in ranks:
+        out[f"pca-k{r}"] = Motion.from_direction(pca_direction(A, r), generator=G, name=f"{name} pca-k{r}",
+                                                 source={"kind": "ablation", "method": "pca", "rank": r})
+    out["endpoints"] = Motion.from_direction(A[-1] - A[0], generator=G, name=f"{name} endpoints",
+                                             source={"kind": "ablation", "method": "endpoints"})
+    return out
+
+
+def evaluate_ablation(G, motion: Motion, anchors: torch.Tensor, *, ranks: Sequence[int] = ABLATION_RANKS,
+                      identities: int = 50, seed: int = 0, strengths: Sequence[float] = DEFAULT_STRENGTHS,
+                      target_factor: str | None = None, invert_steps: int = 0, batch_size: int = 16, oracle=None,
+                      progress: bool = False) -> dict:
+    """`evaluate_motion` for `motion` and each of `ablation_motions(anchors)`, on the same faces.
+
+    Returns {"target_factor", "identities", "seed", "strengths", "faces", "model", "variants": {name: report}}
+    with 'motion' (the given one) first. Alternatives keep the anchors' scale: strength 1 spans the anchors.
+    """
+    target = target_factor if target_factor is not None else target_for(motion)
+    motion.check_generator(G)
+    variants = {"motion": motion, **ablation_motions(anchors, G, ranks, name=motion.meta.name)}
+    ws = starting_latents(G, identities, seed, invert_steps, batch_size, progress)
+    reports = {}
+    for key, m in variants.items():
+        r = evaluate_motion(G, m, identities=identities, seed=seed, strengths=strengths, target_factor=target,
+                            invert_steps=invert_steps, batch_size=batch_size, ws=ws, oracle=oracle, progress=progress)
+        reports[key] = r
+    first = next(iter(reports.values()))
+    return {"motion": motion.meta.name, "model": first["model"], "target_factor": target,
+            "identities": first["identities"], "seed": seed, "strengths": first["strengths"],
+            "faces": first["faces"], "invert_steps": invert_steps, "variants": reports}
+
+
+def format_table(rows: dict[str, dict]) -> str:
+    """A plain-text table of the metrics, one row per report."""
+    heads = ("change", "success", "drift", "id drift", "smooth")
+    width = max([len("variant")] + [len(k) for k in rows])
+    lines = [f"{'variant':<{width}}  " + "  ".join(f"{h:>8}" for h in heads)]
+    for key, r in rows.items():
+        vals = [f"{r['target_change_mean']:+8.3f}", f"{100 * r['target_success_rate']:7.0f}%",
+                f"{r['nontarget_drift_mean']:8.3f}", f"{r['identity_drift_mean']:8.3f}", f"{r['smoothness']:8.3f}"]
+        lines.append(f"{key:<{width}}  " + "  ".join(vals))
+    return "\n".join(lines)

@@ -1,0 +1,160 @@
+"""`evaluate_motion`, the ablation and `micromotion evaluate` on a tiny random generator: the numbers mean
+nothing here, so the tests check the schema, ranges, determinism, exact zeros and the CLI's behaviour."""
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import save_file
+
+from micromotion import Generator, GeneratorConfig, InputError, save_generator
+from micromotion.cli import main
+from micromotion.decompose import Motion
+from micromotion.evaluate import (IDENTITY_FACTORS, METRICS, ablation_motions, evaluate_ablation, evaluate_motion,
+                                  pca_direction)
+from micromotion.world.oracle import ORACLE_FACTORS
+
+KEYS = {"target_factor", "target_change_mean", "target_success_rate", "nontarget_drift_mean", "identity_drift_mean",
+        "smoothness", "per_strength", "identities", "seed", "strengths", "model", "motion", "faces"}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    d = tmp_path_factory.mktemp("eval")
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig.tiny(32)).eval()
+    G.compute_w_avg(500)
+    direction = torch.randn(G.num_ws, G.w_dim)
+    motion = Motion.from_direction(direction, name="smile", generator=G)
+    mpath = motion.save(d / "smile.safetensors")
+    # anchors: a line in W+ with a little noise, as extract would give
+    base = G.mapping(torch.randn(1, G.z_dim), 0.7)[0]
+    t = torch.linspace(0, 1, 6)[:, None, None]
+    anchors = base + t * direction + 0.01 * torch.randn(6, G.num_ws, G.w_dim)
+    apath = d / "anchors.safetensors"
+    save_file({"anchors": anchors.contiguous()}, str(apath))
+    return dict(G=G, motion=motion, gen=save_generator(G, d / "tiny.safetensors"), mpath=mpath, anchors=anchors,
+                apath=apath, dir=d)
+
+
+def test_report_schema_and_ranges(setup):
+    r = evaluate_motion(setup["G"], setup["motion"], identities=4, seed=1, batch_size=3)
+    assert KEYS <= set(r)
+    assert r["target_factor"] == "smile" and r["motion"] == "smile" and r["identities"] == 4 and r["seed"] == 1
+    assert r["faces"] == "sampled faces" and r["strengths"] == [0, 0.25, 0.5, 0.75, 1.0]
+    assert len(r["per_strength"]) == 5 and all(0 <= v <= 1 for v in r["per_strength"])  # smile's units: [0, 1]
+    assert -1 <= r["target_change_mean"] <= 1 and 0 <= r["target_success_rate"] <= 1
+    for k in ("nontarget_drift_mean", "identity_drift_mean", "smoothness"):
+        assert 0 <= r[k] <= 1
+    assert set(r["factor_change_mean"]) == set(ORACLE_FACTORS)
+    # a random direction moves something
+    assert r["nontarget_drift_mean"] > 0 and r["identity_drift_mean"] > 0
+    # the drifts are the means of the per-factor |changes|, here checked against the signed means' bounds
+    assert r["identity_drift_mean"] >= abs(sum(r["factor_change_mean"][k] for k in IDENTITY_FACTORS)) / 8 - 1e-9
+    json.dumps(r)  # JSON-ready
+
+
+def test_deterministic_per_seed(setup):
+    kw = dict(identities=3, strengths=(0, 0.5, 1))
+    a = evaluate_motion(setup["G"], setup["motion"], seed=5, **kw)
+    b = evaluate_motion(setup["G"], setup["motion"], seed=5, **kw)
+    c = evaluate_motion(setup["G"], setup["motion"], seed=6, **kw)
+    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    assert strip(a) == strip(b)
+    assert a["per_strength"] != c["per_strength"]
+
+
+def test_zero_direction_measures_exactly_zero(setup):
+    G = setup["G"]
+    zero = Motion.from_direction(torch.zeros(G.num_ws, G.w_dim), name="still", generator=G)
+    r = evaluate_motion(G, zero, identities=3, target_factor="head_turn", batch_size=2)
+    assert r["target_change_mean"] == 0 and r["nontarget_drift_mean"] == 0 and r["identity_drift_mean"] == 0
+    assert r["smoothness"] == 0 and r["target_success_rate"] == 0
+    assert len(set(r["per_strength"])) == 1
+
+
+def test_inverted_renders(setup):
+    r = evaluate_motion(setup["G"], setup["motion"], identities=2, invert_steps=2, strengths=(0, 1))
+    assert r["faces"] == "inverted renders" and r["invert_steps"] == 2 and r["smoothness"] == 0
+
+
+def test_plain_pca_of_a_line_is_its_endpoints():
+    t = torch.linspace(0, 1, 5)[:, None, None]
+    d = torch.randn(3, 8)
+    anchors = torch.randn(3, 8) + t * d
+    assert torch.allclose(pca_direction(anchors, 1), d, atol=1e-5)
+
+
+def test_ablation_has_every_variant(setup):
+    G = setup["G"]
+    names = set(ablation_motions(setup["anchors"], G))
+    assert names == {"rpca-k1", "rpca-k2", "rpca-k4", "pca-k1", "pca-k2", "pca-k4", "endpoints"}
+    r = evaluate_ablation(G, setup["motion"], setup["anchors"], identities=2, strengths=(0, 1), ranks=(1, 2))
+    assert list(r["variants"]) == ["motion", "rpca-k1", "rpca-k2", "pca-k1", "pca-k2", "endpoints"]
+    for v in r["variants"].values():
+        assert set(METRICS) <= set(v) and v["target_factor"] == "smile" and v["identities"] == 2
+
+
+def test_bad_inputs(setup):
+    G, m = setup["G"], setup["motion"]
+    with pytest.raises(InputError, match="identities must be an integer ≥ 1"):
+        evaluate_motion(G, m, identities=0)
+    with pytest.raises(InputError, match="strengths must be increasing"):
+        evaluate_motion(G, m, identities=1, strengths=(0.5, 1))
+    with pytest.raises(InputError, match="unknown target factor 'grin'"):
+        evaluate_motion(G, m, identities=1, target_factor="grin")
+    nameless = Motion.from_direction(torch.randn(G.num_ws, G.w_dim), name="wiggle", generator=G)
+    with pytest.raises(InputError, match="cannot tell which factor motion 'wiggle'"):
+        evaluate_motion(G, nameless, identities=1)
+    other = Generator(GeneratorConfig.tiny(32))
+    with pytest.raises(InputError):
+        evaluate_motion(other, m, identities=1)
+
+
+def _cli(*args):
+    return CliRunner().invoke(main, ["evaluate", *map(str, args)])
+
+
+def test_cli_json(setup):
+    r = _cli(setup["mpath"], "--model", setup["gen"], "--identities", 2, "--strengths", "0,0.5,1", "--device", "cpu",
+             "--json")
+    assert r.exit_code == 0, r.output
+    report = json.loads(r.output)
+    assert KEYS <= set(report) and report["model"] == str(setup["gen"]) and report["identities"] == 2
+
+
+def test_cli_table_and_ablation(setup):
+    r = _cli(setup["mpath"], "--model", setup["gen"], "--identities", 2, "--strengths", "0,1", "--device", "cpu",
+             "--anchors", setup["apath"], "--ablation")
+    assert r.exit_code == 0, r.output
+    for name in ("motion", "rpca-k4", "pca-k1", "endpoints", "success", "id drift"):
+        assert name in r.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["smirk"], "unknown motion 'smirk'"),
+    (["smile", "--identities", "0"], "--identities must be at least 1"),
+    (["smile", "--ablation"], "--ablation needs the anchors"),
+    (["smile", "--strengths", "1,0"], "--strengths: strengths must be increasing"),
+    (["smile", "--target", "grin"], "unknown --target 'grin'"),
+])
+def test_cli_bad_input_is_one_line(args, message):
+    r = _cli(*args)
+    assert r.exit_code == 1
+    assert message in r.output and r.output.count("\n") == 1
+
+
+def test_cli_motion_for_another_generator(setup, tmp_path):
+    other = Generator(GeneratorConfig.tiny(32))
+    mpath = Motion.from_direction(torch.randn(other.num_ws, other.w_dim), name="smile",
+                                  generator=other).save(tmp_path / "other.safetensors")
+    r = _cli(mpath, "--model", setup["gen"], "--identities", 1, "--device", "cpu")
+    assert r.exit_code == 1 and r.output.startswith("Error: ") and r.output.count("\n") == 1
