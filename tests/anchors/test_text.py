@@ -5,7 +5,6 @@ Tiny generator, tiny CLIP (open_clip's when installed, else a CLIP-like stand-in
 from __future__ import annotations
 
 import math
-import time
 
 import pytest
 import torch
@@ -285,19 +284,22 @@ def test_start_from_an_inverted_latent(G, clip):
         text_anchors(G, clip, TEMPLATE, start=torch.zeros(3, 16), arcface=None, cache=False, progress=False)
 
 
-def test_cache_hit_is_instant_and_identical(G, clip, tmp_path, caplog):
+def test_cache_hit_is_instant_and_identical(G, clip, tmp_path, caplog, monkeypatch):
+    import micromotion.anchors.text as text_module
+
     kw = dict(degrees=["no", "50%", "100%"], seed=5, arcface=None, settings=TextAnchorSettings(steps=8),
               cache_dir=tmp_path / "cache", progress=False)
-    t0 = time.perf_counter()
     a = text_anchors(G, clip, TEMPLATE, **kw)
-    first = time.perf_counter() - t0
     files = list((tmp_path / "cache").glob("text-*.safetensors"))
     assert len(files) == 1
-    t0 = time.perf_counter()
-    b = text_anchors(G, clip, TEMPLATE, **kw)
-    second = time.perf_counter() - t0
+
+    def no_optimization(*args, **kwargs):  # a cache hit must not optimize anything (instant, not timed)
+        raise AssertionError("cache hit ran the optimization")
+
+    with monkeypatch.context() as m:
+        m.setattr(text_module, "optimize_latents", no_optimization)
+        b = text_anchors(G, clip, TEMPLATE, **kw)
     assert torch.equal(a.latents, b.latents) and a.labels == b.labels
-    assert second < 0.25 and second < first / 4, (first, second)
     # anything that changes the result changes the key
     c = text_anchors(G, clip, "a person with {degree} frown", **kw)
     assert len(list((tmp_path / "cache").glob("text-*.safetensors"))) == 2
@@ -384,9 +386,8 @@ def test_cli_extract_text_writes_anchors_and_preview(model_files, tmp_path):
     assert a.labels == ["start", "no", "50%", "100%"] and a.source["seed"] == 2
     r = _run(args)
     assert r.exit_code == 1 and "already exists" in r.output
-    t0 = time.perf_counter()
     r = _run(args + ["--overwrite"])  # from the cache
-    assert r.exit_code == 0 and time.perf_counter() - t0 < 5
+    assert r.exit_code == 0
     assert torch.equal(Anchors.load(out).latents, a.latents)
 
 
