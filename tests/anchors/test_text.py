@@ -1,7 +1,7 @@
 """Text anchors: template safety, the schedule and loss formulas of the original, all degrees in one batch equal
 to one degree at a time, determinism, the loss going down, the cache, the Anchors file, and `micromotion extract`.
-Tiny generator, tiny CLIP (open_clip's when installed, else a CLIP-like stand-in: the optimization only needs
-`encode_image`, `encode_text` and `logit_scale`) and tiny ArcFace with random weights, offline, on the CPU."""
+Tiny generator, tiny CLIP (open_clip's when installed, else our pure-PyTorch NativeClip of the same layout) and
+tiny ArcFace with random weights, offline, on the CPU."""
 from __future__ import annotations
 
 import math
@@ -51,42 +51,9 @@ def G() -> Generator:
     return G.eval().requires_grad_(False)
 
 
-class _TinyClipLike(torch.nn.Module):
-    """A CLIP-shaped model without open_clip: conv image tower, bag-of-tokens text tower, logit scale."""
-
-    def __init__(self):
-        super().__init__()
-        g = torch.Generator().manual_seed(0)
-        self.visual = torch.nn.Conv2d(3, 8, 4, stride=4)
-        self.visual.image_size = 32
-        self.img_proj = torch.nn.Linear(8 * 16, 16)
-        self.tok = torch.nn.EmbeddingBag(257, 16, mode="mean")
-        self.logit_scale = torch.nn.Parameter(torch.tensor(math.log(100.0)))
-        with torch.no_grad():
-            for p in self.parameters():
-                if p.ndim > 0:
-                    p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-
-    def encode_image(self, x):
-        h = torch.nn.functional.adaptive_avg_pool2d(torch.relu(self.visual(x)), 4)
-        return self.img_proj(h.flatten(1))
-
-    def encode_text(self, tokens):
-        return self.tok(tokens)
-
-
-def _byte_tokenizer(texts):
-    rows = [list(t.encode()[:24]) + [256] * (24 - len(t.encode()[:24])) for t in texts]
-    return torch.tensor(rows, dtype=torch.long)
-
-
 @pytest.fixture(scope="module")
 def clip() -> Clip:
-    try:
-        import open_clip  # noqa: F401
-    except ImportError:
-        return Clip.from_open_clip(_TinyClipLike().eval(), _byte_tokenizer, name="tiny-clip-like")
-    c = Clip.from_config(ClipConfig.tiny(), seed=0)
+    c = Clip.from_config(ClipConfig.tiny(), seed=0)  # open_clip's CLIP when installed, else our NativeClip
     with torch.no_grad():
         c.model.logit_scale.fill_(math.log(100.0))  # OpenAI's value, so "logits" loss = 1 - cos
     return c
@@ -361,7 +328,6 @@ def test_anchors_file_errors(tmp_path):
 
 @pytest.fixture(scope="module")
 def model_files(G, clip, tmp_path_factory):
-    pytest.importorskip("open_clip")  # CLIP files are open_clip models
     d = tmp_path_factory.mktemp("models")
     save_generator(G, d / "tiny-g.safetensors")
     clip.save(d / "tiny-clip.safetensors")

@@ -1,4 +1,5 @@
-"""CLIP (Radford et al. 2021) image and text encoders for text-guided anchors: a thin adapter over `open_clip`.
+"""CLIP (Radford et al. 2021) image and text encoders for text-guided anchors: an adapter over open_clip models
+or, when open_clip (which needs torchvision) is not installed, our pure-PyTorch `clip_native.NativeClip`.
 
 `Clip` wraps any open_clip-style model (`encode_image`, `encode_text`, `logit_scale`) and its tokenizer, so
 OpenAI's ViT-B/32 (what StyleCLIP and the paper use) and small custom CLIPs (the face world's) go through the
@@ -144,10 +145,32 @@ class ClipConfig:
                              "vocab_size": shape("token_embedding.weight")[0], "width": t_width,
                              "heads": max(1, t_width // 64), "layers": t_layers})
 
+    def native_config(self):
+        """This architecture as a `NativeClipConfig` (our pure-PyTorch CLIP), or None if it cannot be one."""
+        from .clip_native import HEAD_WIDTH, NativeClipConfig
+
+        v, t = self.vision_cfg, self.text_cfg
+        if not self.quick_gelu or v.get("head_width", 64) != HEAD_WIDTH or t.get("heads", 0) * HEAD_WIDTH != t["width"]:
+            return None
+        return NativeClipConfig(embed_dim=self.embed_dim, image_size=self.image_size, patch_size=v["patch_size"],
+                                vision_width=v["width"], vision_layers=v["layers"],
+                                context_length=t.get("context_length", 77), vocab_size=t.get("vocab_size", 49408),
+                                text_width=t["width"], text_layers=t["layers"])
+
     def build(self, seed: int = 0) -> nn.Module:
-        """An open_clip `CLIP` of this architecture with random weights drawn from `seed` (the global RNG is
-        left as it was)."""
-        open_clip = _open_clip()
+        """A CLIP of this architecture with random weights drawn from `seed` (the global RNG is left as it was):
+        open_clip's `CLIP` when open_clip is installed, else our `NativeClip` (same state-dict layout)."""
+        try:
+            open_clip = _open_clip()
+        except ClipUnavailableError:
+            from .clip_native import NativeClip
+
+            ncfg = self.native_config()
+            if ncfg is None:
+                raise
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return NativeClip(ncfg).eval()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = open_clip.CLIP(self.embed_dim, vision_cfg=open_clip.CLIPVisionCfg(**self.vision_cfg),
@@ -155,7 +178,17 @@ class ClipConfig:
         return model.eval()
 
     def tokenizer(self) -> Callable:
-        return _open_clip().SimpleTokenizer(context_length=int(self.text_cfg.get("context_length", 77)))
+        return _default_tokenizer(int(self.text_cfg.get("context_length", 77)))
+
+
+def _default_tokenizer(context_length: int) -> Callable:
+    """CLIP's BPE tokenizer: open_clip's when installed, else ours (identical ids, see tokenizer.py)."""
+    try:
+        return _open_clip().SimpleTokenizer(context_length=context_length)
+    except ClipUnavailableError:
+        from ..tokenizer import ClipTokenizer
+
+        return ClipTokenizer(context_length)
 
 
 def paper_resize_matrix(src: int, dst: int, device=None, dtype=torch.float32) -> torch.Tensor:
@@ -216,7 +249,7 @@ class Clip(nn.Module):
         mean = mean or getattr(visual, "image_mean", None) or OPENAI_MEAN
         std = std or getattr(visual, "image_std", None) or OPENAI_STD
         if tokenizer is None:
-            tokenizer = _open_clip().SimpleTokenizer(context_length=int(getattr(model, "context_length", 77)))
+            tokenizer = _default_tokenizer(int(getattr(model, "context_length", 77)))
         return cls(model, tokenizer, image_size=size, mean=mean, std=std, name=name, config=config)
 
     @classmethod
