@@ -1,0 +1,419 @@
+"""Training the world CLIP: a small CLIP trained contrastively on (render, caption) pairs (issue 10).
+
+`python -m micromotion.world.clip_train --out DIR --minutes M [--batch B] [--resume] [--tiny] [--export PATH]`
+
+The model is an OpenAI-layout CLIP built from a `ClipConfig` (`ClipConfig.build`: open_clip's CLIP when
+installed, else `NativeClip`; same state-dict layout), so the exported file goes through `Clip.load` and the
+same text-anchor code path as ViT-B/32. Loss: symmetric InfoNCE (Radford et al. 2021) with a learnable logit
+scale clamped at 100, as open_clip `training/train.py`. Images are rendered on the training device each
+step (`world.render`) at `render_size` and preprocessed exactly as at use (`Clip.preprocess("correct")`);
+captions come from the true factors (`world.captions`). AdamW with linear warmup and cosine decay over
+`steps`; bf16 autocast on CUDA only.
+
+Like `world.train`: stops cleanly after `--minutes` (or SIGTERM/SIGINT), checkpoints every
+`--checkpoint-minutes` and at the end, `--resume` continues. Checkpoint folder (no pickle):
+
+  model.safetensors   weights (fp32), ClipConfig in the metadata
+  optim.safetensors   AdamW moments (bf16) and the RNG states
+  state.json          config, counters (step, images seen), last evaluation
+  log.jsonl           one JSON line of loss/lr/logit scale per log interval
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import os
+import signal
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import CheckpointError, InputError
+from ..models.clip import Clip, ClipConfig
+from .captions import ANCHOR_TEMPLATES, captions, degree_word
+from .render import FACTOR_SPECS, MOTION_FACTORS, render, sample_factors
+
+log = logging.getLogger(__name__)
+
+__all__ = ["WorldClipConfig", "ClipTrainer", "train_world_clip", "evaluate_clip", "export_clip", "read_state"]
+
+STATE_FORMAT = "micromotion-world-clip-train"
+STATE_VERSION = 1
+MAX_LOGIT_SCALE = math.log(100.0)
+
+
+@dataclass
+class WorldClipConfig:
+    """Network and hyperparameters. Default: 64² input with 8² patches (64 tokens), 6 x 256 vision layers,
+    4 x 256 text layers, 32 tokens of context; ~21 M parameters (most in the 49408-token embedding)."""
+
+    embed_dim: int = 256
+    image_size: int = 64
+    patch_size: int = 8
+    vision_width: int = 256
+    vision_layers: int = 6
+    text_width: int = 256
+    text_layers: int = 4
+    context_length: int = 32
+    render_size: int = 128  # the world generator's resolution; resized to image_size by Clip.preprocess
+    batch: int = 256
+    lr: float = 5e-4
+    weight_decay: float = 0.1
+    warmup: int = 500
+    steps: int = 20000  # cosine schedule length; training also stops here
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.batch < 2:
+            raise InputError(f"batch must be at least 2 (contrastive loss), got {self.batch}")
+
+    @classmethod
+    def tiny(cls) -> "WorldClipConfig":
+        """32² input, one 64-wide layer per tower (tests, CPU smoke runs)."""
+        return cls(embed_dim=32, image_size=32, patch_size=8, vision_width=64, vision_layers=1, text_width=64,
+                   text_layers=1, context_length=32, render_size=32, batch=4, warmup=2, steps=100)
+
+    def clip_config(self) -> ClipConfig:
+        return ClipConfig(embed_dim=self.embed_dim,
+                          vision_cfg={"image_size": self.image_size, "layers": self.vision_layers,
+                                      "width": self.vision_width, "patch_size": self.patch_size, "head_width": 64},
+                          text_cfg={"context_length": self.context_length, "vocab_size": 49408,
+                                    "width": self.text_width, "heads": self.text_width // 64,
+                                    "layers": self.text_layers})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WorldClipConfig":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise CheckpointError(f"unknown world CLIP config keys {sorted(unknown)}")
+        return cls(**d)
+
+
+def _lr(cfg: WorldClipConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * t))
+
+
+class ClipTrainer:
+    """Model, optimizer, RNGs and counters of one run; `step()` is one contrastive update."""
+
+    def __init__(self, cfg: WorldClipConfig, device: str | torch.device = "cpu"):
+        self.cfg, self.device = cfg, torch.device(device)
+        self.clip = Clip.from_config(cfg.clip_config(), seed=cfg.seed, name="world-clip").to(self.device)
+        self.model = self.clip.model.train().requires_grad_(True)
+        self.gen = torch.Generator(self.device).manual_seed(cfg.seed)  # faces
+        self.cpu_gen = torch.Generator().manual_seed(cfg.seed + 1)  # captions
+        # no weight decay on gains, biases, embeddings and the logit scale (open_clip's exclusion rule)
+        decay, no_decay = [], []
+        for n, p in self.model.named_parameters():
+            (no_decay if p.ndim < 2 or "embedding" in n or "logit_scale" in n else decay).append(p)
+        kw = {"fused": True} if self.device.type == "cuda" else {}
+        self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                      {"params": no_decay, "weight_decay": 0.0}],
+                                     lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6, **kw)
+        self.step_count = 0
+        self.nimg = 0
+        self.amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.device.type == "cuda" else nullcontext
+
+    def batch(self, n: int, generator: torch.Generator | None = None, cpu_gen: torch.Generator | None = None):
+        """n fresh (preprocessed images [n, 3, S, S], tokens [n, context], captions) from the given RNGs."""
+        f = sample_factors(n, generator or self.gen, device=self.device)
+        texts = captions(f, cpu_gen or self.cpu_gen)
+        with torch.no_grad():
+            x = self.clip.preprocess(render(f, self.cfg.render_size))
+        return x, self.clip.tokenize(texts), texts, f
+
+    def loss(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Symmetric InfoNCE; pairs i <-> i are positives."""
+        with self.amp():
+            img = F.normalize(self.model.encode_image(x).float(), dim=-1)
+            txt = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+        logits = self.model.logit_scale.exp() * img @ txt.t()
+        labels = torch.arange(x.shape[0], device=x.device)
+        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+
+    def step(self) -> dict[str, torch.Tensor]:
+        lr = _lr(self.cfg, self.step_count)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+        x, tokens, _, _ = self.batch(self.cfg.batch)
+        loss = self.loss(x, tokens)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        with torch.no_grad():
+            self.model.logit_scale.clamp_(0, MAX_LOGIT_SCALE)
+        self.step_count += 1
+        self.nimg += self.cfg.batch
+        return {"loss": loss.detach(), "logit_scale": self.model.logit_scale.detach().exp(),
+                "lr": torch.tensor(lr)}
+
+    # ---- checkpoints
+    def save(self, out: Path, extra: dict | None = None) -> None:
+        """Write the checkpoint folder (each file atomically; state.json last, as the commit)."""
+        from safetensors.torch import save_file
+
+        out.mkdir(parents=True, exist_ok=True)
+
+        def put(name: str, tensors: dict, meta: dict | None = None):
+            tmp = out / f".{name}.tmp"
+            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
+            os.replace(tmp, out / name)
+
+        put("model.safetensors", {k: v.float() for k, v in self.model.state_dict().items()},
+            {"config": json.dumps(self.cfg.clip_config().to_dict())})
+        t = {}
+        for pname, p in self.model.named_parameters():
+            st = self.opt.state.get(p)
+            if st:
+                t[f"{pname}.exp_avg"] = st["exp_avg"].to(torch.bfloat16)
+                t[f"{pname}.exp_avg_sq"] = st["exp_avg_sq"].to(torch.bfloat16)
+        t["rng.device"] = self.gen.get_state()
+        t["rng.cpu"] = self.cpu_gen.get_state()
+        put("optim.safetensors", t)
+        state = {"format": STATE_FORMAT, "version": STATE_VERSION, "config": self.cfg.to_dict(),
+                 "step": self.step_count, "nimg": self.nimg, **(extra or {})}
+        tmp = out / ".state.json.tmp"
+        tmp.write_text(json.dumps(state, indent=1))
+        os.replace(tmp, out / "state.json")
+
+    @classmethod
+    def load(cls, out: Path, device="cpu") -> tuple["ClipTrainer", dict]:
+        """Rebuild a trainer from a checkpoint folder written by `save`."""
+        from safetensors.torch import load_file
+
+        state = read_state(out)
+        tr = cls(WorldClipConfig.from_dict(state["config"]), device)
+        dev = tr.device
+        try:
+            tr.model.load_state_dict({k: v.to(dev) for k, v in load_file(str(out / "model.safetensors")).items()})
+            t = load_file(str(out / "optim.safetensors"))
+            index = {p: i for i, p in enumerate(q for g in tr.opt.param_groups for q in g["params"])}
+            st = {}
+            for pname, p in tr.model.named_parameters():
+                if f"{pname}.exp_avg" in t:
+                    st[index[p]] = {"step": torch.tensor(float(state["step"])),
+                                    "exp_avg": t[f"{pname}.exp_avg"].to(dev, torch.float32).reshape(p.shape),
+                                    "exp_avg_sq": t[f"{pname}.exp_avg_sq"].to(dev, torch.float32).reshape(p.shape)}
+            tr.opt.load_state_dict({"state": st, "param_groups": tr.opt.state_dict()["param_groups"]})
+            tr.gen.set_state(t["rng.device"])
+            tr.cpu_gen.set_state(t["rng.cpu"])
+        except (OSError, KeyError, RuntimeError, ValueError) as e:
+            raise CheckpointError(f"{out}: checkpoint is incomplete or does not match its state.json "
+                                  f"({type(e).__name__}: {str(e)[:200]})") from None
+        tr.step_count, tr.nimg = int(state["step"]), int(state["nimg"])
+        return tr, state
+
+
+def read_state(out: str | os.PathLike) -> dict:
+    """The state.json of a checkpoint folder; `CheckpointError` if missing or not ours."""
+    p = Path(out) / "state.json"
+    if not p.is_file():
+        raise CheckpointError(f"{out}: no checkpoint here (state.json missing)")
+    try:
+        state = json.loads(p.read_text())
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{p}: unreadable ({e})") from None
+    if state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{p}: not a world CLIP training checkpoint (format={state.get('format')!r})")
+    if int(state.get("version", 0)) > STATE_VERSION:
+        raise CheckpointError(f"{p}: checkpoint version {state['version']} is newer than this micromotion supports")
+    return state
+
+
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    ra = a.argsort().argsort().double()
+    rb = b.argsort().argsort().double()
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra * rb).sum() / (ra.norm() * rb.norm()).clamp_min(1e-12))
+
+
+@torch.no_grad()
+def evaluate_clip(clip: Clip, n: int = 1024, seed: int = 12345, group: int = 64, render_size: int = 128) -> dict:
+    """Held-out checks of a world CLIP on `n` fresh renders (`seed` differs from training's).
+
+    retrieval_i2t / retrieval_t2i: top-1 accuracy within groups of `group` pairs, counting a hit when the
+    retrieved caption's text equals the true one (captions repeat). anchor_spearman[motion]: Spearman
+    correlation of the factor (|head_turn|) with sim(image, "100%" anchor text) - sim(image, "no" anchor text)
+    of the preset template; head_turn_side_spearman: signed head_turn vs "right" - "left" texts.
+    """
+    dev = clip.device
+    g = torch.Generator().manual_seed(seed)
+    f = sample_factors(n, g).to(dev)
+    texts = captions(f, g)
+    feats = []
+    for i in range(0, n, 256):
+        feats.append(clip.encode_image(render(f[i:i + 256], render_size)))
+    img = torch.cat(feats)
+    hits_i2t = hits_t2i = total = 0
+    for i in range(0, n - group + 1, group):
+        t = texts[i:i + group]
+        txt = clip.encode_text(t)
+        sim = img[i:i + group] @ txt.t()
+        hits_i2t += sum(t[j] == t[k] for j, k in enumerate(sim.argmax(1).tolist()))
+        hits_t2i += sum(t[j] == t[k] for j, k in enumerate(sim.argmax(0).tolist()))
+        total += group
+    out = {"n": n, "retrieval_i2t": round(hits_i2t / max(total, 1), 4),
+           "retrieval_t2i": round(hits_t2i / max(total, 1), 4), "retrieval_chance": round(1 / group, 4),
+           "anchor_spearman": {}}
+    for m in MOTION_FACTORS:
+        tpl = ANCHOR_TEMPLATES[m]
+        t = clip.encode_text([tpl.format(degree=degree_word(100)), tpl.format(degree=degree_word(0))])
+        score = img @ (t[0] - t[1])
+        v = getattr(f, m).abs() if m == "head_turn" else getattr(f, m)
+        out["anchor_spearman"][m] = round(_spearman(v.cpu(), score.cpu()), 4)
+    t = clip.encode_text(["a face turned to the right", "a face turned to the left"])
+    out["head_turn_side_spearman"] = round(_spearman(f.head_turn.cpu(), (img @ (t[0] - t[1])).cpu()), 4)
+    return out
+
+
+def export_clip(ckpt: str | os.PathLike, path: str | os.PathLike) -> Path:
+    """Write the checkpoint's model as a `Clip.save` file (readable by `Clip.load`), checked by loading it."""
+    from safetensors.torch import load_file
+
+    state = read_state(ckpt)
+    cfg = WorldClipConfig.from_dict(state["config"])
+    clip = Clip.from_config(cfg.clip_config(), name="world-clip")
+    clip.model.load_state_dict(load_file(str(Path(ckpt) / "model.safetensors")))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clip.save(path)
+    Clip.load(path)  # refuse to leave something unreadable unnoticed
+    return path
+
+
+def train_world_clip(out: str | os.PathLike, minutes: float = 9.0, cfg: WorldClipConfig | None = None,
+                     device: str | torch.device = "cpu", resume: bool = False, batch: int | None = None,
+                     checkpoint_minutes: float = 3.0, max_steps: int | None = None, log_every: int = 50,
+                     eval_n: int = 1024, progress: bool = True) -> dict:
+    """Train (or continue) a world CLIP in folder `out` for `minutes` of wall time, `max_steps` steps of this
+    call, or until `cfg.steps` in total. `resume=True` continues the checkpoint in `out` (its stored config
+    wins; only `batch` may change) or starts fresh; without it an existing checkpoint is an error. At the
+    end, evaluates on held-out renders (`eval_n`, 0 to skip) into state.json. Returns the final state."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    has_ckpt = (out / "state.json").is_file()
+    if has_ckpt and not resume:
+        raise InputError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
+    if has_ckpt:
+        tr, state = ClipTrainer.load(out, device)
+        if batch is not None:
+            tr.cfg.batch = batch
+        elapsed_before = float(state.get("train_seconds", 0.0))
+        log.info("resumed %s at step %d", out, tr.step_count)
+    else:
+        cfg = copy.deepcopy(cfg) if cfg is not None else WorldClipConfig()
+        if batch is not None:
+            cfg.batch = batch
+        tr = ClipTrainer(cfg, device)
+        elapsed_before = 0.0
+        out.mkdir(parents=True, exist_ok=True)
+    log.info("world CLIP %.2fM params, batch %d, device %s",
+             sum(p.numel() for p in tr.model.parameters()) / 1e6, tr.cfg.batch, tr.device)
+
+    stop = {"flag": False}
+
+    def _handler(signum, frame):
+        log.warning("signal %d: stopping after this step", signum)
+        stop["flag"] = True
+
+    import threading
+
+    main_thread = threading.current_thread() is threading.main_thread()
+    old = {s: signal.signal(s, _handler) for s in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
+    t0 = last_ckpt = t_log = time.time()
+    deadline = t0 + minutes * 60
+    steps_here, acc = 0, {}
+    bar = tqdm(total=max_steps, desc="world CLIP", disable=not progress, dynamic_ncols=True)
+    try:
+        with open(out / "log.jsonl", "a") as logf:
+            while (not stop["flag"] and time.time() < deadline and tr.step_count < tr.cfg.steps
+                   and (max_steps is None or steps_here < max_steps)):
+                stats = tr.step()
+                steps_here += 1
+                bar.update(1)
+                for k, v in stats.items():
+                    acc.setdefault(k, []).append(v)
+                if steps_here % log_every == 0 or steps_here == max_steps:
+                    means = {k: round(float(torch.stack(v).float().mean()), 5) for k, v in acc.items()}
+                    rec = {"step": tr.step_count, "nimg": tr.nimg, **means,
+                           "sec_per_step": round((time.time() - t_log) / len(acc["loss"]), 4)}
+                    logf.write(json.dumps(rec) + "\n")
+                    logf.flush()
+                    bar.set_description(f"world CLIP loss {means['loss']:.3f} scale {means['logit_scale']:.1f}")
+                    acc, t_log = {}, time.time()
+                if time.time() - last_ckpt > checkpoint_minutes * 60:
+                    tr.save(out, {"train_seconds": round(elapsed_before + time.time() - t0, 1)})
+                    last_ckpt = time.time()
+    finally:
+        bar.close()
+        for s, h in old.items():
+            signal.signal(s, h)
+    extra = {"train_seconds": round(elapsed_before + time.time() - t0, 1)}
+    if eval_n > 0:
+        tr.model.eval()
+        extra["evaluation"] = evaluate_clip(tr.clip, n=eval_n, render_size=tr.cfg.render_size,
+                                            group=min(64, eval_n))
+        tr.model.train()
+        log.info("held-out: %s", json.dumps(extra["evaluation"]))
+    tr.save(out, extra)
+    return read_state(out)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m micromotion.world.clip_train",
+        description="Train the face world's CLIP on (render, caption) pairs made on the fly; resumable.",
+        epilog="example: python -m micromotion.world.clip_train --out runs/wclip --minutes 9 --resume "
+               "--export runs/world-clip.safetensors")
+    p.add_argument("--out", required=True, help="checkpoint folder")
+    p.add_argument("--minutes", type=float, default=9.0, help="wall-clock training time of this invocation")
+    p.add_argument("--batch", type=int, default=None, help="batch size (default 256; 4 with --tiny)")
+    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (or start one)")
+    p.add_argument("--export", default=None, help="afterwards, write the model as a Clip file (Clip.load) here")
+    p.add_argument("--tiny", action="store_true", help="tiny 32px model (tests, CPU smoke runs)")
+    p.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    p.add_argument("--checkpoint-minutes", type=float, default=3.0)
+    p.add_argument("--max-steps", type=int, default=None, help="at most this many steps in this invocation")
+    p.add_argument("--steps", type=int, default=None, help="schedule length of a new run (default 20000)")
+    p.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate of a new run (default 5e-4)")
+    p.add_argument("--eval-n", type=int, default=1024, help="held-out renders for the final report (0: skip)")
+    a = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
+    if device.startswith("cuda"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    cfg = WorldClipConfig.tiny() if a.tiny else WorldClipConfig()
+    for k, v in (("steps", a.steps), ("lr", a.lr)):
+        if v is not None:
+            setattr(cfg, k, v)
+    try:
+        if a.minutes > 0 or a.max_steps:
+            state = train_world_clip(a.out, a.minutes, cfg, device, a.resume, a.batch, a.checkpoint_minutes,
+                                     a.max_steps, eval_n=a.eval_n)
+            log.info("done: step %d, %d images", state["step"], state["nimg"])
+            if "evaluation" in state:
+                log.info("evaluation: %s", json.dumps(state["evaluation"], indent=1))
+        if a.export:
+            log.info("exported %s", export_clip(a.out, a.export))
+    except (InputError, CheckpointError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

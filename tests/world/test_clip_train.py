@@ -1,0 +1,110 @@
+"""World CLIP: captions from true factors, contrastive steps on CPU, checkpoint/resume, export through Clip.load."""
+import json
+import math
+import re
+
+import pytest
+import torch
+
+from micromotion.errors import InputError
+from micromotion.models.clip import Clip
+from micromotion.world import Factors, sample_factors
+from micromotion.world.captions import ANCHOR_TEMPLATES, caption, captions, degree, turn_side
+from micromotion.world.clip_train import ClipTrainer, WorldClipConfig, evaluate_clip, export_clip, train_world_clip
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_captions_deterministic_and_use_degree_words():
+    f = sample_factors(300, torch.Generator().manual_seed(0))
+    a = captions(f, torch.Generator().manual_seed(1))
+    assert a == captions(f, torch.Generator().manual_seed(1))
+    assert a != captions(f, torch.Generator().manual_seed(2))
+    assert len(a) == 300 and all(isinstance(c, str) and c for c in a)
+    pcts = [int(p) for c in a for p in re.findall(r"(\d+)%", c)]
+    assert pcts and all(p % 10 == 0 and 10 <= p <= 100 for p in pcts)
+    assert len(set(a)) > 200  # varied
+    joined = " | ".join(a)
+    for word in ("smile", "angry", "old", "closed", "turned", "hair", "glasses", "skin"):
+        assert word in joined
+    assert 1 <= max(c.count(",") for c in a) + 1 <= 3
+
+
+def test_caption_degrees_follow_the_true_factor():
+    assert degree(0.0, "smile") == 0 and degree(0.34, "smile") == 30 and degree(1.0, "smile") == 100
+    assert degree(-0.8, "head_turn") == 80 and degree(0.04, "head_turn") == 0
+    f = Factors.neutral(40).replace(smile=0.3)
+    g = torch.Generator().manual_seed(0)
+    smile = [c for c in captions(f, g) if "smil" in c]
+    assert smile and all("30%" in c for c in smile)
+    f = Factors.neutral(40)
+    smile = [c for c in captions(f, g) if "smil" in c]
+    assert smile and all("no smile" in c or "not smiling" in c for c in smile)
+    assert ANCHOR_TEMPLATES["smile"].format(degree="30%") == "a person with 30% smile"
+
+
+def test_head_turn_words_use_the_image_frame():
+    # +1: nose toward the image's right (render.FACTOR_SPECS) -> "right"
+    assert turn_side(0.7) == "right" and turn_side(-0.7) == "left"
+    g = torch.Generator().manual_seed(0)
+    for value, side, other in ((0.9, "right", "left"), (-0.9, "left", "right")):
+        row = Factors.neutral(1).replace(head_turn=value).to_dicts()[0]
+        texts = [caption(row, g) for _ in range(400)]
+        sided = [t for t in texts if f"to the {side}" in t]
+        assert sided and not any(f"to the {other}" in t for t in texts)
+        assert all("90%" in t for t in sided if "%" in t)
+
+
+def test_two_training_steps_on_cpu():
+    tr = ClipTrainer(WorldClipConfig.tiny(), "cpu")
+    before = [p.detach().clone() for p in tr.model.parameters()]
+    s1, s2 = tr.step(), tr.step()
+    assert math.isfinite(float(s1["loss"])) and math.isfinite(float(s2["loss"]))
+    assert float(s1["loss"]) > 0 and float(s2["logit_scale"]) <= 100 + 1e-3
+    assert any(not torch.equal(a, b) for a, b in zip(before, tr.model.parameters()))
+    assert tr.step_count == 2 and tr.nimg == 8
+    # the logit scale is clamped at 100
+    with torch.no_grad():
+        tr.model.logit_scale.fill_(10.0)
+    tr.step()
+    assert float(tr.model.logit_scale.detach().exp()) <= 100 + 1e-3
+
+
+def test_checkpoint_resume_export(tmp_path):
+    out = tmp_path / "run"
+    state = train_world_clip(out, minutes=5, cfg=WorldClipConfig.tiny(), max_steps=2, eval_n=32, progress=False)
+    assert state["step"] == 2 and state["nimg"] == 8
+    names = {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "optim.safetensors", "state.json", "log.jsonl"} <= names
+    assert not any(n.startswith(".") for n in names)
+    ev = state["evaluation"]
+    assert 0 <= ev["retrieval_i2t"] <= 1 and set(ev["anchor_spearman"]) == set(ANCHOR_TEMPLATES)
+    assert all(-1 <= v <= 1 for v in ev["anchor_spearman"].values())
+
+    with pytest.raises(InputError, match="--resume"):
+        train_world_clip(out, minutes=5, cfg=WorldClipConfig.tiny(), max_steps=1, progress=False)
+    tr, _ = ClipTrainer.load(out)
+    assert tr.step_count == 2 and len(tr.opt.state) > 0
+    state = train_world_clip(out, minutes=5, resume=True, max_steps=1, eval_n=0, progress=False)
+    assert state["step"] == 3 and state["nimg"] == 12
+    assert [json.loads(l)["step"] for l in (out / "log.jsonl").read_text().splitlines()] == [2, 3]
+
+    path = export_clip(out, tmp_path / "world-clip.safetensors")
+    clip = Clip.load(path)
+    assert clip.image_size == 32 and clip.config.text_cfg["context_length"] == 32
+    img = clip.encode_image(torch.rand(2, 3, 48, 48) * 2 - 1)
+    txt = clip.encode_text(["a person with 30% smile", "a face turned to the left"])
+    assert img.shape == txt.shape == (2, 32)
+    assert torch.allclose(img.norm(dim=-1), torch.ones(2), atol=1e-5)
+    # the exported weights are the trained ones
+    tr, _ = ClipTrainer.load(out)
+    sd = tr.model.state_dict()
+    assert all(torch.equal(v, sd[k]) for k, v in clip.model.state_dict().items())
+    ev = evaluate_clip(clip, n=32, group=16, render_size=32)
+    assert ev["retrieval_chance"] == 1 / 16
