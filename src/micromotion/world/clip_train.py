@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from ..errors import CheckpointError, InputError
 from ..models.clip import Clip, ClipConfig
 from .captions import ANCHOR_TEMPLATES, captions, degree_word
-from .render import FACTOR_SPECS, MOTION_FACTORS, render, sample_factors
+from .render import MOTION_FACTORS, render, sample_factors
 
 log = logging.getLogger(__name__)
 
@@ -219,19 +219,10 @@ class ClipTrainer:
 
 
 def read_state(out: str | os.PathLike) -> dict:
-    """The state.json of a checkpoint folder; `CheckpointError` if missing or not ours."""
-    p = Path(out) / "state.json"
-    if not p.is_file():
-        raise CheckpointError(f"{out}: no checkpoint here (state.json missing)")
-    try:
-        state = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{p}: unreadable ({e})") from None
-    if state.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{p}: not a world CLIP training checkpoint (format={state.get('format')!r})")
-    if int(state.get("version", 0)) > STATE_VERSION:
-        raise CheckpointError(f"{p}: checkpoint version {state['version']} is newer than this micromotion supports")
-    return state
+    """The state.json of a world-CLIP checkpoint folder; `CheckpointError` if missing or not ours."""
+    from .train import read_checkpoint_state
+
+    return read_checkpoint_state(out, STATE_FORMAT, STATE_VERSION, "world CLIP training")
 
 
 def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:

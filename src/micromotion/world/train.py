@@ -345,8 +345,8 @@ def _adam_step(opt: torch.optim.Optimizer) -> int:
     return 0
 
 
-def read_state(out: str | os.PathLike) -> dict:
-    """The state.json of a checkpoint folder; `CheckpointError` if missing or not ours."""
+def read_checkpoint_state(out: str | os.PathLike, fmt: str, version: int, what: str) -> dict:
+    """The state.json of a checkpoint folder of format `fmt`; `CheckpointError` if missing or not that."""
     p = Path(out) / "state.json"
     if not p.is_file():
         raise CheckpointError(f"{out}: no checkpoint here (state.json missing)")
@@ -354,11 +354,16 @@ def read_state(out: str | os.PathLike) -> dict:
         state = json.loads(p.read_text())
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{p}: unreadable ({e})") from None
-    if state.get("format") != STATE_FORMAT:
-        raise CheckpointError(f"{p}: not a world training checkpoint (format={state.get('format')!r})")
-    if int(state.get("version", 0)) > STATE_VERSION:
+    if state.get("format") != fmt:
+        raise CheckpointError(f"{p}: not a {what} checkpoint (format={state.get('format')!r})")
+    if int(state.get("version", 0)) > version:
         raise CheckpointError(f"{p}: checkpoint version {state['version']} is newer than this micromotion supports")
     return state
+
+
+def read_state(out: str | os.PathLike) -> dict:
+    """The state.json of a GAN checkpoint folder; `CheckpointError` if missing or not ours."""
+    return read_checkpoint_state(out, STATE_FORMAT, STATE_VERSION, "world training")
 
 
 @torch.no_grad()
