@@ -53,3 +53,23 @@ def read_safetensors(path: str | os.PathLike, format_name: str, version: int, wh
         raise CheckpointError(f"{path}: {what} format version {v} is newer than this micromotion supports "
                               f"({version}); upgrade micromotion")
     return tensors, meta
+
+
+def check_state_dict(own: dict[str, torch.Tensor], sd: dict, path, what: str, *, prefix: str = "",
+                     optional=lambda k: False, ignored=lambda k: False) -> None:
+    """A foreign state dict `sd` must fit a module's own `own` exactly: no key missing (unless `optional(k)`), none
+    unexpected (unless `ignored(k)`), every shape equal. CheckpointError naming the file and the first misfit;
+    `prefix` is how the keys are spelled in the file (e.g. 'encoder.')."""
+    missing = [k for k in own if k not in sd and not optional(k)]
+    if missing:
+        raise CheckpointError(f"{path}: missing key '{prefix}{missing[0]}' ({len(missing)} missing); not {what}")
+    extra = [k for k in sd if k not in own and not ignored(k)]
+    if extra:
+        raise CheckpointError(f"{path}: unexpected key '{prefix}{extra[0]}' ({len(extra)} unexpected); not {what}")
+    for k, v in own.items():
+        if k not in sd:
+            continue
+        t = sd[k]
+        if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(v.shape):
+            got = list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise CheckpointError(f"{path}: '{prefix}{k}' has shape {got}, expected {list(v.shape)}")

@@ -165,7 +165,7 @@ def test_bad_files_give_clear_errors(tmp_path):
         load_arcface(tmp_path / "wrong.pth")
     extra = dict(sd, **{"head.kernel": torch.zeros(3)})
     torch.save(extra, tmp_path / "extra.pth")
-    with pytest.raises(CheckpointError, match="unexpected tensor 'head.kernel'"):
+    with pytest.raises(CheckpointError, match="unexpected key 'head.kernel'"):
         load_arcface(tmp_path / "extra.pth")
     torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "other.pth")
     with pytest.raises(CheckpointError, match="no tensor 'input_layer.0.weight'"):

@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError
+from ..fileio import check_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -146,17 +147,7 @@ class ArcFace(nn.Module):
         cfg = infer_config(sd, path)
         net = cls(cfg)
         own = net.state_dict()
-        missing = [k for k in own if k not in sd]
-        if missing:
-            raise CheckpointError(f"{path}: no tensor '{missing[0]}' ({len(missing)} missing); not an "
-                                  f"{_describe(cfg)} state dict")
-        extra = [k for k in sd if k not in own]
-        if extra:
-            raise CheckpointError(f"{path}: unexpected tensor '{extra[0]}' ({len(extra)} unexpected); not an "
-                                  f"{_describe(cfg)} state dict")
-        for k, v in own.items():
-            if tuple(sd[k].shape) != tuple(v.shape):
-                raise CheckpointError(f"{path}: '{k}' has shape {list(sd[k].shape)}, expected {list(v.shape)}")
+        check_state_dict(own, sd, path, f"an {_describe(cfg)} state dict")
         net.load_state_dict({k: v.to(own[k].dtype) for k, v in sd.items()})
         return net.eval().requires_grad_(False)
 

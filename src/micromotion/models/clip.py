@@ -35,6 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, MicromotionError
+from ..fileio import check_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -267,16 +268,8 @@ class Clip(nn.Module):
         cfg = config or ClipConfig.from_openai_state_dict(sd, path)
         model = cfg.build()
         own = model.state_dict()
-        extra = [k for k in sd if k not in own and k.rsplit(".", 1)[-1] not in _IGNORED_KEYS]
-        if extra:
-            raise CheckpointError(f"{path}: unexpected tensor '{extra[0]}' ({len(extra)} unexpected); not a CLIP of "
-                                  f"open_clip's CLIP layout")
-        missing = [k for k in own if k not in sd]
-        if missing:
-            raise CheckpointError(f"{path}: no tensor '{missing[0]}' ({len(missing)} missing); not a complete CLIP")
-        for k, v in own.items():
-            if tuple(sd[k].shape) != tuple(v.shape):
-                raise CheckpointError(f"{path}: '{k}' has shape {list(sd[k].shape)}, expected {list(v.shape)}")
+        check_state_dict(own, sd, path, "a complete CLIP of OpenAI's layout",
+                         ignored=lambda k: k.rsplit(".", 1)[-1] in _IGNORED_KEYS)
         model.load_state_dict({k: sd[k].to(torch.float32) for k in own})  # OpenAI's files are partly fp16
         return cls.from_open_clip(model, cfg.tokenizer(), name=name, mean=cfg.mean, std=cfg.std, config=cfg)
 

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError
+from ..fileio import check_state_dict
 
 __all__ = ["NativeClipConfig", "NativeClip", "load_native_clip"]
 
@@ -218,17 +219,8 @@ class NativeClip(nn.Module):
         with torch.device("meta"):
             model = cls(cfg)
         own = model.state_dict()
-        extra = [k for k in sd if k not in own and k.rsplit(".", 1)[-1] not in _IGNORED_KEYS]
-        if extra:
-            raise CheckpointError(f"{path}: unexpected tensor '{extra[0]}' ({len(extra)} unexpected); not an "
-                                  f"OpenAI-layout ViT CLIP")
-        missing = [k for k in own if k not in sd]
-        if missing:
-            raise CheckpointError(f"{path}: no tensor '{missing[0]}' ({len(missing)} missing); not a complete CLIP")
-        for k, v in own.items():
-            if not isinstance(sd[k], torch.Tensor) or tuple(sd[k].shape) != tuple(v.shape):
-                got = list(sd[k].shape) if isinstance(sd[k], torch.Tensor) else type(sd[k]).__name__
-                raise CheckpointError(f"{path}: '{k}' has shape {got}, expected {list(v.shape)}")
+        check_state_dict(own, sd, path, "a complete OpenAI-layout ViT CLIP",
+                         ignored=lambda k: k.rsplit(".", 1)[-1] in _IGNORED_KEYS)
         model.load_state_dict({k: sd[k].to(torch.float32) for k in own}, assign=True)
         return model.eval()
 

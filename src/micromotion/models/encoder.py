@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError
+from ..fileio import check_state_dict
 from .arcface import BottleneckIR
 from .stylegan2 import FullyConnected, Generator
 
@@ -207,18 +208,8 @@ def encoder_from_state_dict(sd: dict[str, torch.Tensor], variant: str = "psp",
         net = build_encoder(cfg)
     net = net.to_empty(device="cpu")
     own = net.state_dict()
-    missing = [k for k in own if k not in sd and not k.endswith("num_batches_tracked")]
-    if missing:
-        raise CheckpointError(f"{path}: missing key 'encoder.{missing[0]}' ({len(missing)} missing); not a "
-                              f"{_describe(cfg)} state dict")
-    extra = [k for k in sd if k not in own]
-    if extra:
-        raise CheckpointError(f"{path}: unexpected key 'encoder.{extra[0]}' ({len(extra)} unexpected); not a "
-                              f"{_describe(cfg)} state dict")
-    for k, v in sd.items():
-        if not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(own[k].shape):
-            got = list(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
-            raise CheckpointError(f"{path}: 'encoder.{k}' has shape {got}, expected {list(own[k].shape)}")
+    check_state_dict(own, sd, path, f"a {_describe(cfg)} state dict", prefix="encoder.",
+                     optional=lambda k: k.endswith("num_batches_tracked"))
     for k in own:
         if k.endswith("num_batches_tracked"):
             own[k].zero_()

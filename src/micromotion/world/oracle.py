@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, InputError
-from ..fileio import read_safetensors, save_safetensors
+from ..fileio import check_state_dict, read_safetensors, save_safetensors
 from .render import FACTOR_SPECS, MOTION_FACTORS, Factors, render, sample_factors
 
 log = logging.getLogger(__name__)
@@ -176,13 +176,7 @@ def load_oracle(path: str | os.PathLike | None = None, device: str | torch.devic
         raise CheckpointError(f"{path}: bad oracle config in metadata ({e})") from None
     model = Oracle(cfg)
     expected = model.state_dict()
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: weights do not match the config (missing {missing[:1]}, unexpected {unexpected[:1]})")
-    for k, v in sd.items():
-        if v.shape != expected[k].shape:
-            raise CheckpointError(f"{path}: '{k}' has shape {list(v.shape)}, expected {list(expected[k].shape)}")
+    check_state_dict(expected, sd, path, "an oracle of the config in its metadata")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in sd.items()})
     return model.to(device).eval().requires_grad_(False)
 
