@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, InputError
+from ..fileio import save_safetensors
 from ..models.clip import Clip, ClipConfig
 from .captions import ANCHOR_TEMPLATES, captions, degree_word
 from .render import MOTION_FACTORS, render, sample_factors
@@ -164,14 +165,10 @@ class ClipTrainer:
     # ---- checkpoints
     def save(self, out: Path, extra: dict | None = None) -> None:
         """Write the checkpoint folder (each file atomically; state.json last, as the commit)."""
-        from safetensors.torch import save_file
-
         out.mkdir(parents=True, exist_ok=True)
 
         def put(name: str, tensors: dict, meta: dict | None = None):
-            tmp = out / f".{name}.tmp"
-            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
-            os.replace(tmp, out / name)
+            save_safetensors(tensors, out / name, meta or {})
 
         put("model.safetensors", {k: v.float() for k, v in self.model.state_dict().items()},
             {"config": json.dumps(self.cfg.clip_config().to_dict())})

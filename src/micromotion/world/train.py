@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import load_generator, save_generator
 from ..errors import CheckpointError, InputError
+from ..fileio import save_safetensors
 from ..models.discriminator import Discriminator, DiscriminatorConfig
 from ..models.stylegan2 import Generator, GeneratorConfig
 from .render import FACTOR_SPECS, render, sample_factors
@@ -263,16 +264,12 @@ class Trainer:
     # ---- checkpoints
     def save(self, out: Path, extra: dict | None = None) -> None:
         """Write the checkpoint folder (each file atomically; state.json last, as the commit)."""
-        from safetensors.torch import save_file
-
         from ..render import contact_sheet, save_png, to_uint8
 
         out.mkdir(parents=True, exist_ok=True)
 
         def put(name: str, tensors: dict, meta: dict | None = None):
-            tmp = out / f".{name}.tmp"
-            save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
-            os.replace(tmp, out / name)
+            save_safetensors(tensors, out / name, meta or {})
 
         put("G.safetensors", {k: v.float() for k, v in self.G.state_dict().items()},
             {"config": json.dumps(self.G.cfg.to_dict())})
