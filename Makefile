@@ -1,7 +1,7 @@
 # The two commands a fresh machine needs: `make demo` and `make test`.
 # TORCH_SPEC picks the torch build. The default is the CPU wheel this project is tested with;
 # GPU users: `make TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124" test`
-# (or install CUDA torch into .venv first; an installed torch that satisfies torch>=2.1 is kept).
+# (or install CUDA torch into .venv first; an installed torch that satisfies torch>=2.5 is kept).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
