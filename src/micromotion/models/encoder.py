@@ -11,12 +11,16 @@ equalized linear layer); they differ only in `forward`, so the variant comes fro
 
 Refinement: w_0 = latent_avg, y_0 = the average image; w_{t+1} = w_t + E(concat(x, y_t)), y_{t+1} = G(w_{t+1}),
 with x and y_t at 256² in [-1, 1] and G's constant noise (the reference's `randomize_noise=False`).
+
+Our own encoders (the world encoder, `micromotion.world.encoder_train`) are written by `save_encoder` as
+safetensors without their decoder and read back with `load_encoder(path, G)`, paired with the generator.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -24,14 +28,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError
-from ..fileio import check_state_dict
+from ..fileio import check_state_dict, read_safetensors, save_safetensors
 from .arcface import BottleneckIR
 from .stylegan2 import FullyConnected, Generator
 
 log = logging.getLogger(__name__)
 
 __all__ = ["EncoderConfig", "BackboneEncoder", "ProgressiveBackboneEncoder", "ReStyle", "Refinement",
-           "ENCODER_TYPES", "build_encoder", "infer_config", "load_restyle"]
+           "ENCODER_TYPES", "build_encoder", "infer_config", "load_restyle", "save_encoder", "load_encoder",
+           "generator_fingerprint"]
 
 #: ReStyle's `opts['encoder_type']` -> our variant name. The ResNet34 encoders are not supported.
 ENCODER_TYPES = {"BackboneEncoder": "psp", "ProgressiveBackboneEncoder": "e4e"}
@@ -76,6 +81,16 @@ class EncoderConfig:
     @property
     def encoder_type(self) -> str:
         return {v: k for k, v in ENCODER_TYPES.items()}[self.variant]
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "EncoderConfig":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown encoder config keys {sorted(unknown)}")
+        return cls(**d)
 
 
 class GradualStyleBlock(nn.Module):
@@ -348,15 +363,21 @@ class ReStyle(nn.Module):
 
 
 def load_restyle(path_or_name: str | os.PathLike = "restyle-psp-ffhq", device: str | torch.device = "cpu",
-                 download: bool = True) -> ReStyle:
+                 download: bool = True, G: Generator | None = None) -> ReStyle:
     """Load an official ReStyle checkpoint (`restyle_psp_ffhq_encode.pt`, `restyle_e4e_ffhq_encode.pt`) from a
-    file or registry name (`restyle-psp-ffhq`, `restyle-e4e-ffhq`).
+    file or registry name (`restyle-psp-ffhq`, `restyle-e4e-ffhq`), or one of our `.safetensors` encoder files
+    (`save_encoder`; they hold no decoder, so `G` must be given: see `load_encoder`).
 
     Read with `torch.load(weights_only=True)`; no pickled code runs. Returns an eval-mode `ReStyle` on `device`.
     """
     from ..checkpoint import read_torch_file
 
     p = Path(path_or_name).expanduser()
+    if p.is_file() and p.suffix == ".safetensors":
+        if G is None:
+            raise CheckpointError(f"{p}: a micromotion encoder file holds no decoder; load it with "
+                                  f"load_encoder(path, G) and the generator it was trained for")
+        return load_encoder(p, G, device)
     if not p.is_file():
         from ..weights import resolve_model
 
@@ -364,3 +385,87 @@ def load_restyle(path_or_name: str | os.PathLike = "restyle-psp-ffhq", device: s
     net = ReStyle.from_checkpoint(read_torch_file(p), p)
     log.info("loaded %s with a %d² decoder from %s", _describe(net.encoder.cfg), net.G.resolution, p)
     return net.to(device)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Our encoder files: safetensors, the decoder kept apart
+
+
+ENCODER_FORMAT = "micromotion-restyle-encoder"
+ENCODER_FORMAT_VERSION = 1
+
+
+def generator_fingerprint(G: Generator) -> str:
+    """sha256 (first 16 hex digits) of G's weights as fp32, in state-dict order: names the decoder an encoder
+    was trained for without storing it."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k, v in G.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def save_encoder(net: ReStyle, path: str | os.PathLike, metadata: dict | None = None) -> Path:
+    """Write a `ReStyle`'s encoder and `latent_avg` (fp32 safetensors, no decoder) with its `EncoderConfig` and
+    its decoder's shape and fingerprint in the metadata; `load_encoder(path, G)` pairs it with G again."""
+    G = net.G
+    tensors = {f"encoder.{k}": v.detach().float() if v.is_floating_point() else v.detach()
+               for k, v in net.encoder.state_dict().items()}
+    tensors["latent_avg"] = net.latent_avg.detach().float()
+    meta = {"format": ENCODER_FORMAT, "version": str(ENCODER_FORMAT_VERSION),
+            "config": json.dumps(net.encoder.cfg.to_dict()),
+            "generator": json.dumps({"resolution": G.resolution, "num_ws": G.num_ws, "w_dim": G.w_dim,
+                                     "fingerprint": generator_fingerprint(G)}),
+            **{k: str(v) for k, v in (metadata or {}).items()}}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_safetensors(tensors, path, meta)
+
+
+def load_encoder(path: str | os.PathLike, G: Generator, device: str | torch.device | None = None) -> ReStyle:
+    """Read a `save_encoder` file (safetensors + JSON metadata, no pickle) and pair it with `G`, the generator it
+    was trained for (not stored in the file). Returns an eval-mode `ReStyle` on `device` (default: G's device).
+
+    CheckpointError if the file is unreadable, not an encoder file, or made for a generator of another
+    resolution / number or width of W+ codes; a generator with other weights only logs a warning.
+    """
+    sd, meta = read_safetensors(path, ENCODER_FORMAT, ENCODER_FORMAT_VERSION, "encoder")
+    try:
+        cfg = EncoderConfig.from_dict(json.loads(meta["config"]))
+        gmeta = json.loads(meta.get("generator", "{}"))
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: bad encoder config in metadata ({e})") from None
+    if (cfg.n_styles, cfg.w_dim) != (G.num_ws, G.w_dim):
+        raise CheckpointError(f"{path}: the encoder gives {cfg.n_styles} x {cfg.w_dim} W+ codes (trained for a "
+                              f"{gmeta.get('resolution', '?')}² generator), this generator takes {G.num_ws} x "
+                              f"{G.w_dim} ({G.resolution}²); pass the generator the encoder was trained for")
+    if gmeta.get("resolution") not in (None, G.resolution):
+        raise CheckpointError(f"{path}: the encoder was trained for a {gmeta['resolution']}² generator, this one "
+                              f"is {G.resolution}²")
+    if gmeta.get("fingerprint") and gmeta["fingerprint"] != generator_fingerprint(G):
+        log.warning("%s: trained for a generator with other weights (fingerprint %s, this one %s); its "
+                    "reconstructions will be off", path, gmeta["fingerprint"], generator_fingerprint(G))
+    enc = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}
+    other = [k for k in sd if not k.startswith("encoder.") and k != "latent_avg"]
+    if other:
+        raise CheckpointError(f"{path}: unexpected key '{other[0]}' ({len(other)} unexpected); not {_describe(cfg)}")
+    latent_avg = sd.get("latent_avg")
+    if latent_avg is None or tuple(latent_avg.shape) != (G.num_ws, G.w_dim):
+        got = list(latent_avg.shape) if latent_avg is not None else "missing"
+        raise CheckpointError(f"{path}: 'latent_avg' is {got}, expected [{G.num_ws}, {G.w_dim}]")
+    net = build_encoder(cfg)
+    own = net.state_dict()
+    check_state_dict(own, enc, path, f"a {_describe(cfg)} of the config in its metadata", prefix="encoder.")
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in enc.items()})
+    if not all(torch.isfinite(p).all() for p in net.parameters()) or not torch.isfinite(latent_avg).all():
+        raise CheckpointError(f"{path}: the encoder weights contain NaN or inf")
+    device = torch.device(device) if device is not None else G.w_avg.device
+    opts = {"encoder_type": cfg.encoder_type, "output_size": G.resolution, "source": str(path)}
+    for k in ("trained_by", "step"):
+        if k in meta:
+            opts[k] = meta[k]
+    out = ReStyle(net.requires_grad_(False), G, latent_avg, opts).to(device)
+    log.info("loaded %s for a %d² generator from %s", _describe(cfg), G.resolution, path)
+    return out
