@@ -1,0 +1,430 @@
+"""The web page: a photo and a motion (preset, text template or video clip) in, a micromotion video out (issue 11).
+
+A thin shell over the public API. `WebService` holds one `Animator` for the process (one model load) and does
+the work of a request, raising `InputError`s; `build_app` lays out the Gradio page and turns every error into
+one line in the page (`gr.Error`), never a traceback. Requests go through Gradio's queue, `concurrency`
+at a time. Limits (`Limits`) keep a public page from being made to decode a bomb or render for an hour.
+
+Custom motions (text, video) are slow on a CPU (anchors are optimized: tens of seconds to minutes), so they
+are computed once per (model, template) or (model, clip contents) and kept in memory.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from ..errors import InputError, MicromotionError, MissingDependencyError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("Preset", "Text template", "Video")
+INSTALL_HINT = "the web app needs Gradio: pip install 'micromotion[web]'"
+
+
+def _gradio():
+    try:
+        import gradio as gr
+    except ImportError:
+        raise MissingDependencyError(INSTALL_HINT) from None
+    return gr
+
+
+def one_line(message: str) -> str:
+    return " ".join(str(message).split()) or "error"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for. Sizes of uploads are also enforced by Gradio before they are stored."""
+
+    max_upload_mb: float = 20.0
+    max_pixels: int = 40_000_000
+    max_video_seconds: float = 10.0
+    max_video_frames: int = 300
+    max_frames: int = 120
+    max_strength: float = 5.0
+    max_template_chars: int = 200
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1e6)
+
+
+class _LRU(OrderedDict):
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def put(self, key, value):
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.size:
+            self.popitem(last=False)
+
+
+class WebService:
+    """The work behind the page, callable without a browser (tests call `predict` directly).
+
+    model, device: as for `Animator` ('auto' | registry name | generator file). animator: use this one instead
+    (or `animator_factory()`, called once, on first use). invert_steps: projector steps per photo.
+    text_steps, video_steps, video_anchors: anchor optimization for custom motions (kept moderate for CPUs).
+    clip: CLIP for text templates (registry name or file; never downloaded by a request). aligned: default of
+    the "aligned crop" box (None: True for the world model, whose faces are crops). workdir: where outputs go
+    (default a fresh temp folder).
+    """
+
+    def __init__(self, model: str = "auto", device: str = "auto", *, animator=None,
+                 animator_factory: Callable | None = None, invert_steps: int = 300, text_steps: int = 40,
+                 video_steps: int = 150, video_anchors: int = 8, clip: str = "clip-vit-b-32", fps: float = 25.0,
+                 limits: Limits | None = None, aligned: bool | None = None, workdir: str | os.PathLike | None = None,
+                 keep_outputs: int = 64, num_examples: int = 4):
+        self.model, self.device = model, device
+        self._animator = animator
+        self._factory = animator_factory
+        self.invert_steps, self.text_steps, self.video_steps = invert_steps, text_steps, video_steps
+        self.video_anchors = video_anchors
+        self.clip_spec, self.fps = clip, fps
+        self.limits = limits or Limits()
+        self._aligned = aligned
+        self.workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="micromotion-web-"))
+        (self.workdir / "out").mkdir(parents=True, exist_ok=True)
+        self.keep_outputs, self.num_examples = keep_outputs, num_examples
+        self._load_lock = threading.Lock()
+        self._motion_lock = threading.Lock()  # one anchor optimization at a time; the others wait for its result
+        self._motions = _LRU(32)
+        self._clip = None
+        self._examples: list[Path] | None = None
+        self._outputs: list[Path] = []
+
+    # -- the model, loaded once --------------------------------------------------------------------------------
+
+    @property
+    def animator(self):
+        if self._animator is None:
+            with self._load_lock:
+                if self._animator is None:
+                    if self._factory is not None:
+                        self._animator = self._factory()
+                    else:
+                        from ..animate import Animator
+
+                        self._animator = Animator(model=self.model, device=self.device,
+                                                  invert_steps=self.invert_steps)
+        return self._animator
+
+    @property
+    def default_aligned(self) -> bool:
+        return self._aligned if self._aligned is not None else bool(getattr(self.animator, "is_world", False))
+
+    def examples(self) -> list[Path]:
+        """World faces (aligned crops at the generator's resolution), rendered once into the work folder."""
+        if self._examples is None:
+            from ..world.render import render, sample_factors
+
+            size = max(64, min(256, int(self.animator.G.resolution)))
+            faces = render(sample_factors(self.num_examples, torch.Generator().manual_seed(11), motion="neutral"),
+                           size=size)
+            folder = self.workdir / "examples"
+            folder.mkdir(exist_ok=True)
+            paths = []
+            for i, arr in enumerate(_to_uint8(faces)):
+                p = folder / f"world-face-{i + 1}.png"
+                Image.fromarray(arr).save(p)
+                paths.append(p)
+            self._examples = paths
+        return self._examples
+
+    # -- checks ------------------------------------------------------------------------------------------------
+
+    def _upload(self, path, what: str, hint: str) -> Path:
+        if path is None or (isinstance(path, str) and not path.strip()):
+            raise InputError(f"no {what} given; {hint}")
+        p = Path(getattr(path, "name", path))  # gradio gives a path (type="filepath"); tempfile wrappers too
+        if not p.is_file():
+            raise InputError(f"{p.name}: the uploaded {what} is gone from the server; upload it again")
+        size = p.stat().st_size
+        if size > self.limits.max_upload_bytes:
+            raise InputError(f"{p.name}: {size / 1e6:.1f} MB is above the upload limit of "
+                             f"{self.limits.max_upload_mb:g} MB; use a smaller file")
+        return p
+
+    def load_photo(self, photo) -> Image.Image:
+        from ..image_io import load_image
+
+        p = self._upload(photo, "photo", "upload a photo of a face or pick an example")
+        im = load_image(p, max_pixels=self.limits.max_pixels, name=p.name)
+        im.filename = p.name  # later errors (no face, ...) name the upload, not "<image>"
+        return im
+
+    def preview(self, photo, size: int = 256) -> Image.Image | None:
+        """The uploaded photo, checked and shrunk, for the page (None when the box was cleared)."""
+        if photo is None:
+            return None
+        im = self.load_photo(photo)
+        im.thumbnail((size, size))
+        return im
+
+    def _options(self, strength, frames) -> tuple[float, int]:
+        try:
+            s = float(strength)
+        except (TypeError, ValueError):
+            raise InputError(f"strength must be a number, got {strength!r}") from None
+        lim = self.limits.max_strength
+        if not math.isfinite(s) or abs(s) > lim:
+            raise InputError(f"strength must be a finite number in [-{lim:g}, {lim:g}], got {strength!r}")
+        try:
+            f = float(frames)
+        except (TypeError, ValueError):
+            raise InputError(f"frames must be a whole number, got {frames!r}") from None
+        if not math.isfinite(f) or f != int(f) or not 2 <= f <= self.limits.max_frames:
+            raise InputError(f"frames must be a whole number in 2..{self.limits.max_frames}, got {frames!r}")
+        return s, int(f)
+
+    # -- motions -----------------------------------------------------------------------------------------------
+
+    def motion(self, kind: str, preset: str | None, template: str | None, video, aligned: bool, progress=None):
+        """-> (Motion, anchors preview image or None, motion file or None)."""
+        if kind == "Preset":
+            from ..presets import canonical
+
+            name = canonical(preset or "")
+            _say(progress, 0.02, f"motion: {name}")
+            with self._motion_lock:
+                return self.animator.motion(name), None, None
+        if kind == "Text template":
+            return self._text_motion(template, progress)
+        if kind == "Video":
+            return self._video_motion(video, aligned, progress)
+        raise InputError(f"unknown motion source {kind!r}; choose one of: {', '.join(KINDS)}")
+
+    def _text_motion(self, template, progress):
+        from ..anchors.text import TextAnchorSettings, text_anchors, validate_template
+        from ..decompose import Motion
+
+        template = (template or "").strip()
+        if len(template) > self.limits.max_template_chars:
+            raise InputError(f"the text template is {len(template)} characters long; keep it under "
+                             f"{self.limits.max_template_chars}")
+        validate_template(template)
+        a = self.animator
+        key = ("text", a.model_name, template, self.clip_spec, self.text_steps)
+        with self._motion_lock:
+            if key not in self._motions:
+                _say(progress, 0.02, "loading CLIP")
+                clip = self._load_clip()
+                _say(progress, 0.05, f"text anchors for '{template}' ({self.text_steps} steps)")
+                anchors = text_anchors(a.G, clip, template, seed=1, settings=TextAnchorSettings(steps=self.text_steps),
+                                       progress=progress is not None, generator_name=a.model_name)
+                m = Motion.from_anchors(anchors, generator=a.G, name=template)
+                preview = self._anchor_strip(anchors.latents, [str(x) for x in anchors.labels])
+                self._motions.put(key, (m, preview, self._save_motion(m, "text")))
+            return self._motions[key]
+
+    def _video_motion(self, video, aligned, progress):
+        from ..anchors.video import probe_video, video_anchors
+        from ..decompose import Motion
+
+        p = self._upload(video, "video", "upload a short clip of a face doing the motion")
+        info = probe_video(p)
+        lim = self.limits
+        if info.duration > lim.max_video_seconds or info.num_frames > lim.max_video_frames:
+            raise InputError(f"{p.name}: {info.duration:.1f} s, {info.num_frames} frames is longer than the limit of "
+                             f"{lim.max_video_seconds:g} s / {lim.max_video_frames} frames; trim the clip")
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        a = self.animator
+        key = ("video", a.model_name, digest, bool(aligned), self.video_steps, self.video_anchors)
+        with self._motion_lock:
+            if key not in self._motions:
+                _say(progress, 0.05, f"video anchors from {p.name} ({self.video_anchors} frames)")
+                va = video_anchors(a.G, p, max_frames=self.video_anchors, align=not aligned, steps=self.video_steps,
+                                   progress=progress is not None, generator_name=a.model_name)
+                m = Motion.from_anchors(va.anchors, generator=a.G, name=p.stem)
+                self._motions.put(key, (m, va.preview(size=96), self._save_motion(m, "video")))
+            return self._motions[key]
+
+    def _load_clip(self):
+        if self._clip is None:
+            from ..models.clip import Clip
+
+            self._clip = Clip.load(self.clip_spec, device=self.animator.device, download=False)
+        return self._clip
+
+    def _save_motion(self, m, kind: str) -> Path:
+        folder = self.workdir / "motions" / uuid.uuid4().hex[:12]
+        folder.mkdir(parents=True)
+        return m.save(folder / f"{kind}-motion.safetensors")
+
+    def _anchor_strip(self, latents: torch.Tensor, labels: list[str], size: int = 96) -> Image.Image:
+        G = self.animator.G
+        with torch.no_grad():
+            imgs = _to_uint8(torch.cat([G.synthesis(w.to(G.w_avg.device)) for w in latents.split(4)]))
+        pad, text_h = 4, 14
+        sheet = Image.new("RGB", (len(imgs) * (size + pad) + pad, size + 2 * pad + text_h), (255, 255, 255))
+        draw = ImageDraw.Draw(sheet)
+        for i, (arr, lab) in enumerate(zip(imgs, labels)):
+            x = pad + i * (size + pad)
+            sheet.paste(Image.fromarray(arr).resize((size, size), Image.LANCZOS), (x, pad))
+            draw.text((x + 2, pad + size + 2), lab, fill=(0, 0, 0))
+        return sheet
+
+    # -- a request ---------------------------------------------------------------------------------------------
+
+    def run(self, photo, kind: str = "Preset", preset: str | None = "smile", template: str | None = "", video=None,
+            strength: float = 1.0, frames: int = 48, loop: bool = False, aligned: bool | None = None,
+            progress=None):
+        """One request -> (video path, motion file or None, anchors preview or None, status line).
+
+        Raises `InputError` (and other `MicromotionError`s) for anything the user can fix.
+        """
+        t0 = time.perf_counter()
+        strength, frames = self._options(strength, frames)
+        aligned = self.default_aligned if aligned is None else bool(aligned)
+        image = self.load_photo(photo)  # before the slow motion work
+        m, preview, motion_file = self.motion(kind, preset, template, video, aligned, progress)
+        _say(progress, 0.1, "inverting the photo, then rendering")
+        out = self._new_output()
+        res = self.animator.animate(image, m, out, strength=strength, frames=frames, fps=self.fps, loop=loop,
+                                    align=not aligned, progress=progress is not None)
+        secs = ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items())
+        psnr = res.inversion.get("psnr")
+        quality = f"; inversion PSNR {psnr:.1f} dB" if isinstance(psnr, float) else ""
+        status = (f"**{res.motion}**, {frames} frames at {self.fps:g} fps, strength {strength:g}{quality}; "
+                  f"{time.perf_counter() - t0:.1f} s ({secs})")
+        return str(res.out), (str(motion_file) if motion_file else None), preview, status
+
+    def predict(self, *args, **kw):
+        """`run`, with every error turned into one line for the page (`gr.Error`), never a traceback."""
+        gr = _gradio()
+        try:
+            return self.run(*args, **kw)
+        except MicromotionError as e:
+            raise gr.Error(one_line(e), print_exception=False) from None
+        except gr.Error:
+            raise
+        except Exception as e:  # a bug or an exhausted machine: log it, tell the user in one line
+            log.exception("request failed")
+            raise gr.Error(f"internal error ({type(e).__name__}) while making the video; it was logged on the "
+                           f"server; try again, or another photo", print_exception=False) from None
+
+    def _new_output(self) -> Path:
+        folder = self.workdir / "out" / uuid.uuid4().hex[:12]
+        folder.mkdir(parents=True)
+        self._outputs.append(folder)
+        while len(self._outputs) > self.keep_outputs:  # Gradio has copied older results into its own cache
+            shutil.rmtree(self._outputs.pop(0), ignore_errors=True)
+        return folder / "micromotion.mp4"
+
+
+def _say(progress, fraction: float, text: str) -> None:
+    if progress is not None:
+        progress(fraction, desc=text)
+
+
+def _to_uint8(images: torch.Tensor) -> np.ndarray:
+    from ..render import to_uint8
+
+    return to_uint8(images)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The page
+
+
+def build_app(service: WebService | None = None, *, concurrency: int = 1, max_queue: int = 64, **service_kw):
+    """The Gradio page (a `gr.Blocks`) over `service` (default: `WebService(**service_kw)`).
+
+    concurrency: requests rendered at once (Gradio's `default_concurrency_limit`); max_queue: waiting requests
+    beyond which new ones are refused. Loads the model (once) to render the example faces.
+    """
+    gr = _gradio()
+    from ..presets import PRESETS
+
+    svc = service or WebService(**service_kw)
+    lim = svc.limits
+    examples = [str(p) for p in svc.examples()]
+
+    def show(kind):
+        return (gr.update(visible=kind == "Preset"), gr.update(visible=kind == "Text template"),
+                gr.update(visible=kind == "Video"))
+
+    def preview(photo):  # checked on upload: a bad file is named at once, in a line that stays on the page
+        try:
+            return svc.preview(photo), ""
+        except MicromotionError as e:
+            gr.Warning(one_line(e))
+            return None, f"**{one_line(e)}**"
+
+    def pick(evt):
+        return examples[evt.index]
+
+    pick.__annotations__["evt"] = gr.SelectData  # a real class: Gradio reads it to pass the event
+
+    def animate(photo, kind, preset, template, video, strength, frames, loop, aligned,
+                progress=gr.Progress(track_tqdm=True)):
+        return svc.predict(photo, kind, preset, template, video, strength, frames, loop, aligned, progress=progress)
+
+    with gr.Blocks(title="micromotion", analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
+        gr.Markdown("## micromotion\nA photo of a face in, a short video of it smiling, frowning, ageing, closing "
+                    f"its eyes or turning its head out. Model: `{Path(svc.animator.model_name).name}`.")
+        with gr.Row():
+            with gr.Column():
+                photo = gr.File(label=f"Photo (JPEG, PNG, WebP; up to {lim.max_upload_mb:g} MB, "
+                                      f"{lim.max_pixels / 1e6:g} megapixels)", type="filepath", elem_id="photo")
+                shown = gr.Image(label="Face", interactive=False, height=200, elem_id="photo-preview")
+                photo_error = gr.Markdown(elem_id="photo-error")
+                gallery = gr.Gallery(value=examples, label="…or pick an example face", columns=len(examples),
+                                     height=140, allow_preview=False, elem_id="examples")
+                kind = gr.Radio(list(KINDS), value="Preset", label="Motion from", elem_id="kind")
+                preset = gr.Radio(list(PRESETS), value="smile", label="Preset", elem_id="preset")
+                template = gr.Textbox(label="Text template (slow on a CPU: anchors are optimized once)",
+                                      placeholder="a person with {degree} smile", visible=False, elem_id="template")
+                video = gr.File(label=f"Clip of a face doing the motion (up to {lim.max_video_seconds:g} s; slow on "
+                                      f"a CPU)", type="filepath", visible=False, elem_id="video")
+                strength = gr.Slider(-lim.max_strength, lim.max_strength, value=1.0, step=0.1, label="Strength",
+                                     elem_id="strength")
+                frames = gr.Slider(2, lim.max_frames, value=min(48, lim.max_frames), step=1, label="Frames",
+                                   elem_id="frames")
+                loop = gr.Checkbox(False, label="Loop (there and back)")
+                aligned = gr.Checkbox(svc.default_aligned, label="The photo is an aligned face crop (skip face "
+                                                                 "detection)", elem_id="aligned")
+                button = gr.Button("Animate", variant="primary", elem_id="animate")
+            with gr.Column():
+                result = gr.Video(label="Result", autoplay=True, loop=True, buttons=["download"], elem_id="result")
+                status = gr.Markdown(elem_id="status")
+                strip = gr.Image(label="Anchors (custom motions)", interactive=False, elem_id="anchors")
+                motion_file = gr.File(label="Motion file (custom motions)", interactive=False, elem_id="motion-file")
+        kind.change(show, kind, [preset, template, video], queue=False)
+        photo.change(preview, photo, [shown, photo_error], queue=False)
+        gallery.select(pick, None, photo, queue=False)
+        button.click(animate, [photo, kind, preset, template, video, strength, frames, loop, aligned],
+                     [result, motion_file, strip, status], api_name="animate")
+    demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
+    demo.micromotion = svc  # for launch() and tests
+    return demo
+
+
+def launch(demo, host: str = "127.0.0.1", port: int = 7860, *, block: bool = True, quiet: bool = False):
+    """Serve `demo` (from `build_app`) on host:port (loopback unless told otherwise); offline-safe theme."""
+    gr = _gradio()
+    svc = demo.micromotion
+    theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
+                              font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline
+    return demo.launch(server_name=host, server_port=port, max_file_size=svc.limits.max_upload_bytes,
+                       allowed_paths=[str(svc.workdir)], show_error=False, ssr_mode=False, pwa=False,
+                       mcp_server=False, quiet=quiet, prevent_thread_lock=not block, theme=theme,
+                       footer_links=["api"])
