@@ -9,7 +9,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: test demo venv clean bench
+.PHONY: test demo venv clean bench chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -17,12 +17,18 @@ $(PY):
 
 $(STAMP): $(PY) pyproject.toml Makefile
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_SPEC)
-	$(PIP) install -q -e ".[test]"
+	$(PIP) install -q -e ".[test,web]"
 	@rm -f $(VENV)/.installed-*; touch $@
 
 venv: $(STAMP)
 
-test: $(STAMP)
+# The web page's browser tests drive Debian's Chromium (never a downloaded browser); they skip without it.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends chromium >/dev/null) || \
+	  echo "warning: could not install Debian's chromium; the browser tests will be skipped"
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q tests
 
 demo: $(STAMP)

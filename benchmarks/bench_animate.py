@@ -26,13 +26,13 @@ def main():
     ap.add_argument("--resolution", type=int, default=1024)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--json")
+    ap.add_argument("--no-align", action="store_true",
+                    help="skip the dlib alignment stage (machines without dlib's landmark model); time it on a CPU instead")
     a = ap.parse_args()
 
     from PIL import Image
-    from skimage import data
 
     from micromotion import Generator, GeneratorConfig, save_generator
-    from micromotion.align import align_face
     from micromotion.animate import Animator
     from micromotion.decompose import Motion
     from micromotion.invert import save_latent
@@ -47,7 +47,10 @@ def main():
         G.compute_w_avg(1000)
     gpath = save_generator(G, tmp / "g.safetensors")
     photo = tmp / "astronaut.png"
-    Image.fromarray(data.astronaut()).save(photo)
+    if not a.no_align:
+        from skimage import data
+
+        Image.fromarray(data.astronaut()).save(photo)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     name = torch.cuda.get_device_name() if device == "cuda" else platform.processor() or "CPU"
 
@@ -58,10 +61,14 @@ def main():
     latent = save_latent(ws.cpu(), tmp / "face.safetensors")
     motion = Motion.from_direction(torch.randn(an.G.num_ws, an.G.w_dim) * 0.3, generator=an.G).save(tmp / "m.safetensors")
 
-    align_face(photo, size=a.resolution)  # warm dlib
-    t0 = time.perf_counter()
-    align_face(photo, size=a.resolution)
-    align_s = time.perf_counter() - t0
+    align_s = 0.0
+    if not a.no_align:
+        from micromotion.align import align_face
+
+        align_face(photo, size=a.resolution)  # warm dlib
+        t0 = time.perf_counter()
+        align_face(photo, size=a.resolution)
+        align_s = time.perf_counter() - t0
 
     src = str(photo) if a.steps else str(latent)
     an.animate(src, str(motion), tmp / "warm.mp4", frames=min(a.frames, 4), batch_size=a.batch_size)  # warm-up
@@ -84,7 +91,8 @@ def main():
     orig_per_frame = (time.perf_counter() - t0) / frames_orig
 
     out = {"device": name, "date": datetime.date.today().isoformat(), "torch": torch.__version__,
-           "resolution": a.resolution, "frames": a.frames, "model_load_s": load_s, "align_s": align_s,
+           "resolution": a.resolution, "frames": a.frames, "model_load_s": load_s,
+           "align_s": None if a.no_align else align_s,
            "stages_s": res.seconds, "total_warm_s_without_align": total, "total_warm_s": total + align_s,
            "share": {k: v / (total + align_s) for k, v in {**res.seconds, "align": align_s}.items()},
            "original_render_loop_s_per_frame": orig_per_frame,

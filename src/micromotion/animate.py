@@ -109,11 +109,12 @@ class Animator:
 
     model: 'auto', a registry name ('stylegan2-ffhq-1024', 'world') or a generator file.
     device: 'auto', 'cpu', 'cuda', 'mps'. dtype: 'auto' (bf16 on CUDA), 'fp32', 'bf16'.
-    invert_steps: projector steps when no encoder is available for the model.
+    invert_steps: projector steps when no encoder is available for the model. refine_steps: projector steps
+    after the encoder (0: the encoder's codes as they are).
     """
 
     def __init__(self, model: str = "auto", device: str = "auto", dtype: str = "auto", invert_steps: int = 300,
-                 cache_dir: str | os.PathLike | None = None, compile: bool = False):
+                 cache_dir: str | os.PathLike | None = None, compile: bool = False, refine_steps: int = 0):
         t0 = time.perf_counter()
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
@@ -125,11 +126,13 @@ class Animator:
                 resolve(WORLD, download=False)
             except MicromotionError:
                 raise InputError("no model to use: the FFHQ generator is not cached (`micromotion weights download "
-                                 "stylegan2-ffhq-1024`) and this version ships no trained world generator yet; "
+                                 "stylegan2-ffhq-1024`) and the bundled world generator is missing from this installation; "
                                  "or pass --model FILE") from None
         self.G = load_generator(self.model_name, device=self.device)
         self.is_world = self.model_name == WORLD
+        self.clip_name = "world-clip" if self.is_world else "clip-vit-b-32"  # the CLIP of text motions
         self.invert_steps = invert_steps
+        self.refine_steps = int(refine_steps)
         self.cache_dir = cache_dir
         self._motions: dict[str, Motion] = {}
         self._synthesis = torch.compile(self.G.synthesis) if compile else None
@@ -146,7 +149,7 @@ class Animator:
             return spec.to(self.device)
         if spec not in self._motions:
             def compute(p):  # first use of a preset on a model without shipped motions: the paper's text route
-                return text_motion(self.G, p.template, seed=p.seed, name=p.name)
+                return text_motion(self.G, p.template, clip=self.clip_name, seed=p.seed, name=p.name)
 
             self._motions[spec] = presets.resolve_motion(spec, self.G, self.cache_dir, compute).to(self.device)
         return self._motions[spec]
@@ -167,12 +170,19 @@ class Animator:
         method, opts = self.inversion_method()
         if method == "projector":
             opts = {"steps": self.invert_steps, "progress": progress}
+        elif method == "encoder":
+            opts = {**opts, "progress": progress}
         inv = invert(self.G, image, method=method, align=align, face_index=face_index, **opts)
         return inv.ws.detach(), inv
 
     def inversion_method(self) -> tuple[str, dict]:
-        """ReStyle (pSp, else e4e) for the FFHQ model when its checkpoint is cached, else the projector."""
+        """The shipped encoder for the world model; ReStyle (pSp, else e4e) for the FFHQ model when its
+        checkpoint is cached; else the projector."""
+        from .invert import auto_method
         from .weights import resolve
+
+        if auto_method(self.G) == "encoder":
+            return "encoder", {"refine_steps": self.refine_steps}
 
         if self.model_name == FFHQ:
             for method, entry in (("restyle-psp", "restyle-psp-ffhq"), ("restyle-e4e", "restyle-e4e-ffhq")):

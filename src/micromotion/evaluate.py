@@ -7,7 +7,8 @@ Where the faces come from:
   invert_steps == 0  "sampled faces": ws = G.mapping(z, 0.7) for z drawn from `seed` (fast; the faces are
                      whatever the generator makes, not guaranteed to be neutral);
   invert_steps > 0   "inverted renders": fresh neutral world faces rendered from `seed` and projected into
-                     W+ with `invert.project` (the paper's transfer to unseen real faces, slower).
+                     W+ with `invert.project` (the paper's transfer to unseen real faces, slower);
+  faces="renders"    "encoded renders": the same neutral renders inverted with the world encoder (fast).
 
 All numbers are fractions of each factor's range (`FACTOR_SPECS`), comparing the last strength (the "end",
 1 by default) with strength 0:
@@ -100,12 +101,47 @@ def _inverted_ws(G, n: int, seed: int, steps: int, batch_size: int, progress: bo
     return torch.cat(out)
 
 
+def _encoded_ws(G, n: int, seed: int, refine_steps: int, batch_size: int, progress: bool) -> torch.Tensor:
+    from tqdm.auto import tqdm
+
+    from .invert import METHODS
+
+    g = torch.Generator().manual_seed(seed)
+    factors = sample_factors(n, g, motion="neutral")
+    out = []
+    bar = tqdm(total=n, desc="encode renders", unit="face", disable=not progress)
+    for start in range(0, n, batch_size):
+        images = render(factors[start:start + batch_size], size=G.resolution).to(G.w_avg.device)
+        out.append(METHODS["encoder"](G, images, refine_steps=refine_steps, seed=seed + start, progress=False)
+                   .ws.detach())
+        bar.update(images.shape[0])
+    bar.close()
+    return torch.cat(out)
+
+
+FACES = ("sampled", "renders")
+
+
 def starting_latents(G, identities: int = 50, seed: int = 0, invert_steps: int = 0, batch_size: int = 16,
-                     progress: bool = False) -> torch.Tensor:
-    """ws [identities, num_ws, w_dim] of unseen faces: sampled (invert_steps 0) or inverted renders."""
+                     progress: bool = False, faces: str = "sampled") -> torch.Tensor:
+    """ws [identities, num_ws, w_dim] of unseen faces.
+
+    faces 'sampled': G.mapping(z, 0.7), or with invert_steps > 0 neutral renders projected with that many
+    projector steps (the older spelling of the next). 'renders': fresh neutral world renders inverted with
+    the encoder made for G (the shipped world encoder; `invert_steps` projector steps refine its codes), or
+    with the projector (invert_steps, at least 1) when G has no encoder.
+    """
+    from .invert import auto_method
+
     _check_int(identities, "identities", 1)
     _check_int(invert_steps, "invert_steps", 0)
     _check_int(batch_size, "batch_size", 1)
+    if faces not in FACES:
+        raise InputError(f"unknown faces '{faces}'; choose one of: {', '.join(FACES)}")
+    if faces == "renders" and auto_method(G) == "encoder":
+        return _encoded_ws(G, identities, seed, invert_steps, batch_size, progress)
+    if faces == "renders" and invert_steps == 0:
+        raise InputError("this generator has no encoder: inverting renders needs --invert-steps (e.g. 200)")
     if invert_steps == 0:
         return _sampled_ws(G, identities, seed)
     return _inverted_ws(G, identities, seed, invert_steps, batch_size, progress)
@@ -163,7 +199,7 @@ def summarize(readings: dict[str, torch.Tensor], target: str, strengths: Sequenc
 def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
                     strengths: Sequence[float] = DEFAULT_STRENGTHS, target_factor: str | None = None,
                     invert_steps: int = 0, batch_size: int = 16, ws: torch.Tensor | None = None, oracle=None,
-                    progress: bool = False) -> dict:
+                    progress: bool = False, faces: str = "sampled") -> dict:
     """Measure `motion` on `identities` unseen faces of generator `G` (see the module docstring).
 
     target_factor: the oracle factor the motion should move; default from the motion's preset name.
@@ -181,7 +217,7 @@ def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
     _check_int(seed, "seed", 0)
     t0 = time.perf_counter()
     if ws is None:
-        ws = starting_latents(G, identities, seed, invert_steps, batch_size, progress)
+        ws = starting_latents(G, identities, seed, invert_steps, batch_size, progress, faces)
     elif ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
         raise InputError(f"ws must have shape [N, {G.num_ws}, {G.w_dim}], got {list(ws.shape)}")
     readings = read_edits(G, motion, ws, s, batch_size, oracle, progress, desc=f"evaluate {motion.meta.name}")
@@ -193,7 +229,8 @@ def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
         "identities": int(ws.shape[0]),
         "seed": seed,
         "strengths": s,
-        "faces": "inverted renders" if invert_steps > 0 else "sampled faces",
+        "faces": ("encoded renders" if faces == "renders" and invert_steps == 0 else
+                  "inverted renders" if invert_steps > 0 or faces == "renders" else "sampled faces"),
         "invert_steps": invert_steps,
         "seconds": round(time.perf_counter() - t0, 3),
     }
@@ -240,6 +277,7 @@ def ablation_motions(anchors: torch.Tensor, G, ranks: Sequence[int] = ABLATION_R
 def evaluate_ablation(G, motion: Motion, anchors: torch.Tensor, *, ranks: Sequence[int] = ABLATION_RANKS,
                       identities: int = 50, seed: int = 0, strengths: Sequence[float] = DEFAULT_STRENGTHS,
                       target_factor: str | None = None, invert_steps: int = 0, batch_size: int = 16, oracle=None,
+                      faces: str = "sampled",
                       progress: bool = False) -> dict:
     """`evaluate_motion` for `motion` and each of `ablation_motions(anchors)`, on the same faces.
 
@@ -249,11 +287,12 @@ def evaluate_ablation(G, motion: Motion, anchors: torch.Tensor, *, ranks: Sequen
     target = target_factor if target_factor is not None else target_for(motion)
     motion.check_generator(G)
     variants = {"motion": motion, **ablation_motions(anchors, G, ranks, name=motion.meta.name)}
-    ws = starting_latents(G, identities, seed, invert_steps, batch_size, progress)
+    ws = starting_latents(G, identities, seed, invert_steps, batch_size, progress, faces)
     reports = {}
     for key, m in variants.items():
         r = evaluate_motion(G, m, identities=identities, seed=seed, strengths=strengths, target_factor=target,
-                            invert_steps=invert_steps, batch_size=batch_size, ws=ws, oracle=oracle, progress=progress)
+                            invert_steps=invert_steps, batch_size=batch_size, ws=ws, oracle=oracle, progress=progress,
+                            faces=faces)
         reports[key] = r
     first = next(iter(reports.values()))
     return {"motion": motion.meta.name, "model": first["model"], "target_factor": target,

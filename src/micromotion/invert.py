@@ -449,10 +449,86 @@ def _restyle(variant: str) -> Callable[..., Projection]:
     return run
 
 
+_PAIRED: "weakref.WeakKeyDictionary" = None  # G -> {(model, device): ReStyle}
+
+
+def _paired_net(G, model: str):
+    """A ReStyle encoder file (`save_encoder` format: no decoder inside) paired with this very generator,
+    cached per generator object."""
+    global _PAIRED
+    import weakref
+
+    from .models.encoder import load_encoder
+    from .weights import resolve_model
+
+    if _PAIRED is None:
+        _PAIRED = weakref.WeakKeyDictionary()
+    nets = _PAIRED.setdefault(G, {})
+    key = (model, str(G.w_avg.device))
+    if key not in nets:
+        nets[key] = load_encoder(resolve_model(model, kind="encoder"), G)
+    return nets[key]
+
+
+def _encoder_meta(model: str) -> dict | None:
+    """The `generator` block of an encoder file's metadata (resolution, num_ws, w_dim, fingerprint), or None."""
+    from safetensors import safe_open
+
+    from .weights import resolve_model
+
+    try:
+        with safe_open(str(resolve_model(model, kind="encoder", download=False)), framework="pt") as f:
+            return json.loads((f.metadata() or {}).get("generator", "null"))
+    except Exception:  # noqa: BLE001 -- a missing or unreadable file simply supports nothing
+        return None
+
+
+def _encoder(G, targets: torch.Tensor, *, model: str | os.PathLike | None = None, n_iters: int = 3,
+             refine_steps: int = 0, progress: bool = True, seed: int = 0, **other) -> Projection:
+    """An encoder trained for this generator (default: the shipped `world-encoder` for the world model):
+    `n_iters` ReStyle refinement steps, then optionally `refine_steps` projector steps from its codes.
+    distance: MSE at the encoder's input size (or the projector's loss after refinement)."""
+    if other:
+        raise InputError(f"option {next(iter(other))!r} does not apply to the encoder method; it takes model, "
+                         f"n_iters and refine_steps")
+    if int(n_iters) < 1 or int(refine_steps) < 0:
+        raise InputError(f"n_iters must be >= 1 and refine_steps >= 0, got {n_iters}, {refine_steps}")
+    net = _paired_net(G, str(model or "world-encoder"))
+    r = net.invert(targets.to(G.w_avg.device, torch.float32), n_iters=int(n_iters))
+    if int(refine_steps) > 0:
+        return project(G, targets, steps=int(refine_steps), w_plus=True, init_ws=r.ws, seed=seed,
+                       initial_learning_rate=0.02, initial_noise_factor=0.0, progress=progress)
+    dist = (net.prepare(r.images) - net.prepare(targets)).square().mean((1, 2, 3))
+    return Projection(ws=r.ws.to(targets.device), noise=None, distance=dist, loss="mse")
+
+
+def _encoder_supports(G, model: str = "world-encoder") -> bool:
+    """True when `model`'s encoder was trained for exactly this generator (shape and weight fingerprint)."""
+    meta = _encoder_meta(model)
+    if not meta or (meta.get("num_ws"), meta.get("w_dim"), meta.get("resolution")) != (G.num_ws, G.w_dim,
+                                                                                       G.resolution):
+        return False
+    from .models.encoder import generator_fingerprint
+
+    return meta.get("fingerprint") == generator_fingerprint(G)
+
+
+_encoder.supports = _encoder_supports
+
 #: Inversion methods: name -> fn(G, targets [N, 3, R, R] in [-1, 1], **options) -> Projection.
-#: An encoder result can also seed the projector through `project(..., init_ws=...)`.
+#: An encoder result can also seed the projector through `project(..., init_ws=...)`. A function with a
+#: `supports(G)` attribute is picked by `method="auto"` for the generators it serves.
 METHODS: dict[str, Callable[..., Projection]] = {"projector": _projector, "restyle-psp": _restyle("psp"),
-                                                 "restyle-e4e": _restyle("e4e")}
+                                                 "restyle-e4e": _restyle("e4e"), "encoder": _encoder}
+
+
+def auto_method(G) -> str:
+    """'encoder' when an encoder was trained for this generator (the shipped world encoder), else 'projector'."""
+    for name, fn in METHODS.items():
+        supports = getattr(fn, "supports", None)
+        if name != "projector" and callable(supports) and supports(G):
+            return name
+    return "projector"
 
 
 def _targets(G, images: Sequence[ImageSource], *, align: bool, face_index: int | None, detector: str,
@@ -479,8 +555,14 @@ def invert_many(G, images: Sequence[ImageSource], *, method: str = "projector", 
                 face_index: int | None = None, detector: str = "auto", max_pixels: int | None = None,
                 **options) -> list[Inversion]:
     """Invert several photos in one batch; see `invert`."""
+    if method == "auto":
+        method = auto_method(G)
+        if method == "projector":
+            options = {k: v for k, v in options.items() if k not in ("n_iters", "refine_steps", "model")}
+        else:
+            options = {k: v for k, v in options.items() if k not in ("steps", "w_plus", "loss", "optimize_noise")}
     if method not in METHODS:
-        raise InputError(f"unknown inversion method {method!r}; choose one of: {', '.join(METHODS)}")
+        raise InputError(f"unknown inversion method {method!r}; choose one of: auto, {', '.join(METHODS)}")
     if not images:
         return []
     crops, faces = _targets(G, images, align=align, face_index=face_index, detector=detector,
@@ -509,7 +591,9 @@ def invert(G, image: ImageSource, *, method: str = "projector", align: bool = Tr
 
     method: a key of `METHODS` ('projector'; options: steps, w_plus, loss, optimize_noise, seed, progress and
     the other `project` arguments. 'restyle-psp', 'restyle-e4e': model, n_iters; G must be the encoder's
-    generator, e.g. stylegan2-ffhq). align: False when `image` is already an aligned face crop.
+    generator, e.g. stylegan2-ffhq. 'encoder': an encoder file trained for G, default the shipped
+    world-encoder; model, n_iters, refine_steps), or 'auto' (the encoder made for G if any, else the
+    projector; options of the other kind are dropped). align: False when `image` is already an aligned face crop.
     face_index, detector, max_pixels: as in `micromotion.align.align_face`.
     """
     return invert_many(G, [image], method=method, align=align, face_index=face_index, detector=detector,

@@ -106,6 +106,12 @@ class WeightSpec:
     source: str = ""
     sha256_prefix: str | None = None
     expect: Mapping = field(default_factory=dict)
+    provides: str | None = None  # bundled files: the kind of model they are (generator, clip, encoder, ...)
+
+    @property
+    def model_kind(self) -> str:
+        """The kind of model the file is: `kind`, or for a bundled file what it `provides`."""
+        return (self.provides or "file") if self.kind == "bundled" else self.kind
 
     def __post_init__(self):
         if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", self.name):
@@ -271,6 +277,29 @@ _BUILTIN = [
         license="MIT",
         source="src/micromotion/data/world/",
         note="Installed with micromotion; nothing to download.",
+        provides="generator",
+    ),
+    WeightSpec(
+        name="world-clip",
+        purpose="the face world's CLIP (text anchors offline; shipped with the package)",
+        filename="world-clip.safetensors",
+        kind="bundled",
+        format="safetensors",
+        license="MIT",
+        source="src/micromotion/data/world/ (python -m micromotion.world.clip_train ... --export F --compact)",
+        note="Installed with micromotion; knows the world captions' vocabulary only (docs/world.md).",
+        provides="clip",
+    ),
+    WeightSpec(
+        name="world-encoder",
+        purpose="ReStyle-pSp encoder into the world generator's W+ (shipped with the package)",
+        filename="world-encoder.safetensors",
+        kind="bundled",
+        format="safetensors",
+        license="MIT",
+        source="src/micromotion/data/world/ (python -m micromotion.world.encoder_train ... --export F)",
+        note="Installed with micromotion; pairs with the 'world' generator.",
+        provides="encoder",
     ),
 ]
 
@@ -1071,13 +1100,13 @@ def resolve_model(name_or_path: str | os.PathLike, *, kind: str | None = None,
     name = str(name_or_path)
     spec = REGISTRY.get(name)
     if spec is None:
-        choices = [n for n, s in REGISTRY.items() if kind is None or s.kind == kind]
+        choices = [n for n, s in REGISTRY.items() if kind is None or s.model_kind == kind]
         looks_like_path = any(c in name for c in ("/", os.sep, ".")) and name not in REGISTRY
         what = f"no such file {p}" if looks_like_path else f"unknown model '{name}'"
         raise WeightsError(f"{what}; give an existing file or one of: {', '.join(choices)}")
-    if kind is not None and spec.kind != kind:
-        choices = [n for n, s in REGISTRY.items() if s.kind == kind]
-        raise WeightsError(f"'{name}' is a {spec.kind} model, a {kind} is needed here; choose one of: "
+    if kind is not None and spec.model_kind != kind:
+        choices = [n for n, s in REGISTRY.items() if s.model_kind == kind]
+        raise WeightsError(f"'{name}' is a {spec.model_kind} model, a {kind} is needed here; choose one of: "
                            f"{', '.join(choices)}, or give a file path")
     return resolve(name, cache_dir, download=download)
 

@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 
-from micromotion.errors import InputError
+from micromotion.errors import CheckpointError, InputError
 from micromotion.models.clip import Clip
 from micromotion.world import Factors, sample_factors
 from micromotion.world.captions import ANCHOR_TEMPLATES, caption, captions, degree, turn_side
@@ -108,3 +108,53 @@ def test_checkpoint_resume_export(tmp_path):
     assert all(torch.equal(v, sd[k]) for k, v in clip.model.state_dict().items())
     ev = evaluate_clip(clip, n=32, group=16, render_size=32)
     assert ev["retrieval_chance"] == 1 / 16
+
+
+def test_compact_export_keeps_the_world_vocabulary(tmp_path):
+    """fp16 + only the caption vocabulary's embedding rows: same features for world text, zeros elsewhere."""
+    from micromotion.world.captions import phrases
+    from micromotion.world.clip_train import world_vocab_ids
+
+    out = tmp_path / "run"
+    train_world_clip(out, minutes=5, cfg=WorldClipConfig.tiny(), max_steps=1, eval_n=0, progress=False)
+    full = Clip.load(export_clip(out, tmp_path / "full.safetensors"))
+    small_path = export_clip(out, tmp_path / "small.safetensors", compact=True)
+    small = Clip.load(small_path)
+    assert small_path.stat().st_size < 0.6 * (tmp_path / "full.safetensors").stat().st_size
+    texts = ["a person with 30% smile", "a person with head 70% turned to the side", "a calm face",
+             "a person with curly blonde hair, eyes 20% closed"]
+    a, b = full.encode_text(texts), small.encode_text(texts)
+    assert torch.allclose(a, b, atol=2e-3)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.allclose(full.encode_image(x), small.encode_image(x), atol=2e-3)
+    ids = world_vocab_ids(full)
+    emb = small.model.state_dict()["token_embedding.weight"]
+    kept = torch.zeros(emb.shape[0], dtype=torch.bool)
+    kept[ids] = True
+    assert emb[~kept].abs().sum() == 0 and emb[kept].abs().sum() > 0
+    # every word of sampled training captions is in the kept vocabulary
+    gen = torch.Generator().manual_seed(3)
+    caps = captions(sample_factors(400, generator=torch.Generator().manual_seed(4)), gen)
+    toks = small.tokenize(caps)
+    assert kept[toks[toks != 0]].all()
+    assert len(phrases()) > 100
+
+
+def test_compact_file_damage_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+
+    out = tmp_path / "run"
+    train_world_clip(out, minutes=5, cfg=WorldClipConfig.tiny(), max_steps=1, eval_n=0, progress=False)
+    p = export_clip(out, tmp_path / "small.safetensors", compact=True)
+    with safe_open(str(p), "pt") as f:
+        meta = f.metadata()
+    sd = load_file(str(p))
+    sd["token_embedding.ids"] = sd["token_embedding.ids"] + 10 ** 6
+    save_file(sd, str(tmp_path / "bad.safetensors"), metadata=meta)
+    with pytest.raises(CheckpointError, match="compact token embedding"):
+        Clip.load(tmp_path / "bad.safetensors")
+    del sd["token_embedding.rows"]
+    save_file(sd, str(tmp_path / "bad2.safetensors"), metadata=meta)
+    with pytest.raises(CheckpointError, match="lacks"):
+        Clip.load(tmp_path / "bad2.safetensors")

@@ -24,14 +24,17 @@ def _is_file_spec(spec: str) -> bool:
               help="Factor the motion should move (default: from the preset name, e.g. smile -> smile).")
 @click.option("--invert-steps", type=int, default=0, show_default=True,
               help="0: faces sampled from the generator; K > 0: fresh world renders inverted with K projector steps.")
+@click.option("--faces", type=click.Choice(["sampled", "renders"]), default="sampled", show_default=True,
+              help="sampled: faces the generator makes (any expression); renders: fresh neutral world renders "
+                   "inverted with the world encoder (the paper's transfer to unseen photos).")
 @click.option("--anchors", "anchors_file", default=None, type=click.Path(dir_okay=False),
               help="The anchors file the motion was made from (`micromotion extract -o`), for --ablation.")
 @click.option("--ablation", is_flag=True, help="Also measure robust PCA vs plain PCA vs raw endpoints, ranks 1, 2, 4.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | mps")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def evaluate(motion, model, identities, seed, strengths, target, invert_steps, anchors_file, ablation, batch_size,
-             device, as_json):
+def evaluate(motion, model, identities, seed, strengths, target, invert_steps, faces, anchors_file, ablation,
+             batch_size, device, as_json):
     """Measure how well MOTION (a preset name or a motion file) works on unseen faces.
 
     Reads every factor of the edited faces with the world oracle: the change of the target factor, the drift
@@ -75,7 +78,7 @@ def evaluate(motion, model, identities, seed, strengths, target, invert_steps, a
     G = load_generator(model, device=dev)
     m = resolve_motion(motion, G).to(dev)
     kw = dict(identities=identities, seed=seed, strengths=s, target_factor=target, invert_steps=invert_steps,
-              batch_size=batch_size, progress=not as_json)
+              batch_size=batch_size, progress=not as_json, faces=faces)
     if ablation:
         report = evaluate_ablation(G, m, anchors.to(dev), **kw)
         report["model"] = str(model)

@@ -34,11 +34,20 @@ def _from_text(p: dict):
 
     validate_template(p["text"])  # before loading anything
     degrees = check_degrees(p["degrees"] if p["degrees"] is not None else DEFAULT_DEGREES)
-    settings = TextAnchorSettings(**({"steps": p["steps"]} if p["steps"] is not None else {}),
+    world = str(p["model"]) == "world"
+    base = {}
+    if world:  # the world's presets' settings (world/presets.py); no identity network knows world faces
+        from ..world.presets import WORLD_SETTINGS
+
+        base = {"lr": WORLD_SETTINGS.lr, "l2_lambda": WORLD_SETTINGS.l2_lambda, "steps": WORLD_SETTINGS.steps}
+        if p["arcface"] == "auto":
+            p["arcface"] = "none"
+    settings = TextAnchorSettings(**{**base, **({"steps": p["steps"]} if p["steps"] is not None else {})},
                                   clip_preprocess=p["preprocess"],
                                   **({"id_lambda": 0.0} if p["arcface"] == "none" else {}))
     device = _device(p["device"])
-    clip = Clip.load(p["clip"], device=device)
+    clip_name = p["clip"] if p["clip"] != "auto" else ("world-clip" if world else "clip-vit-b-32")
+    clip = Clip.load(clip_name, device=device)
     G = load_generator(p["model"], device=device)
     arcface = None
     if p["arcface"] == "auto":
@@ -96,7 +105,8 @@ _SOURCES["video"] = _from_video
 @click.option("--degrees", metavar="LIST", help="Comma-separated degrees [default: no,10%,20%,...,100%].")
 @click.option("-m", "--model", default="stylegan2-ffhq-1024", show_default=True,
               help="Generator: registry name or file.")
-@click.option("--clip", default="clip-vit-b-32", show_default=True, help="CLIP: registry name or file.")
+@click.option("--clip", default="auto", show_default=True,
+              help="CLIP: registry name or file; auto: world-clip for the world model, else clip-vit-b-32.")
 @click.option("--arcface", default="auto", show_default=True,
               help="Identity network for the identity loss: registry name or file, 'auto' (arcface-ir-se50 if it "
                    "is there, else off with a warning), or 'none'.")

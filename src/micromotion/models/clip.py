@@ -310,17 +310,34 @@ class Clip(nn.Module):
                  "config from file" if cfg_meta else "architecture from tensor shapes")
         return clip.to(device)
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the weights (float32) and config as .safetensors, atomically. Needs a `config`."""
+    def save(self, path: str | os.PathLike, *, dtype: torch.dtype = torch.float32,
+             vocab_ids: Sequence[int] | torch.Tensor | None = None) -> Path:
+        """Write the weights and config as .safetensors, atomically. Needs a `config`.
+
+        dtype: storage type of floating tensors (float16 halves the file; `load` computes in float32).
+        vocab_ids: keep only these rows of the token embedding (a compact file for a model trained on a known
+        vocabulary, such as the world CLIP); `load` gives every other token a zero embedding.
+        """
         if self.config is None:
             raise ValueError("this CLIP has no ClipConfig (it was wrapped with from_open_clip); pass config= "
                              "when wrapping it to be able to save it")
+        if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+            raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
         path = Path(path)
         meta = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION), "config": json.dumps(self.config.to_dict()),
                 "name": self.name}
         from ..fileio import save_safetensors
 
-        return save_safetensors({k: v.float() for k, v in self.model.state_dict().items()}, path, meta)
+        sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in self.model.state_dict().items()}
+        if vocab_ids is not None:
+            emb = sd.pop("token_embedding.weight")
+            ids = torch.unique(torch.as_tensor(vocab_ids, dtype=torch.long))
+            if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= emb.shape[0]):
+                raise ValueError(f"vocab_ids must lie in [0, {emb.shape[0]})")
+            sd[COMPACT_IDS] = ids.to(torch.int32)
+            sd[COMPACT_ROWS] = emb[ids].contiguous()
+            sd[COMPACT_SIZE] = torch.tensor([emb.shape[0]], dtype=torch.int64)
+        return save_safetensors(sd, path, meta)
 
     # ------------------------------------------------------------------------------------------------------
     # Encoders
@@ -416,6 +433,8 @@ def _read_safetensors(path: Path) -> tuple[dict, ClipConfig | None]:
         raise CheckpointError(f"{path}: not a TorchScript, torch or safetensors CLIP file "
                               f"({str(e).splitlines()[0][:160]})") from None
     cfg = None
+    if COMPACT_IDS in sd or COMPACT_ROWS in sd:
+        sd = _expand_compact_vocab(sd, path)
     if meta.get("format") == FORMAT_NAME:
         if int(meta.get("version", "0")) > FORMAT_VERSION:
             raise CheckpointError(f"{path}: CLIP format version {meta.get('version')} is newer than this "
@@ -425,6 +444,28 @@ def _read_safetensors(path: Path) -> tuple[dict, ClipConfig | None]:
         except (KeyError, ValueError, TypeError) as e:
             raise CheckpointError(f"{path}: bad CLIP config in metadata ({e})") from None
     return sd, cfg
+
+
+#: Compact files (`Clip.save(..., vocab_ids=...)`) keep only the token-embedding rows of a known vocabulary.
+COMPACT_IDS, COMPACT_ROWS, COMPACT_SIZE = "token_embedding.ids", "token_embedding.rows", "token_embedding.vocab_size"
+
+
+def _expand_compact_vocab(sd: dict, path: Path) -> dict:
+    """Rebuild `token_embedding.weight` from a compact file: the kept rows, zeros for every other token (a
+    token the model never saw in training carries no meaning, and zero adds nothing to the text feature)."""
+    try:
+        ids, rows, size = sd.pop(COMPACT_IDS), sd.pop(COMPACT_ROWS), sd.pop(COMPACT_SIZE)
+    except KeyError as e:
+        raise CheckpointError(f"{path}: compact CLIP file lacks '{e.args[0]}'") from None
+    n = int(size.reshape(-1)[0]) if size.numel() else -1
+    if (ids.ndim != 1 or rows.ndim != 2 or ids.shape[0] != rows.shape[0] or n < 1 or ids.is_floating_point()
+            or (ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= n))):
+        raise CheckpointError(f"{path}: inconsistent compact token embedding (ids {list(ids.shape)}, rows "
+                              f"{list(rows.shape)}, vocabulary {n})")
+    weight = torch.zeros(n, rows.shape[1], dtype=torch.float32)
+    weight[ids.long()] = rows.float()
+    sd["token_embedding.weight"] = weight
+    return sd
 
 
 def _is_torchscript(path: Path) -> bool:

@@ -15,7 +15,7 @@ import torch
 
 from .render import FACTOR_SPECS, HAIR_STYLES, MOTION_FACTORS, Factors
 
-__all__ = ["caption", "captions", "degree", "degree_word", "ANCHOR_TEMPLATES", "turn_side"]
+__all__ = ["caption", "captions", "degree", "degree_word", "phrases", "ANCHOR_TEMPLATES", "turn_side"]
 
 # The preset templates (presets.py), one per motion factor: the text-anchor route uses exactly these.
 ANCHOR_TEMPLATES = {
@@ -137,3 +137,27 @@ def captions(factors: Factors, generator: torch.Generator) -> list[str]:
         raise ValueError(f"captions need a CPU torch.Generator, got one on {generator.device}")
     cols = {k: v.detach().float().cpu().tolist() for k, v in factors.items()}
     return [caption({k: c[i] for k, c in cols.items()}, generator) for i in range(len(factors))]
+
+
+def phrases() -> list[str]:
+    """Every phrase a caption can be made of (each motion phrase at every degree and side, every identity
+    phrase), so the world CLIP's vocabulary is known: its compact file keeps exactly these tokens' embeddings."""
+    out: list[str] = list(ANCHOR_TEMPLATES.values())
+    degrees = [degree_word(p) for p in range(0, 101, 10)]
+    for name in MOTION_FACTORS:
+        out += [t.format(degree=d) for t in _PARAPHRASES[name] for d in degrees] + list(_NONE[name])
+    out += [t.format(side=side, degree=d) for t in _SIDE for side in ("left", "right") for d in degrees]
+    styles = ["short cropped", "swept", "bob", "long", "bun", "curly"]
+    for color in _HAIR_COLORS + ["gray"]:
+        out += [f"a person with {color} hair"] + [f"a person with {st} {color} hair" for st in styles]
+    out += [f"{st} hair" for st in styles] + [f"a person with {st} hair" for st in styles]
+    out += ["a person wearing glasses", "a person without glasses", "no glasses", "a person with earrings",
+            "a person without earrings", "a person with thick eyebrows", "a person with thin eyebrows"]
+    out += [f"a person with {sk} skin" for sk in _SKIN]
+    out += [f"a person with {e} eyes" for e in ["dark brown", "brown", "hazel", "green", "blue", "gray"]]
+    out += [f"a person with {w}" for pair in [("a narrow face", "a wide face"), ("a short face", "a long face"),
+                                              ("a pointed chin", "a square jaw")] for w in pair]
+    # as `caption` joins them: later phrases lose their article, and the joining comma sticks to a trailing
+    # punctuation mark ("20%," is one word to CLIP's tokenizer)
+    out += [q.removeprefix("a person with ").removeprefix("a person ") for q in out]
+    return out + [q + "," for q in out]

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from ..errors import CheckpointError, InputError
 from ..fileio import save_safetensors
 from ..models.clip import Clip, ClipConfig
-from .captions import ANCHOR_TEMPLATES, captions, degree_word
+from .captions import ANCHOR_TEMPLATES, captions, degree_word, phrases
 from .render import MOTION_FACTORS, render, sample_factors
 
 log = logging.getLogger(__name__)
@@ -268,17 +268,28 @@ def evaluate_clip(clip: Clip, n: int = 1024, seed: int = 12345, group: int = 64,
     return out
 
 
-def export_clip(ckpt: str | os.PathLike, path: str | os.PathLike) -> Path:
-    """Write the checkpoint's model as a `Clip.save` file (readable by `Clip.load`), checked by loading it."""
+def world_vocab_ids(clip: Clip) -> torch.Tensor:
+    """Token ids of every word the world captions use (`captions.phrases`), plus start/end of text."""
+    toks = clip.tokenize(phrases())
+    return torch.unique(toks[toks != 0])
+
+
+def export_clip(ckpt: str | os.PathLike, path: str | os.PathLike, compact: bool = False) -> Path:
+    """Write the checkpoint's model as a `Clip.save` file (readable by `Clip.load`), checked by loading it.
+    compact: float16 storage and only the token-embedding rows of the world's vocabulary (the shipped file)."""
     from safetensors.torch import load_file
 
     state = read_state(ckpt)
     cfg = WorldClipConfig.from_dict(state["config"])
     clip = Clip.from_config(cfg.clip_config(), name="world-clip")
-    clip.model.load_state_dict(load_file(str(Path(ckpt) / "model.safetensors")))
+    sd = {k: v.float() for k, v in load_file(str(Path(ckpt) / "model.safetensors")).items()}
+    clip.model.load_state_dict(sd)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    clip.save(path)
+    if compact:
+        clip.save(path, dtype=torch.float16, vocab_ids=world_vocab_ids(clip))
+    else:
+        clip.save(path)
     Clip.load(path)  # refuse to leave something unreadable unnoticed
     return path
 
@@ -373,6 +384,8 @@ def main(argv=None) -> None:
     p.add_argument("--batch", type=int, default=None, help="batch size (default 256; 4 with --tiny)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (or start one)")
     p.add_argument("--export", default=None, help="afterwards, write the model as a Clip file (Clip.load) here")
+    p.add_argument("--compact", action="store_true",
+                   help="export float16 with only the world vocabulary's token embeddings (the shipped file)")
     p.add_argument("--tiny", action="store_true", help="tiny 32px model (tests, CPU smoke runs)")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto")
     p.add_argument("--checkpoint-minutes", type=float, default=3.0)
@@ -398,7 +411,7 @@ def main(argv=None) -> None:
             if "evaluation" in state:
                 log.info("evaluation: %s", json.dumps(state["evaluation"], indent=1))
         if a.export:
-            log.info("exported %s", export_clip(a.out, a.export))
+            log.info("exported %s", export_clip(a.out, a.export, compact=a.compact))
     except (InputError, CheckpointError) as e:
         raise SystemExit(f"error: {e}") from None
 

@@ -1,0 +1,116 @@
+"""The world model's five presets, from the paper's two anchor routes (issue 10).
+
+`python -m micromotion.world.presets [--source video|text] [--out DIR] [--names smile,head_turn]`
+
+Shipped (`--source video`, the default): video anchors. For each preset a world clip is rendered (a neutral
+identity of the preset's seed, the preset's factor easing over its whole range, the other motions jittering
+by 3 %, `world.render.motion_track`), its 48 frames are inverted with the shipped world encoder
+(`anchors.video.invert_frames`), 12 evenly spaced ones kept as anchors, and robust PCA decodes the motion.
+Strength 1 spans the clip's motion.
+
+`--source text`: the text route described below. It runs, but on the world its motions do not transfer (measured
+in docs/world.md: the smile text preset moves unseen faces' smile by -0.01 of range at strength 1), so it is not
+the shipped default.
+
+Each preset: text anchors of the preset's template ("a person with {degree} smile", ...) at the paper's 11
+degrees for the preset's identity seed, optimized through the world generator with the world CLIP
+(`anchors.text.text_anchors`), then decoded by robust PCA (`Motion.from_anchors`). The files are shipped in the
+package, so the world presets need no computation at use; `micromotion animate --motion smile` finds them by
+the generator's fingerprint (`presets.preset_motion`).
+
+Settings (`WORLD_SETTINGS`): the paper's 40 Adam steps with a smaller learning rate (0.03 instead of 0.1)
+and a stronger pull to the start (l2 0.05 instead of 0.008). The world CLIP is small and was trained on a few
+hundred thousand renders: at the paper's step size the optimization finds latents that fool it (the smile
+oracle read 0.02 at "90% smile"), with these it follows the degrees (smile 0.12 -> 0.85 over no..100%).
+No identity network exists for the world, so the identity term is off.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from ..anchors.text import TextAnchorSettings, text_anchors
+from ..decompose import Motion
+
+log = logging.getLogger(__name__)
+
+__all__ = ["WORLD_SETTINGS", "world_text_motion", "world_video_motion", "build_presets"]
+
+WORLD_SETTINGS = TextAnchorSettings(steps=40, lr=0.03, l2_lambda=0.05)
+
+
+def world_text_motion(G, clip, template: str, *, seed: int = 1, name: str | None = None,
+                      settings: TextAnchorSettings = WORLD_SETTINGS, progress: bool = False, **kw) -> Motion:
+    """Text anchors of `template` on the world generator `G` with a world CLIP, decoded into a `Motion`."""
+    anchors = text_anchors(G, clip, template, seed=seed, arcface=None, settings=settings, progress=progress, **kw)
+    return Motion.from_anchors(anchors, generator=G, generator_name="world", name=name or template)
+
+
+def world_video_motion(G, factor: str, *, seed: int = 1, frames: int = 48, anchors: int = 12,
+                       jitter: float = 0.03, name: str | None = None, progress: bool = False) -> Motion:
+    """A motion of `factor` from a rendered world clip of the identity of `seed`, inverted with the encoder
+    made for `G` (projector otherwise), robustly decoded. See the module docstring."""
+    from ..anchors.video import invert_frames
+    from .render import motion_track, render, sample_factors
+
+    g = torch.Generator().manual_seed(seed)
+    identity = sample_factors(1, g, motion="neutral")
+    track = motion_track(identity, factor, frames, jitter, g)
+    keep = torch.linspace(0, frames - 1, anchors).round().long()
+    images = render(track[keep], size=G.resolution)
+    ws, details = invert_frames(G, images.to(G.w_avg.device), progress=progress)
+    times = (keep.float() / (frames - 1)).tolist()
+    source = {"kind": "video", "video": f"world clip {factor} seed {seed}", "frames": keep.tolist(),
+              "clip_frames": frames, "jitter": jitter, "inversion": {"method": details.get("method")}}
+    return Motion.from_anchors(ws.detach().cpu(), times=times, generator=G, generator_name="world",
+                               name=name or factor, source=source)
+
+
+def build_presets(out: str | Path, names=None, model: str = "world", clip: str = "world-clip",
+                  device: str = "cpu", progress: bool = True, source: str = "video") -> list[Path]:
+    """Compute the presets `names` (default all five) for the world model and write them to `out`."""
+    from ..checkpoint import load_generator
+    from ..presets import PRESETS, canonical
+
+    if source not in ("video", "text"):
+        raise ValueError(f"source must be video or text, got {source!r}")
+    G = load_generator(model, device=device)
+    c = None
+    if source == "text":
+        from ..models.clip import Clip
+
+        c = Clip.load(clip, device=device)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in names or list(PRESETS):
+        p = PRESETS[canonical(name)]
+        t0 = time.perf_counter()
+        if source == "text":
+            m = world_text_motion(G, c, p.template, seed=p.seed, name=p.name, progress=progress, cache=False)
+        else:
+            m = world_video_motion(G, p.factor, seed=p.seed, name=p.name, progress=progress)
+        written.append(m.save(out / f"{p.name}.safetensors"))
+        log.info("preset %s: %s in %.0f s", p.name, written[-1], time.perf_counter() - t0)
+    return written
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m micromotion.world.presets",
+                                 description="Compute the world model's presets from text anchors.")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "data" / "world" / "presets"))
+    ap.add_argument("--names", default=None, help="comma-separated preset names (default: all five)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--source", choices=["video", "text"], default="video")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    torch.set_grad_enabled(True)
+    build_presets(a.out, a.names.split(",") if a.names else None, device=a.device, source=a.source)
+
+
+if __name__ == "__main__":
+    main()

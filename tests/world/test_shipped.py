@@ -1,0 +1,75 @@
+"""The models shipped for the face world: generator, CLIP, encoder and presets load offline and work."""
+import math
+
+import pytest
+import torch
+
+from micromotion import load_generator
+from micromotion.errors import WeightsError
+from micromotion.invert import METHODS, auto_method
+from micromotion.models.clip import Clip
+from micromotion.models.stylegan2 import Generator, GeneratorConfig
+from micromotion.presets import PRESETS, preset_motion
+from micromotion.weights import resolve_model
+from micromotion.world import render, sample_factors
+
+
+@pytest.fixture(scope="module")
+def G():
+    return load_generator("world")
+
+
+def test_registry_names_their_kind():
+    assert resolve_model("world", kind="generator").name == "world.safetensors"
+    assert resolve_model("world-clip", kind="clip").name == "world-clip.safetensors"
+    assert resolve_model("world-encoder", kind="encoder").name == "world-encoder.safetensors"
+    with pytest.raises(WeightsError, match="is a clip model, a generator is needed"):
+        resolve_model("world-clip", kind="generator")
+
+
+def test_generator_samples_on_cpu(G):
+    assert (G.resolution, G.num_ws, G.w_dim) == (128, 12, 256)
+    with torch.no_grad():
+        img = G(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(0)), truncation_psi=0.7,
+                noise_mode="const")
+    assert img.shape == (2, 3, 128, 128) and torch.isfinite(img).all()
+    assert img.std() > 0.1  # a picture, not a flat field
+
+
+def _renders(n=6, seed=11, **fixed):
+    f = sample_factors(n, generator=torch.Generator().manual_seed(seed))
+    return render(f.replace(**fixed) if fixed else f, size=128)
+
+
+def test_encoder_inverts_fresh_renders(G):
+    assert auto_method(G) == "encoder"
+    x = _renders()
+    r = METHODS["encoder"](G, x, progress=False)
+    with torch.no_grad():
+        y = G.synthesis(r.ws, noise_mode="const").clamp(-1, 1)
+    psnr = 10 * math.log10(4 / float((y - x).square().mean()))
+    assert psnr > 21, psnr  # the shipped encoder: ~25.6 dB on held-out renders
+
+
+def test_projector_for_other_generators():
+    torch.manual_seed(0)
+    tiny = Generator(GeneratorConfig.tiny(16)).eval()
+    assert auto_method(tiny) == "projector"
+
+
+def test_clip_reads_the_smile_degree():
+    clip = Clip.load("world-clip")
+    smiling, neutral = _renders(8, smile=1.0), _renders(8, smile=0.0)
+    texts = ["a person with no smile", "a person with 100% smile"]
+    with torch.no_grad():
+        t = clip.encode_text(texts)
+        s = clip.encode_image(smiling) @ t.T
+        n = clip.encode_image(neutral) @ t.T
+    assert ((s[:, 1] - s[:, 0]) > (n[:, 1] - n[:, 0])).float().mean() >= 0.75
+
+
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_presets_ship_for_the_world(G, name, tmp_path):
+    m = preset_motion(name, G, cache_dir=tmp_path)  # nothing cached: must come from the package
+    assert m.direction.shape == (G.num_ws, G.w_dim) and torch.isfinite(m.direction).all()
+    assert float(m.direction.norm()) > 0
