@@ -149,10 +149,9 @@ def test_paper_directions_import_and_normalize(reference_dir, tmp_path):
 
 
 def test_auto_model_without_any_weights_says_what_to_do(tmp_path, monkeypatch):
-    from micromotion.presets import packaged_dir
+    import micromotion.weights as W
 
-    if (packaged_dir().parent / "world.safetensors").is_file():
-        pytest.skip("this installation ships the world generator")
+    monkeypatch.setattr(W, "_bundled_path", lambda spec: tmp_path / "not-installed" / spec.filename)
     monkeypatch.setenv("MICROMOTION_HOME", str(tmp_path))
     monkeypatch.setenv("MICROMOTION_OFFLINE", "1")
     face = tmp_path / "face.png"

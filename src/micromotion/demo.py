@@ -79,7 +79,7 @@ def world_clips(out: Path, frames: int, report: DemoReport, seed: int = 1000) ->
 
 
 def full_method(G, out: Path, report: DemoReport, identities: int = 4, frames: int = 24, seed: int = 2000,
-                strength: float = 1.25, text_steps: int = 20) -> dict:
+                strength: float = 1.0, text_steps: int = 20) -> dict:
     """The paper's method on the world, measured by the oracle:
     - video route: for each preset, a world clip inverted with the shipped encoder -> robust PCA -> motion;
     - text route: CLIP-guided anchors of "a person with {degree} smile" with the world CLIP (3 degrees,

@@ -86,8 +86,11 @@ def align_command(image: Path, output: Path, size: int, face_index: int | None, 
               help="Generator: a weights-registry name or a checkpoint file.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Latent file to write: .safetensors (ws + metadata) or .pt (a plain ws tensor).")
-@click.option("--method", type=click.Choice(["projector", "restyle-psp", "restyle-e4e"]), default="projector",
-              show_default=True, help="Optimization projector, or a ReStyle encoder (iterative refinement).")
+@click.option("--method", type=click.Choice(["auto", "projector", "restyle-psp", "restyle-e4e", "encoder"]),
+              default="auto", show_default=True,
+              help="Optimization projector, a ReStyle encoder (iterative refinement), 'encoder' (one trained for "
+                   "this generator, e.g. the shipped world encoder), or auto: that encoder if there is one, "
+                   "else the projector.")
 @click.option("--encoder", default=None, help="ReStyle checkpoint (file or registry name; default "
                                              "restyle-psp-ffhq / restyle-e4e-ffhq).")
 @click.option("--iters", type=click.IntRange(min=1), default=5, show_default=True,
@@ -132,6 +135,10 @@ def invert_command(image: Path, model: str, output: Path, method: str, encoder: 
         raise InputError("--composite needs the photo's alignment; it cannot be used with --no-align")
     dev = _resolve_device(device)
     G = load_generator(model, device=dev)
+    if method == "auto":
+        from ..invert import auto_method
+
+        method = auto_method(G)
     if method == "projector":
         opts = dict(steps=steps, w_plus=w_plus, loss=loss, optimize_noise=optimize_noise, seed=seed)
     else:
