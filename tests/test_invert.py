@@ -245,7 +245,7 @@ def test_invert_aligned_crop_and_bad_method(tmp_path):
     Image.new("RGB", (64, 32)).save(wide)
     with pytest.raises(InputError, match=r"wide\.png: 64x32 is not square"):
         invert(G, wide, align=False, steps=1, progress=False)
-    with pytest.raises(InputError, match="unknown inversion method 'restyle'; choose one of: projector"):
+    with pytest.raises(InputError, match="unknown inversion method 'restyle'; choose one of: auto, projector"):
         invert(G, crop, method="restyle", align=False)
 
 
