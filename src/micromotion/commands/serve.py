@@ -20,8 +20,9 @@ import click
               help="Optimization steps of text anchors (custom text motions).")
 @click.option("--video-steps", type=click.IntRange(1, 5000), default=150, show_default=True,
               help="Projector steps of the first video anchor (later ones take a quarter).")
-@click.option("--clip", default="clip-vit-b-32", show_default=True,
-              help="CLIP for text templates: registry name (must be cached) or file.")
+@click.option("--clip", default="auto", show_default=True,
+              help="CLIP for text templates: registry name (must be cached) or file; auto: world-clip for the "
+                   "world model, else clip-vit-b-32.")
 @click.option("--max-upload-mb", type=click.FloatRange(0.1, 1000), default=20.0, show_default=True)
 @click.option("--max-frames", type=click.IntRange(2, 2000), default=120, show_default=True,
               help="Most frames a request may ask for.")

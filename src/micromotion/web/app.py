@@ -90,7 +90,7 @@ class WebService:
 
     def __init__(self, model: str = "auto", device: str = "auto", *, animator=None,
                  animator_factory: Callable | None = None, invert_steps: int = 300, text_steps: int = 40,
-                 video_steps: int = 150, video_anchors: int = 8, clip: str = "clip-vit-b-32", fps: float = 25.0,
+                 video_steps: int = 150, video_anchors: int = 8, clip: str = "auto", fps: float = 25.0,
                  limits: Limits | None = None, aligned: bool | None = None, workdir: str | os.PathLike | None = None,
                  keep_outputs: int = 64, num_examples: int = 4):
         self.model, self.device = model, device
@@ -228,7 +228,13 @@ class WebService:
                 _say(progress, 0.02, "loading CLIP")
                 clip = self._load_clip()
                 _say(progress, 0.05, f"text anchors for '{template}' ({self.text_steps} steps)")
-                anchors = text_anchors(a.G, clip, template, seed=1, settings=TextAnchorSettings(steps=self.text_steps),
+                base = {}
+                if getattr(a, "is_world", False):  # the world's settings (world/presets.py)
+                    from ..world.presets import WORLD_SETTINGS
+
+                    base = {"lr": WORLD_SETTINGS.lr, "l2_lambda": WORLD_SETTINGS.l2_lambda, "id_lambda": 0.0}
+                anchors = text_anchors(a.G, clip, template, seed=1, arcface=None if base else "auto",
+                                       settings=TextAnchorSettings(steps=self.text_steps, **base),
                                        progress=progress is not None, generator_name=a.model_name)
                 m = Motion.from_anchors(anchors, generator=a.G, name=template)
                 preview = self._anchor_strip(anchors.latents, [str(x) for x in anchors.labels])
@@ -261,7 +267,8 @@ class WebService:
         if self._clip is None:
             from ..models.clip import Clip
 
-            self._clip = Clip.load(self.clip_spec, device=self.animator.device, download=False)
+            spec = self.animator.clip_name if self.clip_spec == "auto" else self.clip_spec
+            self._clip = Clip.load(spec, device=self.animator.device, download=False)
         return self._clip
 
     def _save_motion(self, m, kind: str) -> Path:
