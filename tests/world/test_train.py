@@ -110,3 +110,23 @@ def test_cli_tiny_run(tmp_path):
     assert (tmp_path / "g.safetensors").is_file()
     with pytest.raises(SystemExit, match="--resume"):
         main(["--out", str(tmp_path / "r"), "--tiny", "--max-steps", "1", "--device", "cpu"])
+
+
+def test_sigterm_stops_training_cleanly_with_a_checkpoint(tmp_path):
+    """A device's time limit sends SIGTERM: the run finishes its step, checkpoints and returns; handlers restored."""
+    import os
+    import signal
+    import threading
+    import time
+
+    before = signal.getsignal(signal.SIGTERM)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGTERM))
+    t0 = time.time()
+    timer.start()
+    try:
+        state = train(tmp_path / "run", minutes=2, cfg=TrainConfig.tiny(), progress=False, oracle=None)
+    finally:
+        timer.cancel()
+    assert time.time() - t0 < 60  # stopped by the signal, not by the 2-minute budget
+    assert state["step"] >= 1 and (tmp_path / "run" / "G_ema.safetensors").is_file()
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -26,7 +26,6 @@ import json
 import logging
 import math
 import os
-import signal
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -40,6 +39,7 @@ from ..fileio import save_safetensors
 from ..models.clip import Clip, ClipConfig
 from .captions import ANCHOR_TEMPLATES, captions, degree_word, phrases
 from .render import MOTION_FACTORS, render, sample_factors
+from .train import StopOnSignals
 
 log = logging.getLogger(__name__)
 
@@ -324,23 +324,14 @@ def train_world_clip(out: str | os.PathLike, minutes: float = 9.0, cfg: WorldCli
     log.info("world CLIP %.2fM params, batch %d, device %s",
              sum(p.numel() for p in tr.model.parameters()) / 1e6, tr.cfg.batch, tr.device)
 
-    stop = {"flag": False}
-
-    def _handler(signum, frame):
-        log.warning("signal %d: stopping after this step", signum)
-        stop["flag"] = True
-
-    import threading
-
-    main_thread = threading.current_thread() is threading.main_thread()
-    old = {s: signal.signal(s, _handler) for s in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
+    stop = StopOnSignals()
     t0 = last_ckpt = t_log = time.time()
     deadline = t0 + minutes * 60
     steps_here, acc = 0, {}
     bar = tqdm(total=max_steps, desc="world CLIP", disable=not progress, dynamic_ncols=True)
     try:
         with open(out / "log.jsonl", "a") as logf:
-            while (not stop["flag"] and time.time() < deadline and tr.step_count < tr.cfg.steps
+            while (not stop.requested and time.time() < deadline and tr.step_count < tr.cfg.steps
                    and (max_steps is None or steps_here < max_steps)):
                 stats = tr.step()
                 steps_here += 1
@@ -360,8 +351,7 @@ def train_world_clip(out: str | os.PathLike, minutes: float = 9.0, cfg: WorldCli
                     last_ckpt = time.time()
     finally:
         bar.close()
-        for s, h in old.items():
-            signal.signal(s, h)
+        stop.restore()
     extra = {"train_seconds": round(elapsed_before + time.time() - t0, 1)}
     if eval_n > 0:
         tr.model.eval()

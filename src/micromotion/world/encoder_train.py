@@ -37,7 +37,6 @@ import copy
 import json
 import logging
 import os
-import signal
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -55,6 +54,7 @@ from ..models.encoder import (EncoderConfig, ReStyle, build_encoder, generator_f
 from ..models.stylegan2 import Generator
 from .oracle import Oracle, load_oracle
 from .render import FACTOR_SPECS, render, sample_factors
+from .train import StopOnSignals
 
 log = logging.getLogger(__name__)
 
@@ -544,16 +544,7 @@ def train_encoder(out: str | os.PathLike, generator, minutes: float = 9.0, cfg: 
              tr.device)
     extra_gen = {"generator": {**tr.generator_info(), "path": gen_path}}
 
-    stop = {"flag": False}
-
-    def _handler(signum, frame):
-        log.warning("signal %d: stopping after this step", signum)
-        stop["flag"] = True
-
-    import threading
-
-    main_thread = threading.current_thread() is threading.main_thread()
-    old = {s: signal.signal(s, _handler) for s in (signal.SIGTERM, signal.SIGINT)} if main_thread else {}
+    stop = StopOnSignals()
     t0 = last_ckpt = t_log = time.time()
     deadline = t0 + minutes * 60
     steps_here, acc = 0, {}
@@ -564,7 +555,7 @@ def train_encoder(out: str | os.PathLike, generator, minutes: float = 9.0, cfg: 
 
     try:
         with open(out / "log.jsonl", "a") as logf:
-            while not stop["flag"] and time.time() < deadline and (max_steps is None or steps_here < max_steps):
+            while not stop.requested and time.time() < deadline and (max_steps is None or steps_here < max_steps):
                 stats = tr.step()
                 steps_here += 1
                 bar.update(1)
@@ -590,8 +581,7 @@ def train_encoder(out: str | os.PathLike, generator, minutes: float = 9.0, cfg: 
                     log.info("checkpoint at step %d", tr.step_count)
     finally:
         bar.close()
-        for s, h in old.items():
-            signal.signal(s, h)
+        stop.restore()
     extra = {"train_seconds": elapsed(), **extra_gen}
     if steps_here:
         log.info("%d steps in %.1f s of this call (%.1f img/s with start-up)", steps_here, time.time() - t0,

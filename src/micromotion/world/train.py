@@ -429,13 +429,7 @@ def train(out: str | os.PathLike, minutes: float = 9.0, cfg: TrainConfig | None 
     n_d = sum(p.numel() for p in tr.D.parameters())
     log.info("G %.2fM params, D %.2fM params, batch %d, device %s", n_g / 1e6, n_d / 1e6, tr.cfg.batch, tr.device)
 
-    stop = {"flag": False}
-
-    def _handler(signum, frame):  # finish the step, checkpoint, exit
-        log.warning("signal %d: stopping after this step", signum)
-        stop["flag"] = True
-
-    old = {s: signal.signal(s, _handler) for s in (signal.SIGTERM, signal.SIGINT)} if _main_thread() else {}
+    stop = StopOnSignals()  # finish the step, checkpoint, exit
     t0 = last_ckpt = time.time()
     deadline = t0 + minutes * 60
     logf = open(out / "log.jsonl", "a")
@@ -444,7 +438,7 @@ def train(out: str | os.PathLike, minutes: float = 9.0, cfg: TrainConfig | None 
     steps_here = 0
     t_log = time.time()
     try:
-        while not stop["flag"] and time.time() < deadline and (max_steps is None or steps_here < max_steps):
+        while not stop.requested and time.time() < deadline and (max_steps is None or steps_here < max_steps):
             stats = tr.step()
             steps_here += 1
             for k, v in stats.items():
@@ -467,8 +461,7 @@ def train(out: str | os.PathLike, minutes: float = 9.0, cfg: TrainConfig | None 
     finally:
         bar.close()
         logf.close()
-        for s, h in old.items():
-            signal.signal(s, h)
+        stop.restore()
     extra = {"train_seconds": round(elapsed_before + time.time() - t0, 1)}
     if isinstance(oracle, (str, os.PathLike)):
         from .oracle import load_oracle
@@ -488,10 +481,27 @@ def train(out: str | os.PathLike, minutes: float = 9.0, cfg: TrainConfig | None 
     return read_state(out)
 
 
-def _main_thread() -> bool:
-    import threading
+class StopOnSignals:
+    """SIGTERM/SIGINT set `requested` instead of killing the run, so a training loop can finish its step,
+    checkpoint and exit cleanly (e.g. when a device's time limit ends a command). Handlers are installed on
+    construction (from the main thread only; elsewhere signals are left alone) and put back by `restore()`."""
 
-    return threading.current_thread() is threading.main_thread()
+    def __init__(self):
+        import threading
+
+        self.requested = False
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handler) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def _handler(self, signum, frame):
+        log.warning("signal %d: stopping after this step", signum)
+        self.requested = True
+
+    def restore(self) -> None:
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old = {}
 
 
 def export(ckpt: str | os.PathLike, path: str | os.PathLike) -> Path:
