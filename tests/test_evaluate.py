@@ -86,6 +86,32 @@ def test_inverted_renders(setup):
     assert r["faces"] == "inverted renders" and r["invert_steps"] == 2 and r["smoothness"] == 0
 
 
+def test_renders_without_an_encoder(setup):
+    """faces='renders' on a generator no encoder was trained for: the projector, or one clear line without steps."""
+    with pytest.raises(InputError, match="no encoder: inverting renders needs --invert-steps"):
+        evaluate_motion(setup["G"], setup["motion"], identities=1, faces="renders")
+    with pytest.raises(InputError, match="unknown faces 'photos'"):
+        evaluate_motion(setup["G"], setup["motion"], identities=1, faces="photos")
+    r = evaluate_motion(setup["G"], setup["motion"], identities=2, invert_steps=2, strengths=(0, 1), faces="renders")
+    assert r["faces"] == "inverted renders"
+
+
+def test_encoded_renders_on_the_world():
+    from micromotion import load_generator
+    from micromotion.evaluate import starting_latents
+    from micromotion.invert import METHODS
+    from micromotion.world import render, sample_factors
+
+    G = load_generator("world")
+    ws = starting_latents(G, 3, seed=5, faces="renders")
+    assert ws.shape == (3, G.num_ws, G.w_dim)
+    x = render(sample_factors(3, torch.Generator().manual_seed(5), motion="neutral"), size=G.resolution)
+    assert torch.equal(ws, METHODS["encoder"](G, x, progress=False).ws)  # the neutral renders of that seed
+    r = evaluate_motion(G, Motion.from_direction(torch.zeros(G.num_ws, G.w_dim), name="smile", generator=G),
+                        ws=ws, strengths=(0, 1), faces="renders")
+    assert r["faces"] == "encoded renders" and r["target_change_mean"] == 0
+
+
 def test_plain_pca_of_a_line_is_its_endpoints():
     t = torch.linspace(0, 1, 5)[:, None, None]
     d = torch.randn(3, 8)

@@ -51,6 +51,25 @@ def test_encoder_inverts_fresh_renders(G):
     assert psnr > 21, psnr  # the shipped encoder: ~25.6 dB on held-out renders
 
 
+def test_encoder_codes_refined_by_the_projector(G):
+    x = _renders(2, seed=12)
+    enc = METHODS["encoder"](G, x, progress=False)
+    ref = METHODS["encoder"](G, x, refine_steps=30, progress=False)
+    assert not torch.equal(enc.ws, ref.ws)
+    with torch.no_grad():
+        err = [float((G.synthesis(w, noise_mode="const").clamp(-1, 1) - x).square().mean()) for w in (enc.ws, ref.ws)]
+    assert err[1] < err[0]  # refinement fits the photo better
+
+
+def test_encoder_for_a_foreign_generator_is_one_clear_error():
+    from micromotion.errors import CheckpointError
+
+    torch.manual_seed(0)
+    tiny = Generator(GeneratorConfig.tiny(16)).eval()
+    with pytest.raises(CheckpointError, match="W\\+ codes"):
+        METHODS["encoder"](tiny, torch.zeros(1, 3, 16, 16), progress=False)
+
+
 def test_projector_for_other_generators():
     torch.manual_seed(0)
     tiny = Generator(GeneratorConfig.tiny(16)).eval()

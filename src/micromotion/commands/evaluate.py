@@ -23,7 +23,8 @@ def _is_file_spec(spec: str) -> bool:
 @click.option("--target", "target", default=None,
               help="Factor the motion should move (default: from the preset name, e.g. smile -> smile).")
 @click.option("--invert-steps", type=int, default=0, show_default=True,
-              help="0: faces sampled from the generator; K > 0: fresh world renders inverted with K projector steps.")
+              help="0: faces sampled from the generator; K > 0: fresh world renders inverted with K projector "
+                   "steps (with --faces renders and an encoder for the model: K projector steps refine its codes).")
 @click.option("--faces", type=click.Choice(["sampled", "renders"]), default="sampled", show_default=True,
               help="sampled: faces the generator makes (any expression); renders: fresh neutral world renders "
                    "inverted with the world encoder (the paper's transfer to unseen photos).")
