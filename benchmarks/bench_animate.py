@@ -27,7 +27,8 @@ def main():
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--json")
     ap.add_argument("--no-align", action="store_true",
-                    help="skip the dlib alignment stage (machines without dlib's landmark model); time it on a CPU instead")
+                    help="skip the dlib alignment stage (machines without dlib's landmark model); "
+                         "time it on a CPU instead")
     a = ap.parse_args()
 
     from PIL import Image

@@ -2,7 +2,6 @@
 Chromium (Debian's, driven by Playwright without its browser download), and 20 concurrent requests."""
 import concurrent.futures
 import os
-import shutil
 import socket
 import subprocess
 import sys

@@ -126,8 +126,8 @@ class Animator:
                 resolve(WORLD, download=False)
             except MicromotionError:
                 raise InputError("no model to use: the FFHQ generator is not cached (`micromotion weights download "
-                                 "stylegan2-ffhq-1024`) and the bundled world generator is missing from this installation; "
-                                 "or pass --model FILE") from None
+                                 "stylegan2-ffhq-1024`) and the bundled world generator is missing from this "
+                                 "installation; or pass --model FILE") from None
         self.G = load_generator(self.model_name, device=self.device)
         self.is_world = self.model_name == WORLD
         self.clip_name = "world-clip" if self.is_world else "clip-vit-b-32"  # the CLIP of text motions

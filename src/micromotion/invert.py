@@ -20,6 +20,7 @@ import json
 import logging
 import math
 import os
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -449,20 +450,15 @@ def _restyle(variant: str) -> Callable[..., Projection]:
     return run
 
 
-_PAIRED: "weakref.WeakKeyDictionary" = None  # G -> {(model, device): ReStyle}
+_PAIRED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # G -> {(model, device): ReStyle}
 
 
 def _paired_net(G, model: str):
     """A ReStyle encoder file (`save_encoder` format: no decoder inside) paired with this very generator,
     cached per generator object."""
-    global _PAIRED
-    import weakref
-
     from .models.encoder import load_encoder
     from .weights import resolve_model
 
-    if _PAIRED is None:
-        _PAIRED = weakref.WeakKeyDictionary()
     nets = _PAIRED.setdefault(G, {})
     key = (model, str(G.w_avg.device))
     if key not in nets:
