@@ -184,3 +184,50 @@ def test_cli_motion_for_another_generator(setup, tmp_path):
                                   generator=other).save(tmp_path / "other.safetensors")
     r = _cli(mpath, "--model", setup["gen"], "--identities", 1, "--device", "cpu")
     assert r.exit_code == 1 and r.output.startswith("Error: ") and r.output.count("\n") == 1
+
+
+def test_motion_range_is_rest_to_far_end():
+    from micromotion.evaluate import motion_range
+    from micromotion.world.render import FACTOR_SPECS, IDENTITY_FACTORS
+
+    # head turn rests frontal in [-1, 1]: a full turn to either side is the whole motion
+    assert motion_range("head_turn") == 1.0
+    for k in ("smile", "anger", "age", "eyes_closed"):
+        assert motion_range(k) == FACTOR_SPECS[k].span
+    for k in IDENTITY_FACTORS:  # no rest: the whole range
+        assert motion_range(k) == FACTOR_SPECS[k].span
+
+
+def test_summarize_head_turn_counts_a_full_turn_as_the_whole_motion():
+    from micromotion.evaluate import summarize
+
+    # two faces turning from frontal to fully turned (oracle units), one only halfway
+    readings = {"head_turn": torch.tensor([[0.0, 1.0], [0.0, 1.0], [0.0, 0.4]], dtype=torch.float64),
+                "smile": torch.tensor([[0.1, 0.2], [0.1, 0.1], [0.1, 0.1]], dtype=torch.float64)}
+    r = summarize(readings, "head_turn", [0, 1])
+    assert r["target_change_mean"] == pytest.approx(0.8)
+    assert r["target_success_rate"] == pytest.approx(2 / 3)
+    assert r["nontarget_drift_mean"] == pytest.approx(0.1 / 3)
+    # a turn to the other side counts the same way
+    flipped = {"head_turn": -readings["head_turn"], "smile": readings["smile"]}
+    assert summarize(flipped, "head_turn", [0, 1])["target_success_rate"] == pytest.approx(2 / 3)
+
+
+def test_oracle_reference_is_a_perfect_edit_of_the_same_faces():
+    from micromotion.evaluate import oracle_reference
+
+    ref = oracle_reference("head_turn", identities=6, seed=3, size=128)
+    # true renders turned fully: the oracle reads nearly the whole motion and little else
+    assert ref["target_change_mean"] > 0.85 and ref["target_success_rate"] == 1.0
+    assert 0 < ref["nontarget_drift_mean"] < 0.08 and ref["identity_drift_mean"] < 0.08
+    assert oracle_reference("hair_color", identities=2) is None  # no rest, no "full" edit
+
+
+def test_report_and_table_carry_the_reference(setup):
+    r = evaluate_motion(setup["G"], setup["motion"], identities=3, seed=2, batch_size=3)
+    assert set(r["oracle_reference"]) == {"target_change_mean", "target_success_rate", "nontarget_drift_mean",
+                                          "identity_drift_mean"}
+    out = CliRunner().invoke(main, ["evaluate", str(setup["mpath"]), "--model", str(setup["gen"]),
+                                    "--identities", "2", "--device", "cpu"])
+    assert out.exit_code == 0, out.output
+    assert "perfect edit (renders)" in out.output

@@ -91,6 +91,7 @@ def full_method(G, out: Path, report: DemoReport, identities: int = 4, frames: i
 
     from .animate import Animator
     from .anchors.text import text_anchors
+    from .evaluate import motion_range
     from .invert import METHODS
     from .models.clip import Clip
     from .presets import PRESETS
@@ -121,9 +122,7 @@ def full_method(G, out: Path, report: DemoReport, identities: int = 4, frames: i
             first = G.synthesis(faces)
             last = G.synthesis(faces + m.offsets([strength]).to(dev)[0])
         a, b = measure(first)[factor], measure(last)[factor]
-        from .world.render import FACTOR_SPECS
-
-        change = (b - a) / FACTOR_SPECS[factor].span
+        change = (b - a) / motion_range(factor)
         results[key] = {"target": factor, "target_change_mean": float(change.mean()), "strength": strength,
                         "identities": identities}
         if key.startswith("video/"):

@@ -10,14 +10,22 @@ Where the faces come from:
                      W+ with `invert.project` (the paper's transfer to unseen real faces, slower);
   faces="renders"    "encoded renders": the same neutral renders inverted with the world encoder (fast).
 
-All numbers are fractions of each factor's range (`FACTOR_SPECS`), comparing the last strength (the "end",
-1 by default) with strength 0:
+All numbers are fractions of each factor's motion range (`motion_range`), comparing the last strength (the
+"end", 1 by default) with strength 0. A factor's motion range is the distance from its rest value to the far end
+of its range: the whole range for every factor but head turn, whose rest is frontal (0) in a range of -1 (full
+turn to the image's left) ... 1 (full turn to the right), so its motion range is 1, a full 40-degree turn to either
+side. That is the scale of the text anchors' degrees ("a person with head 100% turned to the side" is |head_turn|
+= 1, `world.captions.degree`); measured against the signed span of 2, a perfect turn from frontal to fully
+turned would count as 0.5 and no head turn could ever pass the success threshold.
   target_change_mean   mean signed change of the target factor;
   target_success_rate  share of identities whose target moves by ≥ 0.5 of its range in the motion's
                        direction (the sign of the mean change, so a head turn to either side counts);
   nontarget_drift_mean mean |change| of every other factor the oracle reads (motions and identity);
   identity_drift_mean  mean |change| of the identity factors (`IDENTITY_FACTORS` below);
-  smoothness           mean |second difference| of the target along the strengths (0 for a straight ramp).
+  smoothness           mean |second difference| of the target along the strengths (0 for a straight ramp);
+  oracle_reference     the first four for a perfect edit (`oracle_reference`): true renders of the faces with
+                       only the target moved to its far end. The oracle's own errors keep its change below 1
+                       and its drift above 0 (about 0.9 and 0.03): the ceiling and floor to read the rest by.
 
 `ablation_motions` builds the alternatives the paper argues against from one set of anchors: robust PCA
 (ours, rank k), plain PCA without the robust split (rank k), and the raw endpoint difference.
@@ -35,7 +43,7 @@ from .decompose import Motion, generator_label
 from .errors import InputError
 from .presets import ALIASES, PRESETS
 from .world.oracle import ORACLE_FACTORS, measure
-from .world.render import FACTOR_SPECS, render, sample_factors
+from .world.render import FACTOR_SPECS, MOTION_FACTORS, render, sample_factors
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,16 @@ SUCCESS_THRESHOLD = 0.5  # of the target factor's range
 TRUNCATION_PSI = 0.7
 ABLATION_RANKS = (1, 2, 4)
 METRICS = ("target_change_mean", "target_success_rate", "nontarget_drift_mean", "identity_drift_mean", "smoothness")
+
+
+def motion_range(factor: str) -> float:
+    """The length of `factor`'s motion range in its own units (see the module docstring): for the five motions,
+    from the rest value (`FactorSpec.neutral`) to the farther end of the range; for identity factors, which
+    have no rest, the whole range."""
+    s = FACTOR_SPECS[factor]
+    if factor not in MOTION_FACTORS:
+        return s.span
+    return max(s.high - s.neutral, s.neutral - s.low)
 
 
 def target_for(motion: Motion) -> str:
@@ -173,7 +191,7 @@ def summarize(readings: dict[str, torch.Tensor], target: str, strengths: Sequenc
     """The metrics (see the module docstring) from readings {factor: [N, T]} at `strengths`."""
     if target not in readings:
         raise InputError(f"the oracle does not read '{target}'; choose a target from: {', '.join(readings)}")
-    frac = {k: v / FACTOR_SPECS[k].span for k, v in readings.items()}  # [N, T] in fractions of range
+    frac = {k: v / motion_range(k) for k, v in readings.items()}  # [N, T] in fractions of the motion range
     change = {k: v[:, -1] - v[:, 0] for k, v in frac.items()}
     t = change[target]
     mean_change = float(t.mean())
@@ -194,6 +212,30 @@ def summarize(readings: dict[str, torch.Tensor], target: str, strengths: Sequenc
         "per_strength": [float(x) for x in readings[target].mean(0)],
         "factor_change_mean": {k: float(v.mean()) for k, v in change.items()},
     }
+
+
+@torch.no_grad()
+def oracle_reference(target: str, identities: int = 50, seed: int = 0, size: int = 128, oracle=None,
+                     batch_size: int = 16) -> dict | None:
+    """What a perfect edit scores: the metrics of true world renders of `identities` neutral faces (those of
+    `faces="renders"` for `seed`) against the same faces with `target` set to the far end of its motion range,
+    nothing else changed. The change falls short of 1 and the drift is above 0 by the oracle's own errors, so
+    this is the ceiling and the floor a motion is measured against. None for a target that is not a motion."""
+    if target not in MOTION_FACTORS:
+        return None
+    spec = FACTOR_SPECS[target]
+    far = spec.high if spec.high - spec.neutral >= spec.neutral - spec.low else spec.low
+    before = sample_factors(identities, torch.Generator().manual_seed(seed), motion="neutral")
+    after = before.replace(**{target: torch.full_like(getattr(before, target), far)})
+    parts = []
+    for start in range(0, identities, batch_size):
+        a = measure(render(before[start:start + batch_size], size=size), oracle)
+        b = measure(render(after[start:start + batch_size], size=size), oracle)
+        parts.append({k: torch.stack([a[k], b[k]], dim=1) for k in a})
+    readings = {k: torch.cat([p[k] for p in parts]).double() for k in parts[0]}
+    r = summarize(readings, target, [0.0, 1.0])
+    return {k: r[k] for k in ("target_change_mean", "target_success_rate", "nontarget_drift_mean",
+                              "identity_drift_mean")}
 
 
 def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
@@ -232,6 +274,7 @@ def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
         "faces": ("encoded renders" if faces == "renders" and invert_steps == 0 else
                   "inverted renders" if invert_steps > 0 or faces == "renders" else "sampled faces"),
         "invert_steps": invert_steps,
+        "oracle_reference": oracle_reference(target, int(ws.shape[0]), seed, G.resolution, oracle, batch_size),
         "seconds": round(time.perf_counter() - t0, 3),
     }
     log.info("%s on %s: %s %+.3f of range, success %.0f%%, drift %.3f, identity drift %.3f", report["motion"],
@@ -301,12 +344,14 @@ def evaluate_ablation(G, motion: Motion, anchors: torch.Tensor, *, ranks: Sequen
 
 
 def format_table(rows: dict[str, dict]) -> str:
-    """A plain-text table of the metrics, one row per report."""
+    """A plain-text table of the metrics, one row per report (a report without smoothness shows '-')."""
     heads = ("change", "success", "drift", "id drift", "smooth")
     width = max([len("variant")] + [len(k) for k in rows])
     lines = [f"{'variant':<{width}}  " + "  ".join(f"{h:>8}" for h in heads)]
     for key, r in rows.items():
+        smooth = r.get("smoothness")
         vals = [f"{r['target_change_mean']:+8.3f}", f"{100 * r['target_success_rate']:7.0f}%",
-                f"{r['nontarget_drift_mean']:8.3f}", f"{r['identity_drift_mean']:8.3f}", f"{r['smoothness']:8.3f}"]
+                f"{r['nontarget_drift_mean']:8.3f}", f"{r['identity_drift_mean']:8.3f}",
+                f"{smooth:8.3f}" if smooth is not None else f"{'-':>8}"]
         lines.append(f"{key:<{width}}  " + "  ".join(vals))
     return "\n".join(lines)

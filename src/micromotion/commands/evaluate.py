@@ -39,7 +39,8 @@ def evaluate(motion, model, identities, seed, strengths, target, invert_steps, f
     """Measure how well MOTION (a preset name or a motion file) works on unseen faces.
 
     Reads every factor of the edited faces with the world oracle: the change of the target factor, the drift
-    of all others and of identity, and smoothness along strength; fractions of each factor's range.
+    of all others and of identity, and smoothness along strength; fractions of each factor's motion range (its
+    whole range; for head turn, frontal to a full turn to either side).
 
     \b
     Examples:
@@ -93,7 +94,10 @@ def evaluate(motion, model, identities, seed, strengths, target, invert_steps, f
         return
     click.echo(f"{report['motion']} on {report['model']}: target {report['target_factor']}, "
                f"{report['identities']} {report['faces']} (seed {seed}), strength 0 vs {s[-1]:g}; "
-               f"fractions of each factor's range")
+               f"fractions of each factor's motion range (head turn: frontal to a full turn)")
+    ref = next(iter(rows.values())).get("oracle_reference")
+    if ref:  # the same faces as true renders, only the target moved: the oracle's ceiling and floor
+        rows = {**rows, "perfect edit (renders)": ref}
     click.echo(format_table(rows))
     if not ablation:
         per = ", ".join(f"{x:g}: {v:.3f}" for x, v in zip(s, report["per_strength"]))
