@@ -158,3 +158,65 @@ def test_compact_file_damage_is_refused(tmp_path):
     save_file(sd, str(tmp_path / "bad2.safetensors"), metadata=meta)
     with pytest.raises(CheckpointError, match="lacks"):
         Clip.load(tmp_path / "bad2.safetensors")
+
+
+def test_grouped_batches_share_identity_and_differ_in_motion():
+    from dataclasses import replace
+
+    from micromotion.world.render import MOTION_FACTORS
+
+    tr = ClipTrainer(replace(WorldClipConfig.tiny(), batch=8, group=4), "cpu")
+    x, tokens, texts, f = tr.batch(8)
+    assert x.shape[0] == 8 and tokens.shape[0] == 8 and len(texts) == 8
+    for k, v in f.items():
+        groups = v.view(2, 4)
+        if k in MOTION_FACTORS:  # motions drawn afresh for every render
+            assert not torch.equal(groups[:, 0], groups[:, 1])
+        else:  # identity shared within a group, different between groups (continuous factors)
+            assert torch.equal(groups, groups[:, :1].expand(2, 4))
+    assert not torch.equal(f.face_width.view(2, 4)[0], f.face_width.view(2, 4)[1])
+    # every caption of a grouped batch names a motion, so the group's renders can be told apart
+    motion_words = ("smile", "angry", "anger", "calm", "old", "young", "eyes", "turned", "frontal", "straight",
+                    "looking")
+    assert all(any(w in t for w in motion_words) for t in texts)
+    with pytest.raises(InputError, match="divide the batch"):
+        replace(WorldClipConfig.tiny(), batch=6, group=4)
+
+
+def test_multi_positive_loss():
+    tr = ClipTrainer(WorldClipConfig.tiny(), "cpu")
+    x, tokens, _, _ = tr.batch(4)
+    # distinct texts: the same loss as plain InfoNCE
+    with torch.no_grad():
+        assert float(tr.loss(x, tokens, ["a", "b", "c", "d"])) == pytest.approx(float(tr.loss(x, tokens)), rel=1e-5)
+    # identical texts are positives of each other: the target of a row is spread over its equal texts
+    texts = ["p", "q", "p", "r"]
+    with torch.no_grad():
+        img = torch.nn.functional.normalize(tr.model.encode_image(x).float(), dim=-1)
+        txt = torch.nn.functional.normalize(tr.model.encode_text(tokens).float(), dim=-1)
+        logits = tr.model.logit_scale.exp() * img @ txt.t()
+        target = torch.tensor([[.5, 0, .5, 0], [0, 1, 0, 0], [.5, 0, .5, 0], [0, 0, 0, 1]])
+        want = -((target * logits.log_softmax(1)).sum(1).mean() + (target * logits.t().log_softmax(1)).sum(1).mean()) / 2
+        assert float(tr.loss(x, tokens, texts)) == pytest.approx(float(want), rel=1e-5)
+        assert float(tr.loss(x, tokens, texts)) != pytest.approx(float(tr.loss(x, tokens)), rel=1e-4)
+    # one training step with the option on
+    from dataclasses import replace
+
+    tr2 = ClipTrainer(replace(WorldClipConfig.tiny(), multi_positive=True, group=2), "cpu")
+    assert math.isfinite(float(tr2.step()["loss"]))
+
+
+def test_init_from_a_clip_file(tmp_path):
+    from dataclasses import replace
+
+    cfg = WorldClipConfig.tiny()
+    tr = ClipTrainer(cfg, "cpu")
+    tr.step()
+    path = tr.clip.save(tmp_path / "c.safetensors")
+    fresh = ClipTrainer(replace(cfg, seed=5), "cpu")
+    fresh.init_from(path)
+    for (k, a), b in zip(tr.model.state_dict().items(), fresh.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    other = ClipTrainer(replace(cfg, embed_dim=16), "cpu")
+    with pytest.raises(InputError, match="not the one of this config"):
+        other.init_from(path)

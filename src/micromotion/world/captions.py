@@ -108,13 +108,13 @@ def _identity_phrase(name: str, row: dict, rng: torch.Generator) -> str:
     return f"a person with {words[k][int(row[k] > 0.5)]}"
 
 
-def caption(row: dict, rng: torch.Generator) -> str:
+def caption(row: dict, rng: torch.Generator, p_motion: float = 0.7) -> str:
     """One caption of one face (`row`: factor name -> float, as `Factors.to_dicts()` gives), mentioning 1-3
-    factors chosen at random; at least one is a motion factor 70 % of the time."""
+    factors chosen at random; at least one is a motion factor with probability `p_motion`."""
     n = 1 + int(torch.randint(3, (), generator=rng))
     names = list(MOTION_FACTORS) + list(_IDENTITY)
     chosen: list[str] = []
-    if torch.rand((), generator=rng) < 0.7:
+    if torch.rand((), generator=rng) < p_motion:
         chosen.append(_pick(MOTION_FACTORS, rng))
     while len(chosen) < n:
         k = _pick(names, rng)
@@ -130,13 +130,13 @@ def caption(row: dict, rng: torch.Generator) -> str:
     return ", ".join(phrases)
 
 
-def captions(factors: Factors, generator: torch.Generator) -> list[str]:
+def captions(factors: Factors, generator: torch.Generator, p_motion: float = 0.7) -> list[str]:
     """One caption per face of `factors` ([N] each), deterministic given the state of `generator` (a CPU
-    `torch.Generator`; drawing captions never syncs a GPU)."""
+    `torch.Generator`; drawing captions never syncs a GPU). `p_motion`: see `caption`."""
     if generator.device.type != "cpu":
         raise ValueError(f"captions need a CPU torch.Generator, got one on {generator.device}")
     cols = {k: v.detach().float().cpu().tolist() for k, v in factors.items()}
-    return [caption({k: c[i] for k, c in cols.items()}, generator) for i in range(len(factors))]
+    return [caption({k: c[i] for k, c in cols.items()}, generator, p_motion) for i in range(len(factors))]
 
 
 def phrases() -> list[str]:

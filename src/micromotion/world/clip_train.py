@@ -10,6 +10,16 @@ step (`world.render`) at `render_size` and preprocessed exactly as at use (`Clip
 captions come from the true factors (`world.captions`). AdamW with linear warmup and cosine decay over
 `steps`; bf16 autocast on CUDA only.
 
+Two additions keep the image features on the motions the text anchors ask for (`group`, `multi_positive`;
+both off in configs written before them). The first CLIP, trained without them, let "a person with 100% smile"
+be reached by darkening the skin: with every face a stranger to every other in a batch, a caption's degree
+could be matched by any feature that happened to correlate. So each batch is made of `batch / group`
+identities, each rendered `group` times with the identity factors shared and every motion drawn afresh, and
+those faces' captions always name a motion (`captions(p_motion=1)`): the only way to tell the `group`
+renders of one face apart is by their motions. And identical caption texts in a batch (frequent: "a person
+with no smile") are all positives of each other (a soft target spread over them), not negatives.
+`--init FILE` starts from the weights of a Clip file (e.g. the shipped world CLIP) instead of from scratch.
+
 Like `world.train`: stops cleanly after `--minutes` (or SIGTERM/SIGINT), checkpoints every
 `--checkpoint-minutes` and at the end, `--resume` continues. Checkpoint folder (no pickle):
 
@@ -70,10 +80,14 @@ class WorldClipConfig:
     warmup: int = 500
     steps: int = 20000  # cosine schedule length; training also stops here
     seed: int = 0
+    group: int = 1  # renders of one identity per batch, motions differing (1: every face a new identity)
+    multi_positive: bool = False  # identical caption texts in a batch are positives of each other
 
     def __post_init__(self):
         if self.batch < 2:
             raise InputError(f"batch must be at least 2 (contrastive loss), got {self.batch}")
+        if self.group < 1 or self.batch % self.group:
+            raise InputError(f"group must be >= 1 and divide the batch ({self.batch}), got {self.group}")
 
     @classmethod
     def tiny(cls) -> "WorldClipConfig":
@@ -129,28 +143,53 @@ class ClipTrainer:
         self.amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if self.device.type == "cuda" else nullcontext
 
     def batch(self, n: int, generator: torch.Generator | None = None, cpu_gen: torch.Generator | None = None):
-        """n fresh (preprocessed images [n, 3, S, S], tokens [n, context], captions) from the given RNGs."""
-        f = sample_factors(n, generator or self.gen, device=self.device)
-        texts = captions(f, cpu_gen or self.cpu_gen)
+        """n fresh (preprocessed images [n, 3, S, S], tokens [n, context], captions, factors) from the given
+        RNGs; with `cfg.group` > 1, n / group identities each rendered `group` times with fresh motions."""
+        gen = generator or self.gen
+        f = sample_factors(n, gen, device=self.device)
+        g = self.cfg.group
+        if g > 1:  # identity factors of every g-th face, shared by its group; motions stay independent
+            if n % g:
+                raise InputError(f"a batch of {n} does not split into groups of {g}")
+            f = f.replace(**{k: getattr(f, k)[::g].repeat_interleave(g) for k, _ in f.items()
+                             if k not in MOTION_FACTORS})
+        texts = captions(f, cpu_gen or self.cpu_gen, p_motion=1.0 if g > 1 else 0.7)
         with torch.no_grad():
             x = self.clip.preprocess(render(f, self.cfg.render_size))
         return x, self.clip.tokenize(texts), texts, f
 
-    def loss(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        """Symmetric InfoNCE; pairs i <-> i are positives."""
+    def loss(self, x: torch.Tensor, tokens: torch.Tensor, texts: list[str] | None = None) -> torch.Tensor:
+        """Symmetric InfoNCE; pairs i <-> i are positives, and with `texts` also every pair whose caption
+        texts are equal (the target spread evenly over them)."""
         with self.amp():
             img = F.normalize(self.model.encode_image(x).float(), dim=-1)
             txt = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
         logits = self.model.logit_scale.exp() * img @ txt.t()
-        labels = torch.arange(x.shape[0], device=x.device)
-        return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+        if texts is None:
+            labels = torch.arange(x.shape[0], device=x.device)
+            return (F.cross_entropy(logits, labels) + F.cross_entropy(logits.t(), labels)) / 2
+        ids = {t: i for i, t in enumerate(dict.fromkeys(texts))}
+        code = torch.tensor([ids[t] for t in texts], device=x.device)
+        same = (code[:, None] == code[None, :]).float()  # symmetric, so one target serves both directions
+        target = same / same.sum(1, keepdim=True)
+        return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+    def init_from(self, path: str | os.PathLike) -> None:
+        """Start from the weights of a Clip file (`Clip.load`); its network must be this config's."""
+        src = Clip.load(path)
+        mine = self.model.state_dict()
+        theirs = src.model.state_dict()
+        if set(mine) != set(theirs) or any(mine[k].shape != theirs[k].shape for k in mine):
+            raise InputError(f"{path}: its CLIP is not the one of this config (different layers or sizes); "
+                             f"start from scratch or give a file trained with the same config")
+        self.model.load_state_dict({k: v.to(self.device, mine[k].dtype) for k, v in theirs.items()})
 
     def step(self) -> dict[str, torch.Tensor]:
         lr = _lr(self.cfg, self.step_count)
         for g in self.opt.param_groups:
             g["lr"] = lr
-        x, tokens, _, _ = self.batch(self.cfg.batch)
-        loss = self.loss(x, tokens)
+        x, tokens, texts, _ = self.batch(self.cfg.batch)
+        loss = self.loss(x, tokens, texts if self.cfg.multi_positive else None)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -297,11 +336,12 @@ def export_clip(ckpt: str | os.PathLike, path: str | os.PathLike, compact: bool 
 def train_world_clip(out: str | os.PathLike, minutes: float = 9.0, cfg: WorldClipConfig | None = None,
                      device: str | torch.device = "cpu", resume: bool = False, batch: int | None = None,
                      checkpoint_minutes: float = 3.0, max_steps: int | None = None, log_every: int = 50,
-                     eval_n: int = 1024, progress: bool = True) -> dict:
+                     eval_n: int = 1024, progress: bool = True, init: str | os.PathLike | None = None) -> dict:
     """Train (or continue) a world CLIP in folder `out` for `minutes` of wall time, `max_steps` steps of this
     call, or until `cfg.steps` in total. `resume=True` continues the checkpoint in `out` (its stored config
-    wins; only `batch` may change) or starts fresh; without it an existing checkpoint is an error. At the
-    end, evaluates on held-out renders (`eval_n`, 0 to skip) into state.json. Returns the final state."""
+    wins; only `batch` may change) or starts fresh; without it an existing checkpoint is an error. `init`: a
+    Clip file whose weights a new run starts from (ignored when resuming). At the end, evaluates on held-out
+    renders (`eval_n`, 0 to skip) into state.json. Returns the final state."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -319,6 +359,9 @@ def train_world_clip(out: str | os.PathLike, minutes: float = 9.0, cfg: WorldCli
         if batch is not None:
             cfg.batch = batch
         tr = ClipTrainer(cfg, device)
+        if init is not None:
+            tr.init_from(init)
+            log.info("initialized from %s", init)
         elapsed_before = 0.0
         out.mkdir(parents=True, exist_ok=True)
     log.info("world CLIP %.2fM params, batch %d, device %s",
@@ -382,7 +425,13 @@ def main(argv=None) -> None:
     p.add_argument("--max-steps", type=int, default=None, help="at most this many steps in this invocation")
     p.add_argument("--steps", type=int, default=None, help="schedule length of a new run (default 20000)")
     p.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate of a new run (default 5e-4)")
+    p.add_argument("--warmup", type=int, default=None, help="warmup steps of a new run (default 500)")
     p.add_argument("--eval-n", type=int, default=1024, help="held-out renders for the final report (0: skip)")
+    p.add_argument("--group", type=int, default=None,
+                   help="renders of one identity per batch with different motions (new runs; default 1)")
+    p.add_argument("--multi-positive", action="store_true",
+                   help="identical caption texts in a batch are positives of each other (new runs)")
+    p.add_argument("--init", default=None, help="a new run starts from this Clip file's weights")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
@@ -390,13 +439,15 @@ def main(argv=None) -> None:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     cfg = WorldClipConfig.tiny() if a.tiny else WorldClipConfig()
-    for k, v in (("steps", a.steps), ("lr", a.lr)):
+    for k, v in (("steps", a.steps), ("lr", a.lr), ("group", a.group), ("multi_positive", a.multi_positive or None),
+                 ("warmup", a.warmup)):
         if v is not None:
             setattr(cfg, k, v)
+    cfg.__post_init__()
     try:
         if a.minutes > 0 or a.max_steps:
             state = train_world_clip(a.out, a.minutes, cfg, device, a.resume, a.batch, a.checkpoint_minutes,
-                                     a.max_steps, eval_n=a.eval_n)
+                                     a.max_steps, eval_n=a.eval_n, init=a.init)
             log.info("done: step %d, %d images", state["step"], state["nimg"])
             if "evaluation" in state:
                 log.info("evaluation: %s", json.dumps(state["evaluation"], indent=1))
