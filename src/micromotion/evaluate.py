@@ -18,7 +18,7 @@ side. That is the scale of the text anchors' degrees ("a person with head 100% t
 = 1, `world.captions.degree`); measured against the signed span of 2, a perfect turn from frontal to fully
 turned would count as 0.5 and no head turn could ever pass the success threshold.
   target_change_mean   mean signed change of the target factor;
-  target_success_rate  share of identities whose target moves by ≥ 0.5 of its range in the motion's
+  target_success_rate  share of identities whose target moves by ≥ 0.5 of its motion range in the motion's
                        direction (the sign of the mean change, so a head turn to either side counts);
   nontarget_drift_mean mean |change| of every other factor the oracle reads (motions and identity);
   identity_drift_mean  mean |change| of the identity factors (`IDENTITY_FACTORS` below);

@@ -35,7 +35,7 @@ def demo(output, frames, identities):
                f"{rp['cos_rpca']:.3f}, the original code's variant {rp['cos_rpca_paper_variant']:.3f}, raw endpoint "
                f"difference {rp['cos_raw_endpoints']:.3f}")
     for motion, row in r.numbers.get("transfer", {}).items():
-        click.echo(f"transfer {motion:17s}: {row['target']} {row['target_change_mean']:+.3f} of its range at "
+        click.echo(f"transfer {motion:17s}: {row['target']} {row['target_change_mean']:+.3f} of its motion range at "
                    f"strength {row['strength']:g}, mean over {row['identities']} unseen identities")
     click.echo(f"files in {output}/ ({len(r.files)}), {r.numbers['seconds']} s")
 
