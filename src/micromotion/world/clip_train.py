@@ -350,14 +350,18 @@ def train_world_clip(out: str | os.PathLike, minutes: float = 9.0, cfg: WorldCli
         raise InputError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
     if has_ckpt:
         tr, state = ClipTrainer.load(out, device)
+        if init is not None:
+            log.warning("--init %s is ignored: resuming the checkpoint in %s", init, out)
         if batch is not None:
             tr.cfg.batch = batch
+            tr.cfg.__post_init__()  # the batch must still split into groups
         elapsed_before = float(state.get("train_seconds", 0.0))
         log.info("resumed %s at step %d", out, tr.step_count)
     else:
         cfg = copy.deepcopy(cfg) if cfg is not None else WorldClipConfig()
         if batch is not None:
             cfg.batch = batch
+        cfg.__post_init__()  # the batch must still split into groups
         tr = ClipTrainer(cfg, device)
         if init is not None:
             tr.init_from(init)
