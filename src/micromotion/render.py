@@ -36,6 +36,27 @@ def to_uint8(images: torch.Tensor) -> np.ndarray:
     return x.permute(0, 2, 3, 1).cpu().numpy()
 
 
+# BT.601 limited range ("studio swing"), what swscale uses for rgb24 -> yuv420p by default
+_YUV_MATRIX = ((65.481, 128.553, 24.966), (-37.797, -74.203, 112.0), (112.0, -93.786, -18.214))
+
+
+def to_yuv420(images: torch.Tensor) -> np.ndarray:
+    """[N, 3, H, W] in [-1, 1] (clamped; H, W even) -> planar I420 uint8 [N, H * 3 // 2, W] (PyAV's yuv420p
+    layout: the Y plane, then U and V at half resolution, each of H/4 rows of W). Computed where the images
+    are (the GPU), so only half the bytes of RGB cross to the CPU and the encoder skips its colour conversion.
+    Chroma is the 2x2 mean of the RGB pixels (the conversion is linear, so it equals subsampling U and V)."""
+    n, _, h, w = images.shape
+    if h % 2 or w % 2:
+        raise ValueError(f"I420 needs even sizes, got {h}x{w}")
+    rgb = images.detach().float().clamp(-1, 1).add(1).mul(0.5)  # [0, 1]
+    m = torch.tensor(_YUV_MATRIX, device=rgb.device, dtype=rgb.dtype)
+    y = torch.einsum("ij,njhw->nihw", m[:1], rgb)[:, 0] + 16
+    rgb2 = torch.nn.functional.avg_pool2d(rgb, 2)
+    uv = torch.einsum("ij,njhw->nihw", m[1:], rgb2) + 128  # [N, 2, H/2, W/2]
+    planes = torch.cat([y.reshape(n, h * w), uv.reshape(n, 2 * (h // 2) * (w // 2))], dim=1)
+    return planes.round().clamp(0, 255).to(torch.uint8).reshape(n, h * 3 // 2, w).cpu().numpy()
+
+
 def autocast_for(device: torch.device, dtype: torch.dtype | None):
     """bf16/fp16 autocast on CUDA when asked for; a no-op elsewhere (autocast only off-CPU)."""
     if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16):
@@ -109,19 +130,31 @@ class _Mp4Sink(_Sink):
         self.stream = None
         self.crf = crf
 
-    def write(self, frame):
-        h, w = frame.shape[:2]
+    def _open(self, w: int, h: int):
         if self.stream is None:
             self.stream = self.container.add_stream("libx264", rate=Fraction(self.fps).limit_denominator(1001))
             self.stream.width, self.stream.height = w + (w % 2), h + (h % 2)  # yuv420p needs even sizes
             self.stream.pix_fmt = "yuv420p"
             self.stream.options = {"crf": str(self.crf), "preset": "veryfast"}
-        if w % 2 or h % 2:
-            frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-        vf = self._av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        elif (w + (w % 2), h + (h % 2)) != (self.stream.width, self.stream.height):
+            raise InputError(f"frame size {w}x{h} differs from the video's {self.stream.width}x{self.stream.height}")
+
+    def _encode(self, vf):
         for packet in self.stream.encode(vf):
             self.container.mux(packet)
         self.count += 1
+
+    def write(self, frame):
+        h, w = frame.shape[:2]
+        self._open(w, h)
+        if w % 2 or h % 2:
+            frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        self._encode(self._av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24"))
+
+    def write_yuv420(self, planes: np.ndarray):
+        """One frame already in I420 (`to_yuv420`): [H * 3 // 2, W] uint8, H and W even."""
+        self._open(planes.shape[1], planes.shape[0] * 2 // 3)
+        self._encode(self._av.VideoFrame.from_ndarray(np.ascontiguousarray(planes), format="yuv420p"))
 
     def finish(self):
         if self.stream is not None:
@@ -212,12 +245,15 @@ def render_video(G, ws: torch.Tensor, out: str | os.PathLike, fps: float = 25.0,
     """Render W+ codes [N, num_ws, w_dim] as a video/GIF/WebP/PNG folder, streaming batches to the writer.
 
     `postprocess` maps a uint8 batch [b, R, R, 3] to frames (e.g. paste-back into a photo, side-by-side).
+    An .mp4 of the generator's own frames (no postprocess, even size) takes the fast path, `_render_mp4_yuv`.
     """
     if ws.ndim != 3:
         raise InputError(f"ws must have shape [N, num_ws, w_dim], got {list(ws.shape)}")
     if not 0 < ws.shape[0] <= MAX_FRAMES:
         raise InputError(f"frame count must be in 1..{MAX_FRAMES}, got {ws.shape[0]}")
-    check_output_path(out, overwrite)
+    out = check_output_path(out, overwrite)
+    if out.suffix.lower() == ".mp4" and postprocess is None and G.resolution % 2 == 0:
+        return _render_mp4_yuv(G, ws, out, fps, batch_size, dtype, progress)
 
     def frames():
         for imgs in synthesize_batches(G, ws, batch_size, dtype, progress=progress):
@@ -225,6 +261,53 @@ def render_video(G, ws: torch.Tensor, out: str | os.PathLike, fps: float = 25.0,
             yield postprocess(arr) if postprocess else arr
 
     return write_frames(frames(), out, fps, overwrite)
+
+
+def _render_mp4_yuv(G, ws: torch.Tensor, out: Path, fps: float, batch_size: int, dtype, progress: bool) -> Path:
+    """The fast .mp4 path: frames converted to I420 where they are rendered (`to_yuv420`), and H.264 encoding
+    on a worker thread while the next batch renders (a queue of two batches bounds the memory). The file
+    appears atomically, and an error on either side removes the partial file."""
+    import queue
+    import threading
+
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and 0 < fps <= 240):
+        raise InputError(f"fps must be a number in (0, 240], got {fps!r}")
+    sink = _Mp4Sink(out, fps)
+    todo: queue.Queue = queue.Queue(maxsize=2)
+    failed: list[BaseException] = []
+
+    def encode():
+        while True:
+            batch = todo.get()
+            if batch is None:
+                return
+            if failed:
+                continue  # keep draining so the producer never blocks
+            try:
+                for planes in batch:
+                    sink.write_yuv420(planes)
+            except BaseException as e:  # noqa: BLE001 - re-raised on the main thread
+                failed.append(e)
+
+    worker = threading.Thread(target=encode, name="micromotion-encode", daemon=True)
+    worker.start()
+    try:
+        try:
+            for imgs in synthesize_batches(G, ws, batch_size, dtype, progress=progress):
+                if failed:
+                    break
+                todo.put(to_yuv420(imgs))
+        finally:
+            todo.put(None)
+            worker.join()
+        if failed:
+            raise failed[0]
+        sink.finish()
+    except BaseException:
+        sink.abort()
+        raise
+    log.info("wrote %s (%d frames, %.3g fps)", out, sink.count, fps)
+    return out
 
 
 def read_video_frames(path: str | os.PathLike, max_frames: int = 10) -> np.ndarray:
