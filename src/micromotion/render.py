@@ -217,25 +217,36 @@ def open_sink(out: Path, fps: float) -> _Sink:
     return _PngSink(out, fps)
 
 
+def _check_fps(fps) -> None:
+    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and 0 < fps <= 240):
+        raise InputError(f"fps must be a number in (0, 240], got {fps!r}")
+
+
+@contextlib.contextmanager
+def _committed(sink: _Sink):
+    """Run the body writing into `sink`, then finish it (the file appears at once); on any error remove the
+    partial output and re-raise."""
+    try:
+        yield sink
+        sink.finish()
+    except BaseException:
+        sink.abort()
+        raise
+    log.info("wrote %s (%d frames, %.3g fps)", sink.out, sink.count, sink.fps)
+
+
 def write_frames(frames: Iterable[np.ndarray], out: str | os.PathLike, fps: float = 25.0,
                  overwrite: bool = False) -> Path:
     """Stream uint8 frames [H, W, 3] (or batches [N, H, W, 3]) into `out`; atomic; returns the path."""
-    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and 0 < fps <= 240):
-        raise InputError(f"fps must be a number in (0, 240], got {fps!r}")
+    _check_fps(fps)
     out = check_output_path(out, overwrite)
-    sink = open_sink(out, fps)
-    try:
+    with _committed(open_sink(out, fps)) as sink:
         for item in frames:
             batch = item if item.ndim == 4 else item[None]
             for frame in batch:
                 sink.write(frame)
         if sink.count == 0:
             raise InputError(f"{out}: no frames to write")
-        sink.finish()
-    except BaseException:
-        sink.abort()
-        raise
-    log.info("wrote %s (%d frames, %.3g fps)", out, sink.count, fps)
     return out
 
 
@@ -270,28 +281,26 @@ def _render_mp4_yuv(G, ws: torch.Tensor, out: Path, fps: float, batch_size: int,
     import queue
     import threading
 
-    if not (isinstance(fps, (int, float)) and math.isfinite(fps) and 0 < fps <= 240):
-        raise InputError(f"fps must be a number in (0, 240], got {fps!r}")
-    sink = _Mp4Sink(out, fps)
+    _check_fps(fps)
     todo: queue.Queue = queue.Queue(maxsize=2)
     failed: list[BaseException] = []
+    with _committed(_Mp4Sink(out, fps)) as sink:
 
-    def encode():
-        while True:
-            batch = todo.get()
-            if batch is None:
-                return
-            if failed:
-                continue  # keep draining so the producer never blocks
-            try:
-                for planes in batch:
-                    sink.write_yuv420(planes)
-            except BaseException as e:  # noqa: BLE001 - re-raised on the main thread
-                failed.append(e)
+        def encode():
+            while True:
+                batch = todo.get()
+                if batch is None:
+                    return
+                if failed:
+                    continue  # keep draining so the producer never blocks
+                try:
+                    for planes in batch:
+                        sink.write_yuv420(planes)
+                except BaseException as e:  # noqa: BLE001 - re-raised on the main thread
+                    failed.append(e)
 
-    worker = threading.Thread(target=encode, name="micromotion-encode", daemon=True)
-    worker.start()
-    try:
+        worker = threading.Thread(target=encode, name="micromotion-encode", daemon=True)
+        worker.start()
         try:
             for imgs in synthesize_batches(G, ws, batch_size, dtype, progress=progress):
                 if failed:
@@ -302,11 +311,6 @@ def _render_mp4_yuv(G, ws: torch.Tensor, out: Path, fps: float, batch_size: int,
             worker.join()
         if failed:
             raise failed[0]
-        sink.finish()
-    except BaseException:
-        sink.abort()
-        raise
-    log.info("wrote %s (%d frames, %.3g fps)", out, sink.count, fps)
     return out
 
 
