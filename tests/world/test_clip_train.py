@@ -232,3 +232,25 @@ def test_init_from_a_clip_file(tmp_path):
     other = ClipTrainer(replace(cfg, embed_dim=16), "cpu")
     with pytest.raises(InputError, match="not the one of this config"):
         other.init_from(path)
+
+
+def test_motion_groups_share_motions_and_one_motion_only_caption():
+    from dataclasses import replace
+
+    from micromotion.world.render import MOTION_FACTORS
+
+    tr = ClipTrainer(replace(WorldClipConfig.tiny(), batch=16, group=4, motion_groups=0.5), "cpu")
+    _, _, texts, f = tr.batch(16)
+    for k, v in f.items():
+        mot = v[8:].view(2, 4)
+        if k in MOTION_FACTORS:  # the last half: 2 groups of 4 faces in one motion state
+            assert torch.equal(mot, mot[:, :1].expand(2, 4)), k
+        ident = v[:8].view(2, 4)
+        if k not in MOTION_FACTORS:  # the first half: identity groups as before
+            assert torch.equal(ident, ident[:, :1].expand(2, 4)), k
+    assert not torch.equal(f.face_width[8:12], f.face_width[8:9].expand(4))  # different people
+    for i in (8, 12):
+        assert len(set(texts[i:i + 4])) == 1  # one caption per motion group
+        assert not re.search(r"hair|glasses|skin|eyebrows|earrings|face,|chin|jaw|eyes$", texts[i]), texts[i]
+    with pytest.raises(InputError, match="motion_groups"):
+        replace(WorldClipConfig.tiny(), motion_groups=0.5)  # needs group >= 2

@@ -108,11 +108,12 @@ def _identity_phrase(name: str, row: dict, rng: torch.Generator) -> str:
     return f"a person with {words[k][int(row[k] > 0.5)]}"
 
 
-def caption(row: dict, rng: torch.Generator, p_motion: float = 0.7) -> str:
+def caption(row: dict, rng: torch.Generator, p_motion: float = 0.7, motion_only: bool = False) -> str:
     """One caption of one face (`row`: factor name -> float, as `Factors.to_dicts()` gives), mentioning 1-3
-    factors chosen at random; at least one is a motion factor with probability `p_motion`."""
+    factors chosen at random; at least one is a motion factor with probability `p_motion`; with `motion_only`
+    only motion factors (a caption that fits every face with these motions, whoever it is)."""
     n = 1 + int(torch.randint(3, (), generator=rng))
-    names = list(MOTION_FACTORS) + list(_IDENTITY)
+    names = list(MOTION_FACTORS) if motion_only else list(MOTION_FACTORS) + list(_IDENTITY)
     chosen: list[str] = []
     if torch.rand((), generator=rng) < p_motion:
         chosen.append(_pick(MOTION_FACTORS, rng))

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from ..errors import CheckpointError, InputError
 from ..fileio import save_safetensors
 from ..models.clip import Clip, ClipConfig
-from .captions import ANCHOR_TEMPLATES, captions, degree_word, phrases
+from .captions import ANCHOR_TEMPLATES, caption, captions, degree_word, phrases
 from .render import MOTION_FACTORS, render, sample_factors
 from .train import StopOnSignals
 
@@ -82,12 +82,16 @@ class WorldClipConfig:
     seed: int = 0
     group: int = 1  # renders of one identity per batch, motions differing (1: every face a new identity)
     multi_positive: bool = False  # identical caption texts in a batch are positives of each other
+    motion_groups: float = 0.0  # share of the batch in groups of `group` identities sharing one motion state
 
     def __post_init__(self):
         if self.batch < 2:
             raise InputError(f"batch must be at least 2 (contrastive loss), got {self.batch}")
         if self.group < 1 or self.batch % self.group:
             raise InputError(f"group must be >= 1 and divide the batch ({self.batch}), got {self.group}")
+        if not 0 <= self.motion_groups <= 1 or (self.motion_groups > 0 and self.group < 2):
+            raise InputError(f"motion_groups must be in [0, 1] and needs group >= 2, got {self.motion_groups} "
+                             f"with group {self.group}")
 
     @classmethod
     def tiny(cls) -> "WorldClipConfig":
@@ -148,12 +152,21 @@ class ClipTrainer:
         gen = generator or self.gen
         f = sample_factors(n, gen, device=self.device)
         g = self.cfg.group
-        if g > 1:  # identity factors of every g-th face, shared by its group; motions stay independent
-            if n % g:
-                raise InputError(f"a batch of {n} does not split into groups of {g}")
-            f = f.replace(**{k: getattr(f, k)[::g].repeat_interleave(g) for k, _ in f.items()
-                             if k not in MOTION_FACTORS})
-        texts = captions(f, cpu_gen or self.cpu_gen, p_motion=1.0 if g > 1 else 0.7)
+        if g > 1 and n % g:
+            raise InputError(f"a batch of {n} does not split into groups of {g}")
+        n_mot = int(round(n * self.cfg.motion_groups / g)) * g if g > 1 else 0  # rows in motion groups
+        n_id = n - n_mot
+        if g > 1:  # identity groups: identity factors of every g-th face shared; motions stay independent
+            # motion groups (the last n_mot rows): motion factors shared by g different identities
+            shared = {k: v[::g].repeat_interleave(g) for k, v in f.items()}
+            f = f.replace(**{k: torch.cat([shared[k][:n_id], v[n_id:]]) if k not in MOTION_FACTORS else
+                             torch.cat([v[:n_id], shared[k][n_id:]]) for k, v in f.items()})
+        rng = cpu_gen or self.cpu_gen
+        texts = captions(f[:n_id], rng, p_motion=1.0 if g > 1 else 0.7) if n_id else []
+        if n_mot:  # one motion-only caption per motion group: it fits each of its faces equally
+            cols = {k: v[n_id::g].detach().float().cpu().tolist() for k, v in f.items()}
+            for i in range(n_mot // g):
+                texts += [caption({k: c[i] for k, c in cols.items()}, rng, 1.0, motion_only=True)] * g
         with torch.no_grad():
             x = self.clip.preprocess(render(f, self.cfg.render_size))
         return x, self.clip.tokenize(texts), texts, f
@@ -433,6 +446,9 @@ def main(argv=None) -> None:
     p.add_argument("--eval-n", type=int, default=1024, help="held-out renders for the final report (0: skip)")
     p.add_argument("--group", type=int, default=None,
                    help="renders of one identity per batch with different motions (new runs; default 1)")
+    p.add_argument("--motion-groups", type=float, default=None,
+                   help="share of each batch in groups of --group identities sharing one motion state and one "
+                        "motion-only caption (new runs; default 0)")
     p.add_argument("--multi-positive", action="store_true",
                    help="identical caption texts in a batch are positives of each other (new runs)")
     p.add_argument("--init", default=None, help="a new run starts from this Clip file's weights")
@@ -444,7 +460,7 @@ def main(argv=None) -> None:
         torch.backends.cudnn.allow_tf32 = True
     cfg = WorldClipConfig.tiny() if a.tiny else WorldClipConfig()
     for k, v in (("steps", a.steps), ("lr", a.lr), ("group", a.group), ("multi_positive", a.multi_positive or None),
-                 ("warmup", a.warmup)):
+                 ("warmup", a.warmup), ("motion_groups", a.motion_groups)):
         if v is not None:
             setattr(cfg, k, v)
     cfg.__post_init__()
