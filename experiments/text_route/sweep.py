@@ -51,7 +51,7 @@ def augment(img, n, g):
         o = o + 0.03*torch.randn(o.shape, generator=g).to(img.device)
         out.append(o)
     return torch.cat(out)
-def run(preset, idp=0.0, blur=0, cj=0.0, layers=None, k=0, space="wplus", aug=0, lr=0.03, l2=0.05, steps=40, seeds=None, loss="logits", rank=4, variant=None):
+def run(preset, idp=0.0, blur=0, cj=0.0, layers=None, k=0, space="wplus", aug=0, lr=0.03, l2=0.05, steps=40, seeds=None, loss="logits", rank=4, variant=None, pix=0.0, reenc=False, nostart=False, direction="endpoints"):
     p = PRESETS[preset]
     seeds = seeds or [p.seed]
     w0 = torch.stack([start_latent(G, s, 0.7) for s in seeds])  # [K, L, D]
@@ -68,6 +68,9 @@ def run(preset, idp=0.0, blur=0, cj=0.0, layers=None, k=0, space="wplus", aug=0,
     g = torch.Generator().manual_seed(0)
     ls = clip.logit_scale.detach()
     tfk = tf.repeat(K, 1)
+    if pix:
+        with torch.no_grad():
+            img0 = G.synthesis(w0, noise_mode="const").repeat_interleave(n, 0)
     if idp:
         from micromotion.world.captions import _SKIN, _HAIR_COLORS
         idtexts = [f"a person with {sk} skin" for sk in _SKIN] + [f"a person with {c} hair" for c in _HAIR_COLORS + ["gray"]] + \
@@ -106,6 +109,8 @@ def run(preset, idp=0.0, blur=0, cj=0.0, layers=None, k=0, space="wplus", aug=0,
             sid = (F.normalize(clip.encode_image(img) if aug or blur or cj else f, dim=-1) @ idf.t())
             cl = cl + idp * (sid - s0).square().sum(-1).view(K, n).mean(0)
         lossv = cl + l2*d_eff.expand(n, G.num_ws, G.w_dim).square().sum((1,2))
+        if pix:
+            lossv = lossv + pix * (img - img0).square().mean((1, 2, 3)).view(K, n).mean(0)
         opt.zero_grad(); lossv.sum().backward(); opt.step()
     if space == "pca": d = c @ basis
     if layers is not None:
@@ -114,11 +119,18 @@ def run(preset, idp=0.0, blur=0, cj=0.0, layers=None, k=0, space="wplus", aug=0,
     A = torch.cat([w0[0][None], w0[0][None] + dd])
     with torch.no_grad():
         r = measure(G.synthesis(A).float().clamp(-1,1))[p.factor]
-    m = Motion.from_anchors(A.cpu(), generator=G, generator_name="world", name=preset, rank=rank, **({"variant": variant} if variant else {}))
+    if reenc:  # the anchor images inverted again with the world encoder, as video frames are
+        from micromotion.invert import METHODS
+        with torch.no_grad():
+            A = METHODS["encoder"](G, G.synthesis(A, noise_mode="const").clamp(-1, 1), progress=False).ws.detach()
+            r = measure(G.synthesis(A).float().clamp(-1,1))[p.factor]
+    if nostart:
+        A = A[1:]; r = torch.cat([r[:1], r])
+    m = Motion.from_anchors(A.cpu(), generator=G, generator_name="world", name=preset, rank=rank, direction=direction, **({"variant": variant} if variant else {}))
     rep = metrics(m, p.factor)
     return dict(preset=preset, space=space, aug=aug, lr=lr, l2=l2, steps=steps, seeds=seeds, loss=loss,
                 own=[round(float(x),2) for x in r[[0,1,6,11]]], dnorm=round(float(m.direction.norm()),2),
-                k=k, rank=rank, idp=idp, blur=blur, cj=cj, layers=layers, lnorm=[round(float(x),1) for x in (A[-1]-A[1]).norm(dim=-1)], **rep)
+                k=k, rank=rank, idp=idp, blur=blur, cj=cj, layers=layers, pix=pix, reenc=reenc, nostart=nostart, direction=direction, lnorm=[round(float(x),1) for x in (A[-1]-A[1]).norm(dim=-1)], **rep)
 if __name__ == "__main__":
     cfgs = json.load(open(sys.argv[1]))
     out = open(sys.argv[2], "a")

@@ -87,10 +87,8 @@ def full_method(G, out: Path, report: DemoReport, identities: int = 4, frames: i
     - transfer: fresh neutral renders (identities never seen) inverted with the encoder, each motion added at
       `strength`, the target factor read before and after; one photo animated end to end with `Animator`.
     """
-    from dataclasses import replace
 
     from .animate import Animator
-    from .anchors.text import text_anchors
     from .evaluate import motion_range
     from .invert import METHODS
     from .models.clip import Clip
@@ -98,7 +96,7 @@ def full_method(G, out: Path, report: DemoReport, identities: int = 4, frames: i
     from .render import render_video
     from .world import render, sample_factors
     from .world.oracle import measure
-    from .world.presets import WORLD_SETTINGS, world_video_motion
+    from .world.presets import world_text_motion, world_text_settings, world_video_motion
 
     dev = G.w_avg.device
     g = torch.Generator().manual_seed(seed)
@@ -110,9 +108,9 @@ def full_method(G, out: Path, report: DemoReport, identities: int = 4, frames: i
         motions[f"video/{name}"] = world_video_motion(G, p.factor, seed=seed + 1, name=name)
     t0 = time.perf_counter()
     clip = Clip.load("world-clip", device=dev)
-    anchors = text_anchors(G, clip, PRESETS["smile"].template, degrees=("no", "50%", "100%"), seed=1,
-                           arcface=None, settings=replace(WORLD_SETTINGS, steps=text_steps), progress=False)
-    motions["text/smile"] = Motion.from_anchors(anchors, generator=G, generator_name="world", name="smile")
+    motions["text/smile"] = world_text_motion(G, clip, PRESETS["smile"].template, seed=1, name="smile",
+                                              degrees=("no", "50%", "100%"),
+                                              settings=world_text_settings("smile", steps=text_steps))
     text_seconds = time.perf_counter() - t0
     results = {}
     for key, m in motions.items():

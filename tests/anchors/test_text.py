@@ -13,8 +13,8 @@ from click.testing import CliRunner  # noqa: E402
 
 from micromotion.anchors import Anchors  # noqa: E402
 from micromotion.anchors.text import (DEFAULT_DEGREES, TextAnchorSettings, clip_loss, get_lr,  # noqa: E402
-                                      optimize_latents, render_template, start_latent, text_anchors,
-                                      validate_template)
+                                      optimize_latents, reinvert_anchors, render_template, start_latent,
+                                      text_anchors, validate_template)
 from micromotion.checkpoint import save_generator  # noqa: E402
 from micromotion.errors import InputError  # noqa: E402
 from micromotion.models.arcface import ArcFace, ArcFaceConfig  # noqa: E402
@@ -178,6 +178,22 @@ def test_loss_decreases(G, clip, arcface):
     assert (losses[-5:].mean(0) < losses[:5].mean(0)).all()
 
 
+def test_image_term_keeps_the_start_image(G, clip):
+    # the identity term in image space: the stronger it is, the less the optimized images move from the start's
+    texts = [render_template(TEMPLATE, d) for d in ("no", "100%")]
+    w0 = start_latent(G, 4)
+    with torch.no_grad():
+        img0 = G.synthesis(w0[None], noise_mode="const")
+    moved = []
+    for lam in (0.0, 1000.0):
+        ws, losses = optimize_latents(G, clip, texts, w0, TextAnchorSettings(steps=15, id_lambda=0.0, image_lambda=lam),
+                                      progress=False)
+        with torch.no_grad():
+            moved.append(float((G.synthesis(ws, noise_mode="const") - img0).square().mean()))
+        assert torch.isfinite(losses).all()
+    assert moved[1] < 0.5 * moved[0], moved
+
+
 def test_paper_preprocessing_path_runs_and_differs(G, clip):
     texts = ["a person with 80% smile"]
     w0 = start_latent(G, 2)
@@ -195,7 +211,9 @@ def test_settings_presets_and_validation():
     assert TextAnchorSettings.paper().clip_preprocess == "paper"
     sc = TextAnchorSettings.styleclip()
     assert (sc.steps, sc.id_lambda, sc.l2_lambda, sc.lr) == (300, 0.0, 0.008, 0.1)
-    for bad in ({"steps": 0}, {"lr": -1.0}, {"clip_preprocess": "nope"}, {"clip_loss": "mse"},
+    assert TextAnchorSettings(image_lambda=3.0).to_dict()["image_lambda"] == 3.0  # in the cache key when on
+    for bad in ({"steps": 0}, {"lr": -1.0}, {"clip_preprocess": "nope"}, {"clip_loss": "mse"}, {"image_lambda": -1.0},
+                {"image_lambda": float("nan")},
                 {"noise_mode": "random"}, {"precision": "fp8"}):
         with pytest.raises(InputError):
             TextAnchorSettings(**bad)
@@ -229,6 +247,39 @@ def test_text_anchors_shapes_labels_and_file(G, clip, arcface, tmp_path):
 
     with Image.open(png) as im:
         assert im.size[0] > 4 * 32 and im.mode == "RGB"
+
+
+def test_reinvert_anchors(G, clip, monkeypatch):
+    a = text_anchors(G, clip, TEMPLATE, degrees=("no", "50%", "100%"), seed=2, arcface=None,
+                     settings=TextAnchorSettings(steps=3), cache=False, progress=False)
+    r = reinvert_anchors(G, a, "projector", steps=3, seed=0)
+    assert r.labels == ["no", "50%", "100%"] and r.latents.shape == (3, G.num_ws, G.w_dim)
+    assert r.source["reinverted"] == {"method": "projector", "drop_start": True, "options": {"steps": 3, "seed": 0}}
+    assert r.source["template"] == TEMPLATE  # what the anchors were made from is kept
+    assert not torch.allclose(r.latents, a.latents[1:])  # new latents: the images' inversions
+    # the method gets each anchor's image (start left out), in order, in batches; its codes come back in order
+    from micromotion.invert import METHODS, Projection
+
+    seen = []
+
+    def fake(G_, images, progress=True, **kw):
+        seen.append(images)
+        return Projection(ws=images.mean((1, 2, 3))[:, None, None].expand(-1, G.num_ws, G.w_dim), noise=None,
+                          distance=torch.zeros(images.shape[0]), loss="mse")
+
+    monkeypatch.setitem(METHODS, "fake", fake)
+    f = reinvert_anchors(G, a, "fake", batch_size=2)
+    with torch.no_grad():
+        want = G.synthesis(a.latents[1:], noise_mode="const").clamp(-1, 1)
+    assert [x.shape[0] for x in seen] == [2, 1] and torch.allclose(torch.cat(seen), want, atol=1e-5)
+    assert torch.allclose(f.latents[:, 0, 0], want.mean((1, 2, 3)), atol=1e-5)
+    keep = reinvert_anchors(G, a, "fake", drop_start=False)
+    assert keep.labels[0] == "start" and len(keep) == 4
+    with pytest.raises(InputError, match="unknown inversion method"):
+        reinvert_anchors(G, a, "magic")
+    two = Anchors(a.latents[:2], a.labels[:2], a.source)
+    with pytest.raises(InputError, match="fewer than 2"):
+        reinvert_anchors(G, two, "projector", steps=1)
 
 
 def test_determinism_per_seed(G, clip):
@@ -355,6 +406,13 @@ def test_cli_extract_text_writes_anchors_and_preview(model_files, tmp_path):
     r = _run(args + ["--overwrite"])  # from the cache
     assert r.exit_code == 0
     assert torch.equal(Anchors.load(out).latents, a.latents)
+    # re-inverted with a method: the start is left out and the source says how
+    r = _run(args + ["--overwrite", "--reinvert", "projector"])
+    assert r.exit_code == 0, r.output
+    b = Anchors.load(out)
+    assert b.labels == ["no", "50%", "100%"] and b.source["reinverted"]["method"] == "projector"
+    r = _run(args + ["--overwrite", "--reinvert", "magic"])
+    assert r.exit_code == 2 and "unknown inversion method 'magic'" in r.output
 
 
 @pytest.mark.parametrize("template,msg", [

@@ -41,7 +41,8 @@ from . import Anchors, anchors_cache_dir, module_fingerprint, tensor_fingerprint
 log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_DEGREES", "TextAnchorSettings", "text_anchors", "optimize_latents", "validate_template",
-           "render_template", "check_degrees", "get_lr", "start_latent", "clip_loss", "CLIP_LOSSES"]
+           "render_template", "check_degrees", "get_lr", "start_latent", "clip_loss", "CLIP_LOSSES",
+           "reinvert_anchors"]
 
 DEFAULT_DEGREES = ("no", "10%", "20%", "30%", "40%", "50%", "60%", "70%", "80%", "90%", "100%")
 CLIP_LOSSES = ("logits", "cosine")
@@ -63,6 +64,7 @@ class TextAnchorSettings:
     lr_rampdown: float = 0.25
     l2_lambda: float = 0.008
     id_lambda: float = 0.005
+    image_lambda: float = 0.0  # mean squared pixel change from the start image (identity term without ArcFace)
     truncation: float = 0.7
     clip_preprocess: str = "correct"
     clip_loss: str = "logits"
@@ -72,7 +74,7 @@ class TextAnchorSettings:
     def __post_init__(self):
         if not isinstance(self.steps, int) or self.steps < 1:
             raise InputError(f"steps must be a positive integer, got {self.steps!r}")
-        for name in ("lr", "l2_lambda", "id_lambda"):
+        for name in ("lr", "l2_lambda", "id_lambda", "image_lambda"):
             v = getattr(self, name)
             if not math.isfinite(v) or v < 0:
                 raise InputError(f"{name} must be a finite number >= 0, got {v!r}")
@@ -100,7 +102,10 @@ class TextAnchorSettings:
         return cls(**{"steps": 300, "id_lambda": 0.0, "clip_preprocess": "paper", **kw})
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if not d["image_lambda"]:  # off: the same cache keys as before the setting existed
+            del d["image_lambda"]
+        return d
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -246,6 +251,8 @@ def optimize_latents(G, clip: Clip, texts: Sequence[str], w0: torch.Tensor, sett
     with torch.no_grad(), _autocast(device, settings.precision):
         text_features = clip.encode_text(texts)
         id0 = arcface.embed(G.synthesis(w0[None], noise_mode=settings.noise_mode)) if use_id else None
+        img0 = (G.synthesis(w0[None], noise_mode=settings.noise_mode).float()
+                if settings.image_lambda > 0 else None)
     logit_scale = clip.logit_scale.detach()
 
     def sample_losses(w: torch.Tensor, tf: torch.Tensor) -> torch.Tensor:
@@ -254,6 +261,8 @@ def optimize_latents(G, clip: Clip, texts: Sequence[str], w0: torch.Tensor, sett
             per = clip_loss(clip.encode_image(img, settings.clip_preprocess), tf, logit_scale, settings.clip_loss)
             if use_id:
                 per = per + settings.id_lambda * (1 - (arcface.embed(img) * id0).sum(-1))
+        if img0 is not None:
+            per = per + settings.image_lambda * (img.float() - img0).square().mean(dim=(1, 2, 3))
         return per + settings.l2_lambda * (w - w0).square().sum(dim=(1, 2))
 
     out_ws, out_losses = [], []
@@ -414,3 +423,38 @@ def text_anchors(G, clip: Clip, template: str, *, degrees: Sequence[str] = DEFAU
             log.warning("could not write the anchors cache %s (%s)", path, e)
     return anchors
 
+
+
+def reinvert_anchors(G, anchors: Anchors, method: str = "encoder", *, drop_start: bool = True,
+                     batch_size: int = 16, **options) -> Anchors:
+    """The anchors' images inverted again into W+ with an inversion `method` (`invert.METHODS`), as video
+    frames are; with `drop_start`, the optimization's start latent (label "start") is left out, so the motion
+    runs from the lowest degree to the highest.
+
+    Why: CLIP-guided optimization reaches, for ONE face, the nearest latents that show each degree, and those
+    often move along directions peculiar to that face (on the world: a full smile of the anchor face at a
+    latent offset of norm 1 that leaves other faces unchanged). An encoder trained on many faces represents a
+    motion the same way for all of them, so the decoded motion transfers. Measured on the world in
+    docs/world.md (text smile: +0.01 of range on unseen faces without re-inversion, about +0.4 with it).
+    """
+    from ..invert import METHODS
+
+    if method not in METHODS:
+        raise InputError(f"unknown inversion method {method!r}; choose one of: {', '.join(METHODS)}")
+    labels = list(anchors.labels)
+    latents = anchors.latents
+    if drop_start and labels and labels[0] == "start":
+        if len(labels) < 3:
+            raise InputError("dropping the start leaves fewer than 2 anchors; give at least 2 degrees")
+        latents, labels = latents[1:], labels[1:]
+    device = G.w_avg.device
+    out = []
+    for i in range(0, latents.shape[0], batch_size):
+        with torch.no_grad():
+            images = G.synthesis(latents[i:i + batch_size].to(device, G.w_avg.dtype), noise_mode="const")
+        out.append(METHODS[method](G, images.float().clamp(-1, 1), progress=False, **options).ws.detach()
+                   .float().cpu())
+    source = {**anchors.source, "reinverted": {"method": method, "drop_start": bool(drop_start),
+                                               "options": {k: v for k, v in options.items()
+                                                           if isinstance(v, (int, float, str, bool))}}}
+    return Anchors(torch.cat(out), labels, source)

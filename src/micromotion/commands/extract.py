@@ -33,15 +33,24 @@ def _from_text(p: dict):
     from ..models.clip import Clip
 
     validate_template(p["text"])  # before loading anything
+    if p["reinvert"] not in ("auto", "none"):
+        from ..invert import METHODS
+
+        if p["reinvert"] not in METHODS:
+            raise click.BadParameter(f"unknown inversion method {p['reinvert']!r}; choose auto, none or one of: "
+                                     f"{', '.join(METHODS)}", param_hint="--reinvert")
     degrees = check_degrees(p["degrees"] if p["degrees"] is not None else DEFAULT_DEGREES)
     world = str(p["model"]) == "world"
     base = {}
     if world:  # the world's presets' settings (world/presets.py); no identity network knows world faces
-        from ..world.presets import WORLD_SETTINGS
+        from ..world.presets import world_text_settings
 
-        base = {"lr": WORLD_SETTINGS.lr, "l2_lambda": WORLD_SETTINGS.l2_lambda, "steps": WORLD_SETTINGS.steps}
+        ws = world_text_settings()
+        base = {"lr": ws.lr, "l2_lambda": ws.l2_lambda, "steps": ws.steps, "image_lambda": ws.image_lambda}
         if p["arcface"] == "auto":
             p["arcface"] = "none"
+    if p["image_lambda"] is not None:
+        base["image_lambda"] = p["image_lambda"]
     settings = TextAnchorSettings(**{**base, **({"steps": p["steps"]} if p["steps"] is not None else {})},
                                   clip_preprocess=p["preprocess"],
                                   **({"id_lambda": 0.0} if p["arcface"] == "none" else {}))
@@ -56,9 +65,15 @@ def _from_text(p: dict):
         from ..models.arcface import load_arcface
 
         arcface = load_arcface(p["arcface"], device=device)
-    return text_anchors(G, clip, p["text"], degrees=degrees, seed=p["seed"], arcface=arcface, settings=settings,
-                        micro_batch=p["micro_batch"], compile=p["compile_"], cache=not p["no_cache"], progress=True,
-                        generator_name=str(p["model"])), G
+    anchors = text_anchors(G, clip, p["text"], degrees=degrees, seed=p["seed"], arcface=arcface, settings=settings,
+                           micro_batch=p["micro_batch"], compile=p["compile_"], cache=not p["no_cache"],
+                           progress=True, generator_name=str(p["model"]))
+    reinvert = p["reinvert"] if p["reinvert"] != "auto" else ("encoder" if world else "none")
+    if reinvert != "none":
+        from ..anchors.text import reinvert_anchors
+
+        anchors = reinvert_anchors(G, anchors, reinvert)
+    return anchors, G
 
 
 _SOURCES["text"] = _from_text
@@ -113,6 +128,12 @@ _SOURCES["video"] = _from_video
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Optimization steps [default: 40 for --text; 400 for --video's first frame, a quarter for the "
                    "others].")
+@click.option("--image-lambda", type=click.FloatRange(min=0), default=None,
+              help="Text: weight of an identity term in image space (mean squared pixel change from the start "
+                   "image) [default: 10 for the world model, else 0].")
+@click.option("--reinvert", default="auto", show_default=True, metavar="METHOD",
+              help="Text: invert the anchor images again with this inversion method (encoder, restyle-e4e, ...) "
+                   "and leave the start out; 'auto': encoder for the world model, else none.")
 @click.option("--preprocess", type=click.Choice(["correct", "paper"]), default="correct", show_default=True,
               help="CLIP preprocessing: 'correct' (resize + CLIP mean/std) or the original code's ('paper').")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")

@@ -213,7 +213,7 @@ class WebService:
         raise InputError(f"unknown motion source {kind!r}; choose one of: {', '.join(KINDS)}")
 
     def _text_motion(self, template, progress):
-        from ..anchors.text import TextAnchorSettings, text_anchors, validate_template
+        from ..anchors.text import TextAnchorSettings, reinvert_anchors, text_anchors, validate_template
         from ..decompose import Motion
 
         template = (template or "").strip()
@@ -228,14 +228,17 @@ class WebService:
                 _say(progress, 0.02, "loading CLIP")
                 clip = self._load_clip()
                 _say(progress, 0.05, f"text anchors for '{template}' ({self.text_steps} steps)")
-                base = {}
-                if getattr(a, "is_world", False):  # the world's settings (world/presets.py)
-                    from ..world.presets import WORLD_SETTINGS
+                world = getattr(a, "is_world", False)
+                if world:  # the world's settings and re-inversion with its encoder (world/presets.py)
+                    from ..world.presets import world_text_settings
 
-                    base = {"lr": WORLD_SETTINGS.lr, "l2_lambda": WORLD_SETTINGS.l2_lambda, "id_lambda": 0.0}
-                anchors = text_anchors(a.G, clip, template, seed=1, arcface=None if base else "auto",
-                                       settings=TextAnchorSettings(steps=self.text_steps, **base),
-                                       progress=progress is not None, generator_name=a.model_name)
+                    settings = world_text_settings(steps=self.text_steps)
+                else:
+                    settings = TextAnchorSettings(steps=self.text_steps)
+                anchors = text_anchors(a.G, clip, template, seed=1, arcface=None if world else "auto",
+                                       settings=settings, progress=progress is not None, generator_name=a.model_name)
+                if world:
+                    anchors = reinvert_anchors(a.G, anchors, "encoder")
                 m = Motion.from_anchors(anchors, generator=a.G, name=template)
                 preview = self._anchor_strip(anchors.latents, [str(x) for x in anchors.labels])
                 self._motions.put(key, (m, preview, self._save_motion(m, "text")))

@@ -83,6 +83,9 @@ class WorldClipConfig:
     group: int = 1  # renders of one identity per batch, motions differing (1: every face a new identity)
     multi_positive: bool = False  # identical caption texts in a batch are positives of each other
     motion_groups: float = 0.0  # share of the batch in groups of `group` identities sharing one motion state
+    adv_eps: float = 0.0  # L2 radius of adversarial images (pixels in [0, 1] at the CLIP input); 0: off
+    adv_steps: int = 3  # PGD steps per batch
+    adv_clean: float = 0.5  # weight of the clean-image loss beside the adversarial one
 
     def __post_init__(self):
         if self.batch < 2:
@@ -92,6 +95,9 @@ class WorldClipConfig:
         if not 0 <= self.motion_groups <= 1 or (self.motion_groups > 0 and self.group < 2):
             raise InputError(f"motion_groups must be in [0, 1] and needs group >= 2, got {self.motion_groups} "
                              f"with group {self.group}")
+        if self.adv_eps < 0 or self.adv_steps < 1 or not 0 <= self.adv_clean <= 1:
+            raise InputError(f"adversarial training needs adv_eps >= 0, adv_steps >= 1 and adv_clean in [0, 1], got "
+                             f"{self.adv_eps}, {self.adv_steps}, {self.adv_clean}")
 
     @classmethod
     def tiny(cls) -> "WorldClipConfig":
@@ -171,12 +177,14 @@ class ClipTrainer:
             x = self.clip.preprocess(render(f, self.cfg.render_size))
         return x, self.clip.tokenize(texts), texts, f
 
-    def loss(self, x: torch.Tensor, tokens: torch.Tensor, texts: list[str] | None = None) -> torch.Tensor:
+    def loss(self, x: torch.Tensor, tokens: torch.Tensor, texts: list[str] | None = None,
+             txt: torch.Tensor | None = None) -> torch.Tensor:
         """Symmetric InfoNCE; pairs i <-> i are positives, and with `texts` also every pair whose caption
-        texts are equal (the target spread evenly over them)."""
+        texts are equal (the target spread evenly over them). `txt`: text features already computed."""
         with self.amp():
             img = F.normalize(self.model.encode_image(x).float(), dim=-1)
-            txt = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+            if txt is None:
+                txt = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
         logits = self.model.logit_scale.exp() * img @ txt.t()
         if texts is None:
             labels = torch.arange(x.shape[0], device=x.device)
@@ -186,6 +194,33 @@ class ClipTrainer:
         same = (code[:, None] == code[None, :]).float()  # symmetric, so one target serves both directions
         target = same / same.sum(1, keepdim=True)
         return (F.cross_entropy(logits, target) + F.cross_entropy(logits.t(), target)) / 2
+
+    def perturb(self, x: torch.Tensor, tokens: torch.Tensor, texts: list[str] | None = None) -> torch.Tensor:
+        """Adversarial copies of the preprocessed images `x`: L2 PGD (Madry et al. 2018) of `cfg.adv_steps`
+        steps that raises the contrastive loss against the (fixed) captions, within a ball of radius
+        `cfg.adv_eps` in [0, 1] pixel units (TeCoA, Mao et al. 2023). Training on them gives an image tower
+        whose gradients follow what it sees, which is what the text anchors climb."""
+        eps, n = self.cfg.adv_eps, self.cfg.adv_steps
+        std = self.clip.std.to(x.dtype)
+        lo, hi = (0 - self.clip.mean) / std, (1 - self.clip.mean) / std
+        with torch.no_grad(), self.amp():
+            txt = F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+        def project(d):
+            norm = d.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            return d * (eps / norm).clamp(max=1.0)
+
+        delta = project(torch.randn(x.shape, generator=self.gen, device=x.device, dtype=x.dtype) * eps
+                        / math.sqrt(x[0].numel()))
+        step = 2.5 * eps / n
+        for _ in range(n):
+            delta.requires_grad_(True)
+            loss = self.loss(x + delta / std, tokens, texts, txt=txt)
+            (grad,) = torch.autograd.grad(loss, delta)
+            g = grad / grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
+            delta = project(delta.detach() + step * g)
+            delta = (torch.minimum(torch.maximum(x + delta / std, lo), hi) - x) * std  # stay a valid image
+        return (x + delta / std).detach()
 
     def init_from(self, path: str | os.PathLike) -> None:
         """Start from the weights of a Clip file (`Clip.load`); its network must be this config's."""
@@ -202,7 +237,15 @@ class ClipTrainer:
         for g in self.opt.param_groups:
             g["lr"] = lr
         x, tokens, texts, _ = self.batch(self.cfg.batch)
-        loss = self.loss(x, tokens, texts if self.cfg.multi_positive else None)
+        texts = texts if self.cfg.multi_positive else None
+        if self.cfg.adv_eps > 0:
+            x_adv = self.perturb(x, tokens, texts)
+            w = self.cfg.adv_clean
+            loss = (1 - w) * self.loss(x_adv, tokens, texts)
+            if w > 0:
+                loss = loss + w * self.loss(x, tokens, texts)
+        else:
+            loss = self.loss(x, tokens, texts)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -451,6 +494,12 @@ def main(argv=None) -> None:
                         "motion-only caption (new runs; default 0)")
     p.add_argument("--multi-positive", action="store_true",
                    help="identical caption texts in a batch are positives of each other (new runs)")
+    p.add_argument("--adv-eps", type=float, default=None,
+                   help="adversarial training (new runs): L2 radius of PGD perturbations in [0, 1] pixel units at "
+                        "the CLIP input (e.g. 1.0); gives gradients that follow the image. Default 0: off")
+    p.add_argument("--adv-steps", type=int, default=None, help="PGD steps per batch (default 3)")
+    p.add_argument("--adv-clean", type=float, default=None,
+                   help="weight of the clean-image loss beside the adversarial one (default 0.5)")
     p.add_argument("--init", default=None, help="a new run starts from this Clip file's weights")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -460,7 +509,8 @@ def main(argv=None) -> None:
         torch.backends.cudnn.allow_tf32 = True
     cfg = WorldClipConfig.tiny() if a.tiny else WorldClipConfig()
     for k, v in (("steps", a.steps), ("lr", a.lr), ("group", a.group), ("multi_positive", a.multi_positive or None),
-                 ("warmup", a.warmup), ("motion_groups", a.motion_groups)):
+                 ("warmup", a.warmup), ("motion_groups", a.motion_groups), ("adv_eps", a.adv_eps),
+                 ("adv_steps", a.adv_steps), ("adv_clean", a.adv_clean)):
         if v is not None:
             setattr(cfg, k, v)
     cfg.__post_init__()

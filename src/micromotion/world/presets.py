@@ -8,9 +8,8 @@ by 3 %, `world.render.motion_track`), its 48 frames are inverted with the shippe
 (`anchors.video.invert_frames`), 12 evenly spaced ones kept as anchors, and robust PCA decodes the motion.
 Strength 1 spans the clip's motion.
 
-`--source text`: the text route described below. It runs, but on the world its motions do not transfer (measured
-in docs/world.md: the smile text preset moves unseen faces' smile by -0.01 of range at strength 1), so it is not
-the shipped default.
+`--source text`: the text route described below. Its motions transfer less than the video ones (measured in
+docs/world.md), so it is not the shipped default.
 
 Each preset: text anchors of the preset's template ("a person with {degree} smile", ...) at the paper's 11
 degrees for the preset's identity seed, optimized through the world generator with the world CLIP
@@ -18,35 +17,52 @@ degrees for the preset's identity seed, optimized through the world generator wi
 package, so the world presets need no computation at use; `micromotion animate --motion smile` finds them by
 the generator's fingerprint (`presets.preset_motion`).
 
-Settings (`WORLD_SETTINGS`): the paper's 40 Adam steps with a smaller learning rate (0.03 instead of 0.1)
-and a stronger pull to the start (l2 0.05 instead of 0.008). The world CLIP is small and was trained on a few
-hundred thousand renders: at the paper's step size the optimization finds latents that fool it (the smile
-oracle read 0.02 at "90% smile"), with these it follows the degrees (smile 0.12 -> 0.85 over no..100%).
-No identity network exists for the world, so the identity term is off.
+Settings (`WORLD_SETTINGS`, `world_text_settings`): the paper's learning rate 0.1 with a weaker pull to
+the start in latent space (l2 0.004 instead of 0.008), 60 steps, and an identity term in image space (mean
+squared pixel change from the start image, weight 10; 1 for head turn, which moves the whole face): no face
+identity network exists for the world, and without an identity term the optimization changes the skin tone
+with a latent offset of norm 1. The anchor images are then inverted again with the world encoder
+(`anchors.text.reinvert_anchors`, the start left out), because the optimized latents move along directions
+peculiar to the anchor face; the encoder's latents move the way it represents the motion for every face.
+Measured in docs/world.md and experiments/text_route/README.md (sweeps 9-11): text smile moves unseen faces'
+smile by about +0.4 of its range at drift below 0.1; before re-inversion and the image term it was +0.01.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from ..anchors.text import TextAnchorSettings, text_anchors
+from ..anchors.text import TextAnchorSettings, reinvert_anchors, text_anchors
 from ..decompose import Motion
 
 log = logging.getLogger(__name__)
 
-__all__ = ["WORLD_SETTINGS", "world_text_motion", "world_video_motion", "build_presets"]
+__all__ = ["WORLD_SETTINGS", "world_text_settings", "world_text_motion", "world_video_motion", "build_presets"]
 
-WORLD_SETTINGS = TextAnchorSettings(steps=40, lr=0.03, l2_lambda=0.05)
+WORLD_SETTINGS = TextAnchorSettings(steps=60, lr=0.1, l2_lambda=0.004, image_lambda=10.0, id_lambda=0.0)
+# motions that move many pixels get a weaker image term
+_IMAGE_LAMBDA = {"head_turn": 1.0}
+
+
+def world_text_settings(factor: str | None = None, **changes) -> TextAnchorSettings:
+    """The world's text-anchor settings for a motion factor (`WORLD_SETTINGS`, image term per factor)."""
+    return replace(WORLD_SETTINGS, **{"image_lambda": _IMAGE_LAMBDA.get(factor, WORLD_SETTINGS.image_lambda),
+                                      **changes})
 
 
 def world_text_motion(G, clip, template: str, *, seed: int = 1, name: str | None = None,
-                      settings: TextAnchorSettings = WORLD_SETTINGS, progress: bool = False, **kw) -> Motion:
-    """Text anchors of `template` on the world generator `G` with a world CLIP, decoded into a `Motion`."""
+                      settings: TextAnchorSettings = WORLD_SETTINGS, reinvert: bool = True, progress: bool = False,
+                      **kw) -> Motion:
+    """Text anchors of `template` on the world generator `G` with a world CLIP, re-inverted with the world
+    encoder (`reinvert`, the start left out) and decoded into a `Motion`."""
     anchors = text_anchors(G, clip, template, seed=seed, arcface=None, settings=settings, progress=progress, **kw)
+    if reinvert:
+        anchors = reinvert_anchors(G, anchors, "encoder")
     return Motion.from_anchors(anchors, generator=G, generator_name="world", name=name or template)
 
 
@@ -91,7 +107,8 @@ def build_presets(out: str | Path, names=None, model: str = "world", clip: str =
         p = PRESETS[canonical(name)]
         t0 = time.perf_counter()
         if source == "text":
-            m = world_text_motion(G, c, p.template, seed=p.seed, name=p.name, progress=progress, cache=False)
+            m = world_text_motion(G, c, p.template, seed=p.seed, name=p.name, progress=progress, cache=False,
+                                  settings=world_text_settings(p.factor))
         else:
             m = world_video_motion(G, p.factor, seed=p.seed, name=p.name, progress=progress)
         written.append(m.save(out / f"{p.name}.safetensors"))
