@@ -254,3 +254,26 @@ def test_motion_groups_share_motions_and_one_motion_only_caption():
         assert not re.search(r"hair|glasses|skin|eyebrows|earrings|face,|chin|jaw|eyes$", texts[i]), texts[i]
     with pytest.raises(InputError, match="motion_groups"):
         replace(WorldClipConfig.tiny(), motion_groups=0.5)  # needs group >= 2
+
+
+def test_adversarial_images_stay_in_the_ball_raise_the_loss_and_train():
+    from dataclasses import replace
+
+    tr = ClipTrainer(replace(WorldClipConfig.tiny(), batch=8, adv_eps=0.5, adv_steps=3), "cpu")
+    x, tokens, _, _ = tr.batch(8)
+    xa = tr.perturb(x, tokens)
+    std, mean = tr.clip.std, tr.clip.mean
+    moved = ((xa - x) * std).flatten(1).norm(dim=1)  # in [0, 1] pixel units
+    assert (moved <= 0.5 + 1e-4).all() and (moved > 0.1).all()
+    pixels = xa * std + mean
+    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5  # still a valid image
+    with torch.no_grad():
+        assert float(tr.loss(xa, tokens)) > float(tr.loss(x, tokens))
+    assert not any(p.grad is not None and p.grad.abs().sum() > 0 for p in tr.model.parameters())  # PGD leaves no grads
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    stats = tr.step()
+    assert math.isfinite(float(stats["loss"]))
+    assert any(not torch.equal(before[k], v) for k, v in tr.model.state_dict().items())
+    for bad in ({"adv_eps": -1.0}, {"adv_steps": 0}, {"adv_clean": 1.5}):
+        with pytest.raises(InputError, match="adversarial"):
+            replace(WorldClipConfig.tiny(), **bad)
