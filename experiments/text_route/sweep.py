@@ -51,10 +51,10 @@ def augment(img, n, g):
         o = o + 0.03*torch.randn(o.shape, generator=g).to(img.device)
         out.append(o)
     return torch.cat(out)
-def run(preset, idp=0.0, blur=0, cj=0.0, layers=None, k=0, space="wplus", aug=0, lr=0.03, l2=0.05, steps=40, seeds=None, loss="logits", rank=4, variant=None, pix=0.0, reenc=False, nostart=False, direction="endpoints"):
+def run(preset, idp=0.0, blur=0, cj=0.0, layers=None, k=0, space="wplus", aug=0, lr=0.03, l2=0.05, steps=40, seeds=None, loss="logits", rank=4, variant=None, pix=0.0, reenc=False, nostart=False, direction="endpoints", refine=0, trunc=0.7):
     p = PRESETS[preset]
     seeds = seeds or [p.seed]
-    w0 = torch.stack([start_latent(G, s, 0.7) for s in seeds])  # [K, L, D]
+    w0 = torch.stack([start_latent(G, s, trunc) for s in seeds])  # [K, L, D]
     K = len(seeds)
     texts = [render_template(p.template, d) for d in DEFAULT_DEGREES]
     tf = clip.encode_text(texts).detach()
@@ -122,7 +122,10 @@ def run(preset, idp=0.0, blur=0, cj=0.0, layers=None, k=0, space="wplus", aug=0,
     if reenc:  # the anchor images inverted again with the world encoder, as video frames are
         from micromotion.invert import METHODS
         with torch.no_grad():
-            A = METHODS["encoder"](G, G.synthesis(A, noise_mode="const").clamp(-1, 1), progress=False).ws.detach()
+            imgs = G.synthesis(A, noise_mode="const").clamp(-1, 1)
+        with torch.enable_grad():
+            A = METHODS["encoder"](G, imgs, progress=False, refine_steps=refine).ws.detach()
+        with torch.no_grad():
             r = measure(G.synthesis(A).float().clamp(-1,1))[p.factor]
     if nostart:
         A = A[1:]; r = torch.cat([r[:1], r])
@@ -130,7 +133,7 @@ def run(preset, idp=0.0, blur=0, cj=0.0, layers=None, k=0, space="wplus", aug=0,
     rep = metrics(m, p.factor)
     return dict(preset=preset, space=space, aug=aug, lr=lr, l2=l2, steps=steps, seeds=seeds, loss=loss,
                 own=[round(float(x),2) for x in r[[0,1,6,11]]], dnorm=round(float(m.direction.norm()),2),
-                k=k, rank=rank, idp=idp, blur=blur, cj=cj, layers=layers, pix=pix, reenc=reenc, nostart=nostart, direction=direction, lnorm=[round(float(x),1) for x in (A[-1]-A[1]).norm(dim=-1)], **rep)
+                k=k, rank=rank, idp=idp, blur=blur, cj=cj, layers=layers, pix=pix, reenc=reenc, nostart=nostart, direction=direction, refine=refine, trunc=trunc, lnorm=[round(float(x),1) for x in (A[-1]-A[1]).norm(dim=-1)], **rep)
 if __name__ == "__main__":
     cfgs = json.load(open(sys.argv[1]))
     out = open(sys.argv[2], "a")
