@@ -103,6 +103,11 @@ def run(preset, idp=0.0, blur=0, cj=0.0, layers=None, k=0, space="wplus", aug=0,
                 tdir = F.normalize(tf - tf.mean(0, keepdim=True), dim=-1).repeat(K, 1)
             df = f - (f0 if f0 is not None else f.detach()*0)
             cl = (1 - (F.normalize(df, dim=-1) * tdir).sum(-1)).view(K, n).mean(0)
+        elif loss == "softmax":  # each degree's text against all the template's degrees (zero-shot classification)
+            cl = F.cross_entropy(ls * f @ tf.t(), torch.arange(n, device=dev).repeat(K), reduction="none").view(K, n).mean(0)
+        elif loss == "centered":  # cosine to the degree's text minus the mean of the degrees' texts
+            tc = tf - tf.mean(0, keepdim=True)
+            cl = (1 - (f * tc.repeat(K, 1)).sum(-1) / tc.norm(dim=-1).repeat(K)).view(K, n).mean(0)
         else:
             cl = clip_loss(f, tfk, ls, loss).view(K, n).mean(0)
         if idp:
