@@ -11,7 +11,11 @@ components of the W distribution (k < 0: per layer); aug (random affine + noise 
 l2, steps; seeds (one offset shared by several identities); loss "logits" | "cosine" | "directional"
 (StyleGAN-NADA's); rank of the decomposition; layers [a, b) (only those W+ layers move); blur (CLIP sees the
 image downsampled to blur² and back); cj (colour jitter); idp (weight of a CLIP identity term keeping the
-image's similarity to skin, hair and face-shape prompts). CLIP=path picks another CLIP file.
+image's similarity to skin, hair and face-shape prompts); pix (weight of the image-space identity term: mean
+squared pixel change from the start image); reenc (anchor images inverted again with the world encoder, refine
+projector steps after it); nostart (the start latent left out of the decomposition); direction "endpoints" |
+"principal"; trunc (the start's truncation); loss also "softmax" (over the template's degree texts) or
+"centered" (cosine to the degree's text minus the degrees' mean). CLIP=path picks another CLIP file.
 
 Run (GPU): PYTHONPATH=src python experiments/text_route/sweep.py experiments/text_route/configs_N.json OUT.jsonl
 Results and conclusions: README.md beside this file. Research code, not part of the package.
