@@ -125,6 +125,16 @@ def test_train_export_load_invert_matches(tmp_path, G):
     with pytest.raises(CheckpointError, match="load_encoder"):
         load_restyle(path)
 
+    # a new run from the exported weights (--init): the same network at step 0, then it trains on
+    st = train_encoder(tmp_path / "ft", G, cfg=_cfg(), max_steps=0, eval_n=0, progress=False, init=path)
+    assert st["step"] == 0
+    ft, _ = EncoderTrainer.load(tmp_path / "ft", G)
+    ft.train_mode(False)
+    assert torch.allclose(ft.net.invert(x, n_iters=2).ws, got.ws, atol=1e-5)
+    with pytest.raises(InputError, match="not the one of this config"):
+        train_encoder(tmp_path / "ft2", G, cfg=_cfg(widths=(8, 12, 16, 32)), max_steps=0, eval_n=0, progress=False,
+                      init=path)
+
 
 def test_bad_and_truncated_files(tmp_path, G):
     tr = EncoderTrainer(_cfg(), G)

@@ -206,6 +206,18 @@ class EncoderTrainer:
         self._render_buf, self._render_pos = None, 0
         self.amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" else nullcontext
 
+    def init_from(self, path: str | os.PathLike) -> None:
+        """Start from the weights of an encoder file made for this generator with this config's network."""
+        src = load_encoder(path, self.G, device=self.device)
+        mine, theirs = self.encoder.state_dict(), src.encoder.state_dict()
+        if set(mine) != set(theirs) or any(mine[k].shape != theirs[k].shape for k in mine):
+            raise InputError(f"{path}: its encoder is not the one of this config (different layers or sizes); "
+                             f"start from scratch or give a file trained with the same config")
+        self.encoder.load_state_dict(theirs)
+        with torch.no_grad():
+            self.net.latent_avg.copy_(src.latent_avg.to(self.net.latent_avg.device))
+        self.avg_image = self.net.average_image()
+
     def train_mode(self, mode: bool) -> None:
         """BatchNorm on batch statistics while training; `BackboneEncoder.train` always means eval, so go
         around it."""
@@ -503,12 +515,14 @@ def _generator_for(out: Path, generator) -> Generator:
 def train_encoder(out: str | os.PathLike, generator, minutes: float = 9.0, cfg: WorldEncoderConfig | None = None,
                   device: str | torch.device = "cpu", resume: bool = False, batch: int | None = None,
                   checkpoint_minutes: float = 3.0, max_steps: int | None = None, log_every: int = 50,
-                  eval_n: int = 512, oracle="config", progress: bool = True) -> dict:
+                  eval_n: int = 512, oracle="config", progress: bool = True,
+                  init: str | os.PathLike | None = None) -> dict:
     """Train (or continue) an encoder for `generator` (a `Generator` or a file; None on resume: the stored
     path) in folder `out` for `minutes` of wall time or `max_steps` steps of this call.
 
     `resume=True` continues the checkpoint in `out` (its stored config wins; only `batch` may change) or
-    starts fresh; without it an existing checkpoint is an error. At the end, `evaluate_encoder` on `eval_n`
+    starts fresh; without it an existing checkpoint is an error. `init`: an encoder file (`save_encoder`
+    format, e.g. the shipped world-encoder) whose weights a new run starts from. At the end, `evaluate_encoder` on `eval_n`
     held-out renders and samples (0: skip) goes into state.json. Returns the final state."""
     from tqdm import tqdm
 
@@ -535,6 +549,9 @@ def train_encoder(out: str | os.PathLike, generator, minutes: float = 9.0, cfg: 
             cfg.batch = batch
         WorldEncoderConfig.from_dict(cfg.to_dict())  # validate
         tr = EncoderTrainer(cfg, G, device, oracle)
+        if init is not None:
+            tr.init_from(init)
+            log.info("initialized from %s", init)
         elapsed_before = 0.0
         out.mkdir(parents=True, exist_ok=True)
     n_params = sum(p.numel() for p in tr.encoder.parameters())
@@ -661,6 +678,7 @@ def main(argv=None) -> None:
     p.add_argument("--checkpoint-minutes", type=float, default=3.0)
     p.add_argument("--max-steps", type=int, default=None, help="at most this many steps in this invocation")
     p.add_argument("--log-every", type=int, default=50)
+    p.add_argument("--init", default=None, help="a new run starts from this encoder file's weights")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
@@ -677,7 +695,7 @@ def main(argv=None) -> None:
             evaluate_checkpoint(a.out, a.generator, device, a.eval_n, a.n_iters)
         elif a.minutes > 0 or a.max_steps:
             state = train_encoder(a.out, a.generator, a.minutes, cfg, device, a.resume, a.batch,
-                                  a.checkpoint_minutes, a.max_steps, a.log_every, a.eval_n)
+                                  a.checkpoint_minutes, a.max_steps, a.log_every, a.eval_n, init=a.init)
             log.info("done: step %d, %.1f kimg, %.1f min of training in total", state["step"],
                      state["nimg"] / 1000, state["train_seconds"] / 60)
             if "evaluation" in state:
