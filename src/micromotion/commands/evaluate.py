@@ -111,6 +111,9 @@ def evaluate(motion, model, identities, seed, strengths, target, invert_steps, f
     ref = first.get("oracle_reference")
     if ref:  # neutral world renders of the seed's identities, only the target moved: the oracle's ceiling/floor
         rows = {**rows, "perfect edit (renders)": ref}
+    inv = first.get("inverted_reference")
+    if inv:  # the same perfect edit seen through the inversion of the faces
+        rows = {**rows, "perfect edit (inverted)": inv}
     click.echo(format_table(rows))
     if not ablation:
         per = ", ".join(f"{x:g}: {v:.3f}" for x, v in zip(s, report["per_strength"]))
