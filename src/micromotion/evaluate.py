@@ -26,6 +26,9 @@ turned would count as 0.5 and no head turn could ever pass the success threshold
   oracle_reference     the first four for a perfect edit (`oracle_reference`): true renders of the faces with
                        only the target moved to its far end. The oracle's own errors keep its change below 1
                        and its drift above 0 (about 0.9 and 0.03): the ceiling and floor to read the rest by.
+  inverted_reference   with faces="renders": the same perfect edit seen through the inversion
+                       (`inverted_reference`): the edited renders inverted as the faces are, read from the
+                       reconstructions; what any edit of inverted faces can reach.
 
 Real face models (`measure="landmarks"`, what `auto` picks for generators of 256 px and more): no oracle knows
 their factors, so `face_meter.FaceMeter` reads the motions off the images with dlib's 68 landmarks (mouth widening,
