@@ -83,7 +83,8 @@ def full_method(G, out: Path, report: DemoReport, identities: int = 4, frames: i
     """The paper's method on the world, measured by the oracle:
     - video route: for each preset, a world clip inverted with the shipped encoder -> robust PCA -> motion;
     - text route: CLIP-guided anchors of "a person with {degree} smile" with the world CLIP (3 degrees,
-      `text_steps` steps: a short run that fits the demo's time) -> robust PCA -> motion;
+      `text_steps` steps: a short run that fits the demo's time; the anchor images re-inverted with the
+      encoder, `world.presets.world_text_motion`) -> robust PCA -> motion;
     - transfer: fresh neutral renders (identities never seen) inverted with the encoder, each motion added at
       `strength`, the target factor read before and after; one photo animated end to end with `Animator`.
     """

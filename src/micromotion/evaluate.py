@@ -297,7 +297,6 @@ def summarize(readings: dict[str, torch.Tensor], target: str, strengths: Sequenc
     }
 
 
-@torch.no_grad()
 def _perfect_edit_factors(target: str, identities: int, seed: int):
     """The neutral faces of `faces="renders"` for `seed`, and the same faces with `target` at the far end of its
     motion range, nothing else changed."""
@@ -307,6 +306,7 @@ def _perfect_edit_factors(target: str, identities: int, seed: int):
     return before, before.replace(**{target: torch.full_like(getattr(before, target), far)})
 
 
+@torch.no_grad()
 def oracle_reference(target: str, identities: int = 50, seed: int = 0, size: int = 128, oracle=None,
                      batch_size: int = 16) -> dict | None:
     """What a perfect edit scores: the metrics of true world renders of `identities` neutral faces (those of
@@ -334,19 +334,26 @@ def _read_ws(G, ws: torch.Tensor, batch_size: int, oracle=None) -> dict[str, tor
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
 
 
-def inverted_reference(G, target: str, ws_before: torch.Tensor, seed: int = 0, invert_steps: int = 0,
-                       batch_size: int = 16, oracle=None, progress: bool = False) -> dict | None:
+def inverted_reference(G, target: str, identities: int = 50, seed: int = 0, invert_steps: int = 0,
+                       batch_size: int = 16, oracle=None, progress: bool = False,
+                       ws_before: torch.Tensor | None = None) -> dict | None:
     """What a perfect edit scores seen through the inversion: the renders of `oracle_reference` with the target
     at its far end, inverted as `faces="renders"` inverts faces (encoder, or the projector), read from the
-    generator's reconstructions against `ws_before`, those faces' own inversions. Whatever the inversion
+    generator's reconstructions against the faces' own inversions (`ws_before`: those of
+    `starting_latents(G, identities, seed, invert_steps, faces="renders")` when already computed, else they
+    are inverted here). Whatever the inversion
     loses or invents on a moved face (a turned head reconstructed with a wider mouth) shows here as lost
     change and as drift, so this is the ceiling and floor of any edit of inverted faces."""
     from .invert import auto_method
 
     if target not in MOTION_FACTORS:
         return None
-    _, after = _perfect_edit_factors(target, int(ws_before.shape[0]), seed)
+    before, after = _perfect_edit_factors(target, identities, seed)
     encoder = auto_method(G) == "encoder"
+    if ws_before is None:
+        ws_before = _invert_renders(G, before, seed, invert_steps, batch_size, progress, encoder)
+    elif ws_before.shape[0] != identities:
+        raise InputError(f"ws_before holds {ws_before.shape[0]} faces for {identities} identities")
     ws_after = _invert_renders(G, after, seed, invert_steps, batch_size, progress, encoder)
     a, b = _read_ws(G, ws_before, batch_size, oracle), _read_ws(G, ws_after, batch_size, oracle)
     r = summarize({k: torch.stack([a[k], b[k]], dim=1).double() for k in a}, target, [0.0, 1.0])
@@ -375,6 +382,7 @@ def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
     s = _check_strengths(strengths)
     _check_int(seed, "seed", 0)
     t0 = time.perf_counter()
+    own_faces = ws is None  # the faces of `seed`: the inverted reference can reuse their inversions
     if ws is None:
         ws = starting_latents(G, identities, seed, invert_steps, batch_size, progress, faces)
     elif ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
@@ -401,7 +409,8 @@ def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
         "invert_steps": invert_steps,
         "oracle_reference": (oracle_reference(target, int(ws.shape[0]), seed, G.resolution, oracle, batch_size)
                              if how == "oracle" and with_reference else None),
-        "inverted_reference": (inverted_reference(G, target, ws, seed, invert_steps, batch_size, oracle)
+        "inverted_reference": (inverted_reference(G, target, int(ws.shape[0]), seed, invert_steps, batch_size, oracle,
+                                                  progress, ws_before=ws if own_faces else None)
                                if how == "oracle" and with_reference and faces == "renders" else None),
         "seconds": round(time.perf_counter() - t0, 3),
     }
@@ -467,7 +476,8 @@ def evaluate_ablation(G, motion: Motion, anchors: torch.Tensor, *, ranks: Sequen
         reports[key] = r
     ref = (oracle_reference(target, int(ws.shape[0]), seed, G.resolution, oracle, batch_size)
            if how == "oracle" else None)
-    inv = (inverted_reference(G, target, ws, seed, invert_steps, batch_size, oracle)
+    inv = (inverted_reference(G, target, int(ws.shape[0]), seed, invert_steps, batch_size, oracle, progress,
+                              ws_before=ws)
            if how == "oracle" and faces == "renders" else None)
     for r in reports.values():  # one perfect-edit reference for all variants: they share the faces
         r["oracle_reference"], r["inverted_reference"] = ref, inv

@@ -256,6 +256,7 @@ def test_reinvert_anchors(G, clip, monkeypatch):
     assert r.labels == ["no", "50%", "100%"] and r.latents.shape == (3, G.num_ws, G.w_dim)
     assert r.source["reinverted"] == {"method": "projector", "drop_start": True, "options": {"steps": 3, "seed": 0}}
     assert r.source["template"] == TEMPLATE  # what the anchors were made from is kept
+    assert "cache_key" not in r.source and "loss_last" not in r.source  # those were the optimized latents'
     assert not torch.allclose(r.latents, a.latents[1:])  # new latents: the images' inversions
     # the method gets each anchor's image (start left out), in order, in batches; its codes come back in order
     from micromotion.invert import METHODS, Projection
@@ -277,6 +278,8 @@ def test_reinvert_anchors(G, clip, monkeypatch):
     assert keep.labels[0] == "start" and len(keep) == 4
     with pytest.raises(InputError, match="unknown inversion method"):
         reinvert_anchors(G, a, "magic")
+    with pytest.raises(InputError, match="batch_size"):
+        reinvert_anchors(G, a, "fake", batch_size=0)
     two = Anchors(a.latents[:2], a.labels[:2], a.source)
     with pytest.raises(InputError, match="fewer than 2"):
         reinvert_anchors(G, two, "projector", steps=1)
@@ -413,6 +416,13 @@ def test_cli_extract_text_writes_anchors_and_preview(model_files, tmp_path):
     assert b.labels == ["no", "50%", "100%"] and b.source["reinverted"]["method"] == "projector"
     r = _run(args + ["--overwrite", "--reinvert", "magic"])
     assert r.exit_code == 2 and "unknown inversion method 'magic'" in r.output
+    # refused before any optimization, in one line: no encoder for this model; one degree left without the start
+    r = _run(args + ["--overwrite", "--reinvert", "encoder"])
+    assert r.exit_code == 2 and "no encoder was trained" in r.output and "--reinvert none" in r.output
+    one = [a if a != "no,50%,100%" else "100%" for a in args]
+    r = _run(one + ["--overwrite", "--reinvert", "projector"])
+    assert r.exit_code == 2 and "at least 2" in r.output
+    assert Anchors.load(out).source["reinverted"]["method"] == "projector"  # the earlier file is untouched
 
 
 @pytest.mark.parametrize("template,msg", [

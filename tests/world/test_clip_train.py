@@ -271,9 +271,16 @@ def test_adversarial_images_stay_in_the_ball_raise_the_loss_and_train():
         assert float(tr.loss(xa, tokens)) > float(tr.loss(x, tokens))
     assert not any(p.grad is not None and p.grad.abs().sum() > 0 for p in tr.model.parameters())  # PGD leaves no grads
     before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    calls = []
+    real = tr.perturb
+    tr.perturb = lambda *a, **k: calls.append(1) or real(*a, **k)
     stats = tr.step()
+    assert calls == [1]  # the step trains on adversarial images
     assert math.isfinite(float(stats["loss"]))
     assert any(not torch.equal(before[k], v) for k, v in tr.model.state_dict().items())
-    for bad in ({"adv_eps": -1.0}, {"adv_steps": 0}, {"adv_clean": 1.5}):
+    tr.cfg.adv_clean = 1.0  # clean loss only: no PGD is wasted on images of weight 0
+    tr.step()
+    assert calls == [1]
+    for bad in ({"adv_eps": -1.0}, {"adv_eps": float("nan")}, {"adv_steps": 0}, {"adv_clean": 1.5}):
         with pytest.raises(InputError, match="adversarial"):
             replace(WorldClipConfig.tiny(), **bad)

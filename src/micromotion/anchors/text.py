@@ -441,6 +441,9 @@ def reinvert_anchors(G, anchors: Anchors, method: str = "encoder", *, drop_start
 
     if method not in METHODS:
         raise InputError(f"unknown inversion method {method!r}; choose one of: {', '.join(METHODS)}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch_size must be a positive integer, got {batch_size!r}")
+    noise_mode = (anchors.source.get("settings") or {}).get("noise_mode", "const")  # as the anchors were made
     labels = list(anchors.labels)
     latents = anchors.latents
     if drop_start and labels and labels[0] == "start":
@@ -451,10 +454,11 @@ def reinvert_anchors(G, anchors: Anchors, method: str = "encoder", *, drop_start
     out = []
     for i in range(0, latents.shape[0], batch_size):
         with torch.no_grad():
-            images = G.synthesis(latents[i:i + batch_size].to(device, G.w_avg.dtype), noise_mode="const")
+            images = G.synthesis(latents[i:i + batch_size].to(device, G.w_avg.dtype), noise_mode=noise_mode)
         out.append(METHODS[method](G, images.float().clamp(-1, 1), progress=False, **options).ws.detach()
                    .float().cpu())
-    source = {**anchors.source, "reinverted": {"method": method, "drop_start": bool(drop_start),
+    stale = ("cache_key", "loss_first", "loss_last")  # they describe the optimized latents, not these
+    source = {**{k: v for k, v in anchors.source.items() if k not in stale}, "reinverted": {"method": method, "drop_start": bool(drop_start),
                                                "options": {k: v for k, v in options.items()
                                                            if isinstance(v, (int, float, str, bool))}}}
     return Anchors(torch.cat(out), labels, source)

@@ -43,9 +43,11 @@ def _from_text(p: dict):
     world = str(p["model"]) == "world"
     base = {}
     if world:  # the world's presets' settings (world/presets.py); no identity network knows world faces
+        from ..presets import PRESETS
         from ..world.presets import world_text_settings
 
-        ws = world_text_settings()
+        factor = next((q.factor for q in PRESETS.values() if q.template == p["text"]), None)  # a preset's own
+        ws = world_text_settings(factor)
         base = {"lr": ws.lr, "l2_lambda": ws.l2_lambda, "steps": ws.steps, "image_lambda": ws.image_lambda}
         if p["arcface"] == "auto":
             p["arcface"] = "none"
@@ -54,10 +56,20 @@ def _from_text(p: dict):
     settings = TextAnchorSettings(**{**base, **({"steps": p["steps"]} if p["steps"] is not None else {})},
                                   clip_preprocess=p["preprocess"],
                                   **({"id_lambda": 0.0} if p["arcface"] == "none" else {}))
+    reinvert = p["reinvert"] if p["reinvert"] != "auto" else ("encoder" if world else "none")
+    if reinvert != "none" and len(degrees) < 2:
+        raise click.BadParameter(f"re-inverting the anchors ({reinvert}) leaves out the start and needs at least 2 "
+                                 f"degrees; give more --degrees or pass --reinvert none", param_hint="--degrees")
     device = _device(p["device"])
+    G = load_generator(p["model"], device=device)
+    if reinvert == "encoder":
+        from ..invert import METHODS
+
+        if not METHODS["encoder"].supports(G):
+            raise click.BadParameter(f"no encoder was trained for {p['model']}; pass --reinvert none or another "
+                                     f"inversion method (e.g. projector, restyle-e4e)", param_hint="--reinvert")
     clip_name = p["clip"] if p["clip"] != "auto" else ("world-clip" if world else "clip-vit-b-32")
     clip = Clip.load(clip_name, device=device)
-    G = load_generator(p["model"], device=device)
     arcface = None
     if p["arcface"] == "auto":
         arcface = "auto"
@@ -68,7 +80,6 @@ def _from_text(p: dict):
     anchors = text_anchors(G, clip, p["text"], degrees=degrees, seed=p["seed"], arcface=arcface, settings=settings,
                            micro_batch=p["micro_batch"], compile=p["compile_"], cache=not p["no_cache"],
                            progress=True, generator_name=str(p["model"]))
-    reinvert = p["reinvert"] if p["reinvert"] != "auto" else ("encoder" if world else "none")
     if reinvert != "none":
         from ..anchors.text import reinvert_anchors
 
@@ -126,7 +137,7 @@ _SOURCES["video"] = _from_video
               help="Identity network for the identity loss: registry name or file, 'auto' (arcface-ir-se50 if it "
                    "is there, else off with a warning), or 'none'.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Optimization steps [default: 40 for --text; 400 for --video's first frame, a quarter for the "
+              help="Optimization steps [default: 40 for --text (60 with the world model); 400 for --video's first frame, a quarter for the "
                    "others].")
 @click.option("--image-lambda", type=click.FloatRange(min=0), default=None,
               help="Text: weight of an identity term in image space (mean squared pixel change from the start "

@@ -95,7 +95,7 @@ class WorldClipConfig:
         if not 0 <= self.motion_groups <= 1 or (self.motion_groups > 0 and self.group < 2):
             raise InputError(f"motion_groups must be in [0, 1] and needs group >= 2, got {self.motion_groups} "
                              f"with group {self.group}")
-        if self.adv_eps < 0 or self.adv_steps < 1 or not 0 <= self.adv_clean <= 1:
+        if not (math.isfinite(self.adv_eps) and self.adv_eps >= 0) or self.adv_steps < 1 or not 0 <= self.adv_clean <= 1:
             raise InputError(f"adversarial training needs adv_eps >= 0, adv_steps >= 1 and adv_clean in [0, 1], got "
                              f"{self.adv_eps}, {self.adv_steps}, {self.adv_clean}")
 
@@ -238,7 +238,7 @@ class ClipTrainer:
             g["lr"] = lr
         x, tokens, texts, _ = self.batch(self.cfg.batch)
         texts = texts if self.cfg.multi_positive else None
-        if self.cfg.adv_eps > 0:
+        if self.cfg.adv_eps > 0 and self.cfg.adv_clean < 1:
             x_adv = self.perturb(x, tokens, texts)
             w = self.cfg.adv_clean
             loss = (1 - w) * self.loss(x_adv, tokens, texts)
@@ -513,8 +513,8 @@ def main(argv=None) -> None:
                  ("adv_steps", a.adv_steps), ("adv_clean", a.adv_clean)):
         if v is not None:
             setattr(cfg, k, v)
-    cfg.__post_init__()
     try:
+        cfg.__post_init__()
         if a.minutes > 0 or a.max_steps:
             state = train_world_clip(a.out, a.minutes, cfg, device, a.resume, a.batch, a.checkpoint_minutes,
                                      a.max_steps, eval_n=a.eval_n, init=a.init)

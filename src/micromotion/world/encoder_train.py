@@ -537,6 +537,8 @@ def train_encoder(out: str | os.PathLike, generator, minutes: float = 9.0, cfg: 
     if has_ckpt:
         gen_path = gen_path or read_state(out).get("generator", {}).get("path")
         tr, state = EncoderTrainer.load(out, G, device, oracle)
+        if init is not None:
+            log.warning("--init %s is ignored: resuming the checkpoint in %s", init, out)
         if batch is not None and batch != tr.cfg.batch:
             log.info("batch size %d -> %d", tr.cfg.batch, batch)
             tr.cfg.batch = batch

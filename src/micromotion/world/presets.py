@@ -56,10 +56,15 @@ def world_text_settings(factor: str | None = None, **changes) -> TextAnchorSetti
 
 
 def world_text_motion(G, clip, template: str, *, seed: int = 1, name: str | None = None,
-                      settings: TextAnchorSettings = WORLD_SETTINGS, reinvert: bool = True, progress: bool = False,
+                      settings: TextAnchorSettings | None = None, reinvert: bool = True, progress: bool = False,
                       **kw) -> Motion:
     """Text anchors of `template` on the world generator `G` with a world CLIP, re-inverted with the world
-    encoder (`reinvert`, the start left out) and decoded into a `Motion`."""
+    encoder (`reinvert`, the start left out) and decoded into a `Motion`. settings: default
+    `world_text_settings` of the preset whose template this is (`WORLD_SETTINGS` for other templates)."""
+    if settings is None:
+        from ..presets import PRESETS
+
+        settings = world_text_settings(next((p.factor for p in PRESETS.values() if p.template == template), None))
     anchors = text_anchors(G, clip, template, seed=seed, arcface=None, settings=settings, progress=progress, **kw)
     if reinvert:
         anchors = reinvert_anchors(G, anchors, "encoder")
