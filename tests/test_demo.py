@@ -32,6 +32,7 @@ def test_demo_runs_the_whole_method_on_the_shipped_world(tmp_path):
     assert set(tr) == {f"video/{m}" for m in ("smile", "angry", "aging", "eyes_close", "head_turn")} | {"text/smile"}
     assert tr["video/smile"]["target_change_mean"] > 0.4  # measured +0.70 of range on 50 faces
     assert tr["video/aging"]["target_change_mean"] > 0.4
+    assert tr["text/smile"]["target_change_mean"] > 0.1  # re-inverted text anchors transfer (+0.31 on 20 faces)
     for name in ("transfer_smile.mp4", "photo.png", "photo_smile.mp4", "motion_text_smile.safetensors"):
         assert (tmp_path / "d" / name).stat().st_size > 500, name
     assert "not run" not in r.output
