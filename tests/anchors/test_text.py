@@ -455,3 +455,13 @@ def test_cli_needs_one_source(tmp_path):
     assert r.exit_code == 2 and "give one anchor source: --text" in r.output
     r = _run(["extract", "--text", TEMPLATE, "-o", str(tmp_path / "x.pt")])
     assert r.exit_code == 2 and ".safetensors" in r.output
+
+
+def test_world_text_settings_follow_the_preset_of_a_template():
+    from micromotion.presets import PRESETS
+    from micromotion.world.presets import WORLD_SETTINGS, world_text_settings
+
+    assert world_text_settings(template=PRESETS["head_turn"].template).image_lambda == 1.0  # moves the whole face
+    assert world_text_settings(template=PRESETS["smile"].template) == WORLD_SETTINGS
+    assert world_text_settings(template="a person with {degree} beard") == WORLD_SETTINGS
+    assert world_text_settings("head_turn", steps=5).steps == 5

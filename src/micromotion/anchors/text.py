@@ -424,7 +424,6 @@ def text_anchors(G, clip: Clip, template: str, *, degrees: Sequence[str] = DEFAU
     return anchors
 
 
-
 def reinvert_anchors(G, anchors: Anchors, method: str = "encoder", *, drop_start: bool = True,
                      batch_size: int = 16, **options) -> Anchors:
     """The anchors' images inverted again into W+ with an inversion `method` (`invert.METHODS`), as video
@@ -458,7 +457,7 @@ def reinvert_anchors(G, anchors: Anchors, method: str = "encoder", *, drop_start
         out.append(METHODS[method](G, images.float().clamp(-1, 1), progress=False, **options).ws.detach()
                    .float().cpu())
     stale = ("cache_key", "loss_first", "loss_last")  # they describe the optimized latents, not these
-    source = {**{k: v for k, v in anchors.source.items() if k not in stale}, "reinverted": {"method": method, "drop_start": bool(drop_start),
-                                               "options": {k: v for k, v in options.items()
-                                                           if isinstance(v, (int, float, str, bool))}}}
+    source = {k: v for k, v in anchors.source.items() if k not in stale}
+    source["reinverted"] = {"method": method, "drop_start": bool(drop_start),
+                            "options": {k: v for k, v in options.items() if isinstance(v, (int, float, str, bool))}}
     return Anchors(torch.cat(out), labels, source)

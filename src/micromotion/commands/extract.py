@@ -43,11 +43,9 @@ def _from_text(p: dict):
     world = str(p["model"]) == "world"
     base = {}
     if world:  # the world's presets' settings (world/presets.py); no identity network knows world faces
-        from ..presets import PRESETS
         from ..world.presets import world_text_settings
 
-        factor = next((q.factor for q in PRESETS.values() if q.template == p["text"]), None)  # a preset's own
-        ws = world_text_settings(factor)
+        ws = world_text_settings(template=p["text"])  # a preset's template gets that preset's settings
         base = {"lr": ws.lr, "l2_lambda": ws.l2_lambda, "steps": ws.steps, "image_lambda": ws.image_lambda}
         if p["arcface"] == "auto":
             p["arcface"] = "none"
@@ -137,8 +135,8 @@ _SOURCES["video"] = _from_video
               help="Identity network for the identity loss: registry name or file, 'auto' (arcface-ir-se50 if it "
                    "is there, else off with a warning), or 'none'.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Optimization steps [default: 40 for --text (60 with the world model); 400 for --video's first frame, a quarter for the "
-                   "others].")
+              help="Optimization steps [default: 40 for --text (60 with the world model); 400 for --video's first "
+                   "frame, a quarter for the others].")
 @click.option("--image-lambda", type=click.FloatRange(min=0), default=None,
               help="Text: weight of an identity term in image space (mean squared pixel change from the start "
                    "image) [default: 10 for the world model, else 0].")

@@ -230,11 +230,9 @@ class WebService:
                 _say(progress, 0.05, f"text anchors for '{template}' ({self.text_steps} steps)")
                 world = getattr(a, "is_world", False)
                 if world:  # the world's settings and re-inversion with its encoder (world/presets.py)
-                    from ..presets import PRESETS
                     from ..world.presets import world_text_settings
 
-                    factor = next((q.factor for q in PRESETS.values() if q.template == template), None)
-                    settings = world_text_settings(factor, steps=self.text_steps)
+                    settings = world_text_settings(template=template, steps=self.text_steps)
                 else:
                     settings = TextAnchorSettings(steps=self.text_steps)
                 anchors = text_anchors(a.G, clip, template, seed=1, arcface=None if world else "auto",

@@ -49,8 +49,13 @@ WORLD_SETTINGS = TextAnchorSettings(steps=60, lr=0.1, l2_lambda=0.004, image_lam
 _IMAGE_LAMBDA = {"head_turn": 1.0}
 
 
-def world_text_settings(factor: str | None = None, **changes) -> TextAnchorSettings:
-    """The world's text-anchor settings for a motion factor (`WORLD_SETTINGS`, image term per factor)."""
+def world_text_settings(factor: str | None = None, *, template: str | None = None, **changes) -> TextAnchorSettings:
+    """The world's text-anchor settings for a motion factor, or for the preset whose template is `template`
+    (`WORLD_SETTINGS`, image term per factor; other templates get `WORLD_SETTINGS`)."""
+    if factor is None and template is not None:
+        from ..presets import PRESETS
+
+        factor = next((p.factor for p in PRESETS.values() if p.template == template), None)
     return replace(WORLD_SETTINGS, **{"image_lambda": _IMAGE_LAMBDA.get(factor, WORLD_SETTINGS.image_lambda),
                                       **changes})
 
@@ -61,10 +66,7 @@ def world_text_motion(G, clip, template: str, *, seed: int = 1, name: str | None
     """Text anchors of `template` on the world generator `G` with a world CLIP, re-inverted with the world
     encoder (`reinvert`, the start left out) and decoded into a `Motion`. settings: default
     `world_text_settings` of the preset whose template this is (`WORLD_SETTINGS` for other templates)."""
-    if settings is None:
-        from ..presets import PRESETS
-
-        settings = world_text_settings(next((p.factor for p in PRESETS.values() if p.template == template), None))
+    settings = settings or world_text_settings(template=template)
     anchors = text_anchors(G, clip, template, seed=seed, arcface=None, settings=settings, progress=progress, **kw)
     if reinvert:
         anchors = reinvert_anchors(G, anchors, "encoder")
