@@ -341,9 +341,9 @@ def inverted_reference(G, target: str, identities: int = 50, seed: int = 0, inve
     at its far end, inverted as `faces="renders"` inverts faces (encoder, or the projector), read from the
     generator's reconstructions against the faces' own inversions (`ws_before`: those of
     `starting_latents(G, identities, seed, invert_steps, faces="renders")` when already computed, else they
-    are inverted here). Whatever the inversion
-    loses or invents on a moved face (a turned head reconstructed with a wider mouth) shows here as lost
-    change and as drift, so this is the ceiling and floor of any edit of inverted faces."""
+    are inverted here). Whatever the inversion loses or invents on a moved face (a turned head reconstructed
+    with a wider mouth) shows here as lost change and as drift, so this is the ceiling and floor of any edit
+    of inverted faces."""
     from .invert import auto_method
 
     if target not in MOTION_FACTORS:

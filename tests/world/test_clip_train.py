@@ -284,3 +284,14 @@ def test_adversarial_images_stay_in_the_ball_raise_the_loss_and_train():
     for bad in ({"adv_eps": -1.0}, {"adv_eps": float("nan")}, {"adv_steps": 0}, {"adv_clean": 1.5}):
         with pytest.raises(InputError, match="adversarial"):
             replace(WorldClipConfig.tiny(), **bad)
+
+
+def test_cli_bad_init_or_adversarial_setting_is_one_line(tmp_path):
+    from micromotion.world.clip_train import main
+
+    with pytest.raises(SystemExit, match=r"^error: no such file .*nope\.safetensors"):
+        main(["--tiny", "--out", str(tmp_path / "a"), "--init", str(tmp_path / "nope.safetensors"),
+              "--max-steps", "1", "--device", "cpu", "--eval-n", "0"])
+    with pytest.raises(SystemExit, match="^error: adversarial training needs"):
+        main(["--tiny", "--out", str(tmp_path / "b"), "--adv-eps", "nan", "--max-steps", "1", "--device", "cpu"])
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing half-made

@@ -44,7 +44,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError, MicromotionError
 from ..fileio import save_safetensors
 from ..models.clip import Clip, ClipConfig
 from .captions import ANCHOR_TEMPLATES, caption, captions, degree_word, phrases
@@ -95,7 +95,8 @@ class WorldClipConfig:
         if not 0 <= self.motion_groups <= 1 or (self.motion_groups > 0 and self.group < 2):
             raise InputError(f"motion_groups must be in [0, 1] and needs group >= 2, got {self.motion_groups} "
                              f"with group {self.group}")
-        if not (math.isfinite(self.adv_eps) and self.adv_eps >= 0) or self.adv_steps < 1 or not 0 <= self.adv_clean <= 1:
+        eps_ok = math.isfinite(self.adv_eps) and self.adv_eps >= 0
+        if not eps_ok or self.adv_steps < 1 or not 0 <= self.adv_clean <= 1:
             raise InputError(f"adversarial training needs adv_eps >= 0, adv_steps >= 1 and adv_clean in [0, 1], got "
                              f"{self.adv_eps}, {self.adv_steps}, {self.adv_clean}")
 
@@ -523,7 +524,7 @@ def main(argv=None) -> None:
                 log.info("evaluation: %s", json.dumps(state["evaluation"], indent=1))
         if a.export:
             log.info("exported %s", export_clip(a.out, a.export, compact=a.compact))
-    except (InputError, CheckpointError) as e:
+    except MicromotionError as e:  # any user-facing error (bad input, checkpoint, missing weights): one line
         raise SystemExit(f"error: {e}") from None
 
 

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checkpoint import load_generator
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError, MicromotionError
 from ..fileio import save_safetensors
 from ..models.encoder import (EncoderConfig, ReStyle, build_encoder, generator_fingerprint, load_encoder,
                               save_encoder)
@@ -522,7 +522,8 @@ def train_encoder(out: str | os.PathLike, generator, minutes: float = 9.0, cfg: 
 
     `resume=True` continues the checkpoint in `out` (its stored config wins; only `batch` may change) or
     starts fresh; without it an existing checkpoint is an error. `init`: an encoder file (`save_encoder`
-    format, e.g. the shipped world-encoder) whose weights a new run starts from. At the end, `evaluate_encoder` on `eval_n`
+    format, e.g. the shipped world-encoder) whose weights a new run starts from (ignored when resuming). At
+    the end, `evaluate_encoder` on `eval_n`
     held-out renders and samples (0: skip) goes into state.json. Returns the final state."""
     from tqdm import tqdm
 
@@ -705,7 +706,7 @@ def main(argv=None) -> None:
         if a.export:
             path = export_encoder(a.out, a.export, a.generator)
             log.info("exported %s (%.1f MB)", path, path.stat().st_size / 1e6)
-    except (InputError, CheckpointError) as e:
+    except MicromotionError as e:  # any user-facing error (bad input, checkpoint, missing weights): one line
         raise SystemExit(f"error: {e}") from None
 
 

@@ -39,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import load_generator, save_generator
-from ..errors import CheckpointError, InputError
+from ..errors import CheckpointError, InputError, MicromotionError
 from ..fileio import save_safetensors
 from ..models.discriminator import Discriminator, DiscriminatorConfig
 from ..models.stylegan2 import Generator, GeneratorConfig
@@ -564,7 +564,7 @@ def main(argv=None) -> None:
             log.info("done: step %d, %.1f kimg", state["step"], state["nimg"] / 1000)
         if a.export:
             log.info("exported %s", export(a.out, a.export))
-    except (InputError, CheckpointError) as e:
+    except MicromotionError as e:  # any user-facing error (bad input, checkpoint, missing weights): one line
         raise SystemExit(f"error: {e}") from None
 
 
