@@ -107,7 +107,7 @@ def full_method(G, out: Path, report: DemoReport, identities: int = 4, frames: i
     faces = METHODS["encoder"](G, targets, progress=False).ws.detach()
     motions = {}
     for name, p in PRESETS.items():
-        motions[f"video/{name}"] = world_video_motion(G, p.factor, seed=seed + 1, name=name)
+        motions[f"video/{name}"] = world_video_motion(G, p.factor, name=name)  # the presets' clip identities
     t0 = time.perf_counter()
     clip = Clip.load("world-clip", device=dev)
     motions["text/smile"] = world_text_motion(G, clip, PRESETS["smile"].template, seed=1, name="smile",
