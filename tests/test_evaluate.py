@@ -96,12 +96,14 @@ def test_renders_without_an_encoder(setup):
     assert r["faces"] == "inverted renders"
 
 
-def test_encoded_renders_on_the_world():
+def test_encoded_renders_on_the_world(monkeypatch):
     from micromotion import load_generator
+    import micromotion.evaluate as E
     from micromotion.evaluate import starting_latents
     from micromotion.invert import METHODS
     from micromotion.world import render, sample_factors
 
+    monkeypatch.setattr(E, "SUPERVISED_IDENTITIES", 6)  # 100 by default
     G = load_generator("world")
     ws = starting_latents(G, 3, seed=5, faces="renders")
     assert ws.shape == (3, G.num_ws, G.w_dim)
@@ -115,6 +117,32 @@ def test_encoded_renders_on_the_world():
     assert set(inv) == set(r["oracle_reference"])
     assert 0.3 < inv["target_change_mean"] <= r["oracle_reference"]["target_change_mean"] + 0.1
     assert 0 < inv["nontarget_drift_mean"] < 0.2 and inv["identity_drift_mean"] < 0.2
+    # the direction learned from true edits of other (labelled) faces moves these faces' smile too
+    sup = r["supervised_reference"]
+    assert set(sup) == set(inv)
+    assert 0.3 < sup["target_change_mean"] <= r["oracle_reference"]["target_change_mean"] + 0.1
+    assert 0 < sup["nontarget_drift_mean"] < 0.2
+
+
+def test_supervised_direction_averages_other_faces(monkeypatch):
+    from micromotion import load_generator
+    import micromotion.evaluate as E
+
+    G = load_generator("world")
+    seen = []
+
+    def fake(G_, factors, *a, **k):  # codes = the factor being learned, in every coordinate
+        seen.append(factors.smile.clone())
+        return factors.smile[:, None, None].expand(-1, G.num_ws, G.w_dim).clone()
+
+    monkeypatch.setattr(E, "_invert_renders", fake)
+    d = E.supervised_direction(G, "smile", seed=5, train_identities=4)
+    before, after = E._perfect_edit_factors("smile", 4, 5 + E.SUPERVISED_SEED_OFFSET)
+    assert torch.equal(seen[0], before.smile) and torch.equal(seen[1], after.smile)  # not the measured faces
+    assert torch.allclose(d, (after.smile - before.smile).mean().expand(G.num_ws, G.w_dim))
+    with pytest.raises(InputError, match="train_identities"):
+        E.supervised_direction(G, "smile", train_identities=0)
+    assert E.supervised_reference(G, "hair_color", torch.zeros(1, G.num_ws, G.w_dim)) is None
 
 
 def test_inverted_reference_reuses_only_the_faces_of_its_seed(monkeypatch):
@@ -132,11 +160,12 @@ def test_inverted_reference_reuses_only_the_faces_of_its_seed(monkeypatch):
     # latents the caller brought (any seed): the reference inverts the seed's own neutral faces as well
     calls.clear()
     motion = Motion.from_direction(torch.zeros(G.num_ws, G.w_dim), name="smile", generator=G)
+    monkeypatch.setattr(E, "SUPERVISED_IDENTITIES", 3)
     E.evaluate_motion(G, motion, ws=ws, seed=0, strengths=(0, 1), faces="renders")
-    assert calls == [2, 2]
+    assert calls == [2, 2, 3, 3]  # the supervised reference's own labelled faces last
     calls.clear()
     E.evaluate_motion(G, motion, identities=2, seed=5, strengths=(0, 1), faces="renders")
-    assert calls == [2, 2]  # the faces themselves, then the edited renders (the faces' inversions reused)
+    assert calls == [2, 2, 3, 3]  # the faces themselves, then the edited renders (the faces' inversions reused)
 
 
 def test_plain_pca_of_a_line_is_its_endpoints():

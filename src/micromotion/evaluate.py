@@ -29,6 +29,11 @@ turned would count as 0.5 and no head turn could ever pass the success threshold
   inverted_reference   with faces="renders": the same perfect edit seen through the inversion
                        (`inverted_reference`): the edited renders inverted as the faces are, read from the
                        reconstructions; what any edit of inverted faces can reach.
+  supervised_reference with faces="renders" and an encoder: a direction learned with labels
+                       (`supervised_reference`), the mean over 100 other identities of the encoder's codes of
+                       their perfect edit minus those of their neutral face, added at strength 1 to the faces.
+                       Not the paper's method (it needs true edits of many faces): what one linear W+ direction
+                       of this generator, read through this encoder, reaches at best without tuning per face.
 
 Real face models (`measure="landmarks"`, what `auto` picks for generators of 256 px and more): no oracle knows
 their factors, so `face_meter.FaceMeter` reads the motions off the images with dlib's 68 landmarks (mouth widening,
@@ -361,6 +366,43 @@ def inverted_reference(G, target: str, identities: int = 50, seed: int = 0, inve
                               "identity_drift_mean")}
 
 
+#: Labelled identities the supervised direction is averaged over, and the seed offset of their faces.
+SUPERVISED_IDENTITIES = 100
+SUPERVISED_SEED_OFFSET = 104729
+
+
+def supervised_direction(G, target: str, seed: int = 0, train_identities: int | None = None,
+                         batch_size: int = 16, progress: bool = False) -> torch.Tensor:
+    """[num_ws, w_dim]: the mean over `train_identities` (default `SUPERVISED_IDENTITIES`) neutral renders (of
+    seed + `SUPERVISED_SEED_OFFSET`, not the measured faces) of the encoder's codes of the render with `target`
+    at its far end minus the codes of the neutral render."""
+    train_identities = _check_int(SUPERVISED_IDENTITIES if train_identities is None else train_identities,
+                                  "train_identities", 1)
+    before, after = _perfect_edit_factors(target, train_identities, seed + SUPERVISED_SEED_OFFSET)
+    a = _invert_renders(G, before, seed, 0, batch_size, progress, True)
+    b = _invert_renders(G, after, seed, 0, batch_size, progress, True)
+    return (b - a).mean(0)
+
+
+def supervised_reference(G, target: str, ws: torch.Tensor, seed: int = 0,
+                         train_identities: int | None = None, batch_size: int = 16, oracle=None,
+                         progress: bool = False) -> dict | None:
+    """What a direction learned with labels scores on the faces `ws` (encoder codes of neutral renders):
+    `supervised_direction` added at strength 1. A motion decoded from one identity's anchors that comes close
+    to it is as good as this generator and encoder allow a single direction to be; the gap between this and
+    `inverted_reference` is what no direction shared by all faces can close. None when G has no encoder or
+    the target is not a motion."""
+    from .invert import auto_method
+
+    if target not in MOTION_FACTORS or auto_method(G) != "encoder":
+        return None
+    d = supervised_direction(G, target, seed, train_identities, batch_size, progress).to(ws.device, ws.dtype)
+    a, b = _read_ws(G, ws, batch_size, oracle), _read_ws(G, ws + d, batch_size, oracle)
+    r = summarize({k: torch.stack([a[k], b[k]], dim=1).double() for k in a}, target, [0.0, 1.0])
+    return {k: r[k] for k in ("target_change_mean", "target_success_rate", "nontarget_drift_mean",
+                              "identity_drift_mean")}
+
+
 def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
                     strengths: Sequence[float] = DEFAULT_STRENGTHS, target_factor: str | None = None,
                     invert_steps: int = 0, batch_size: int = 16, ws: torch.Tensor | None = None, oracle=None,
@@ -412,6 +454,10 @@ def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
         "inverted_reference": (inverted_reference(G, target, int(ws.shape[0]), seed, invert_steps, batch_size, oracle,
                                                   progress, ws_before=ws if own_faces else None)
                                if how == "oracle" and with_reference and faces == "renders" else None),
+        "supervised_reference": (supervised_reference(G, target, ws, seed, batch_size=batch_size, oracle=oracle,
+                                                      progress=progress)
+                                 if how == "oracle" and with_reference and faces == "renders" and invert_steps == 0
+                                 else None),
         "seconds": round(time.perf_counter() - t0, 3),
     }
     log.info("%s on %s: %s %+.3f of range, success %.0f%%, drift %.3f, identity drift %.3f", report["motion"],
@@ -479,8 +525,10 @@ def evaluate_ablation(G, motion: Motion, anchors: torch.Tensor, *, ranks: Sequen
     inv = (inverted_reference(G, target, int(ws.shape[0]), seed, invert_steps, batch_size, oracle, progress,
                               ws_before=ws)
            if how == "oracle" and faces == "renders" else None)
-    for r in reports.values():  # one perfect-edit reference for all variants: they share the faces
-        r["oracle_reference"], r["inverted_reference"] = ref, inv
+    sup = (supervised_reference(G, target, ws, seed, batch_size=batch_size, oracle=oracle, progress=progress)
+           if how == "oracle" and faces == "renders" and invert_steps == 0 else None)
+    for r in reports.values():  # one set of references for all variants: they share the faces
+        r["oracle_reference"], r["inverted_reference"], r["supervised_reference"] = ref, inv, sup
     first = next(iter(reports.values()))
     return {"motion": motion.meta.name, "model": first["model"], "target_factor": target,
             "identities": first["identities"], "seed": seed, "strengths": first["strengths"],

@@ -114,6 +114,9 @@ def evaluate(motion, model, identities, seed, strengths, target, invert_steps, f
     inv = first.get("inverted_reference")
     if inv:  # the same perfect edit seen through the inversion of the faces
         rows = {**rows, "perfect edit (inverted)": inv}
+    sup = first.get("supervised_reference")
+    if sup:  # the best single direction: learned from true edits of 100 other labelled faces
+        rows = {**rows, "supervised direction": sup}
     click.echo(format_table(rows))
     if not ablation:
         per = ", ".join(f"{x:g}: {v:.3f}" for x, v in zip(s, report["per_strength"]))
