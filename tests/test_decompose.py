@@ -279,9 +279,42 @@ def test_paper_variant_motion_equals_transcription_of_original():
     assert not torch.allclose(other_seed.direction, motion.direction, atol=1e-4)
 
 
+def test_span_anchors_restores_what_the_sparse_part_took():
+    """Anchors moving along d, whose far anchors carry large sparse errors along d itself (robust PCA takes
+    part of the motion with them): span 'anchors' keeps the robust direction, at the anchors' own extent."""
+    g = torch.Generator().manual_seed(3)
+    K, L, D = 11, 4, 64
+    d = torch.randn(L, D, generator=g)
+    t = torch.linspace(0, 1, K)
+    A = torch.randn(L, D, generator=g) + t[:, None, None] * d + 0.01 * torch.randn(K, L, D, generator=g)
+    big = d.abs() > d.abs().flatten().quantile(0.9)  # the motion's largest coordinates ...
+    A[-2:] += 0.8 * d * big  # ... overshoot at the far anchors: sparse, and along the motion
+    low = Motion.from_anchors(A, rank=1, span="lowrank")
+    full = Motion.from_anchors(A)
+    assert full.meta.span == "anchors" and full.meta.span_scale > 1.02
+    cos = torch.nn.functional.cosine_similarity(full.direction.flatten(), low.direction.flatten(), dim=0)
+    assert float(cos) > 0.999  # the same direction ...
+    u = full.direction / full.direction.norm()  # ... spanning the anchors, last minus first, along it
+    assert float(full.direction.norm()) == pytest.approx(float(((A[-1] - A[0]) * u).sum()), rel=1e-4)
+    assert float(low.direction.norm()) < float(full.direction.norm())
+    assert Motion.from_anchors(A, variant="paper", rank=4).meta.span == "lowrank"  # the original's scale
+    with pytest.raises(InputError, match="unknown span"):
+        Motion.from_anchors(A, span="far")
+    # a last anchor behind the first along the direction: the low-rank span is kept
+    from micromotion.decompose import _anchor_span
+
+    back = torch.tensor([0.0, 5.0, -1.0])[:, None, None] * d
+    kept, scale, kind = _anchor_span(back, d, "back")
+    assert kind == "lowrank" and scale is None and torch.equal(kept, d)
+    kept, scale, kind = _anchor_span(-back, d, "ahead")
+    assert kind == "anchors" and scale == pytest.approx(1.0)
+    assert torch.allclose(kept, d)
+
+
 def test_path_follows_low_rank_anchors():
     anchors, _ = synthetic_anchors(K=5, num_ws=3, w_dim=32, seed=9)
-    motion = Motion.from_anchors(anchors, rank=2)
+    motion = Motion.from_anchors(anchors, rank=2, span="lowrank")
+    assert motion.meta.span == "lowrank" and motion.meta.span_scale is None
     offsets = motion.anchor_offsets()
     assert offsets.shape == (5, 3, 32)
     assert offsets[0].abs().max() < 1e-6

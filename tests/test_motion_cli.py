@@ -78,6 +78,10 @@ def test_decode_paper_variant_and_principal(tmp_path, anchors_file):
                                Motion.from_anchors(anchors, variant="paper", seed=3).direction)
     assert run("motion", "decode", path, "-o", out, "--direction", "principal", "--energy", 0.9).exit_code == 0
     assert load_motion(out).meta.direction_kind == "principal" and load_motion(out).meta.energy == 0.9
+    assert load_motion(out).meta.span == "anchors"
+    assert run("motion", "decode", path, "-o", out, "--span", "lowrank").exit_code == 0
+    torch.testing.assert_close(load_motion(out).direction, Motion.from_anchors(anchors, span="lowrank").direction)
+    assert "strength 1: spans the low-rank anchors" in " ".join(run("motion", "info", out).output.split())
 
 
 def test_decode_bad_anchors_fail_cleanly(tmp_path, anchors_file):
@@ -110,7 +114,8 @@ def test_info_shows_what_the_file_holds(tmp_path, anchors_file, generators):
     text = " ".join(result.output.split())
     for expected in ("name: smile", f"generator: ffhq-tiny ({fp})", "latents: 8 x 16", "anchors: 6 at t = 0, 0.2,",
                      "rank: 3 3 3 3 3 3 3 4 (asked: rank 4)", "direction: endpoints; norm", "robust PCA: ialm, lambda 0.25, tol 1e-07;",
-                     "source: anchors", "format: micromotion motion v1, written by micromotion"):
+                     "source: anchors", "format: micromotion motion v1, written by micromotion",
+                     "strength 1: spans the anchors (last minus first along the direction,"):
         assert expected in text, (expected, result.output)
     assert run("motion", "info", out, "-g", generators[0]).exit_code == 0
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ..anchors import Anchors
-from ..decompose import DIRECTIONS, VARIANTS, Motion, load_anchors, load_motion
+from ..decompose import DIRECTIONS, SPANS, VARIANTS, Motion, load_anchors, load_motion
 from ..errors import InputError
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
@@ -108,6 +108,10 @@ def info(file: Path, generator: str | None) -> None:
         ("direction", f"{meta.direction_kind}; norm {norms.norm():.4g}; largest on layers "
                       + ", ".join(f"{i} ({norms[i]:.3g})" for i in top)),
     ]
+    if meta.span:
+        rows.append(("strength 1", "spans the anchors (last minus first along the direction, "
+                                   f"{meta.span_scale:.3g}x the low-rank span)" if meta.span == "anchors" else
+                     "spans the low-rank anchors"))
     if meta.rpca:
         rows.append(("robust PCA", _describe_rpca(meta.rpca)))
     width = max(len(k) for k, _ in rows)
@@ -128,11 +132,15 @@ def info(file: Path, generator: str | None) -> None:
 @click.option("--variant", type=click.Choice(VARIANTS), default="ialm", show_default=True,
               help="Robust PCA solver; 'paper' reproduces the original code.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the paper variant's randomized PCA.")
+@click.option("--span", type=click.Choice(SPANS), default=None,
+              help="What strength 1 spans: anchors (default: the last anchor minus the first, along the decoded "
+              "direction) or lowrank (the low-rank part's extent; the default with --variant paper).")
 @click.option("--times", help="Comma-separated positions of the anchors (degrees, frame times); default evenly spaced.")
 @click.option("-g", "--generator", help="Generator the anchors belong to (file or registry name): recorded with its "
               "fingerprint, so the motion is refused by other generators.")
 @click.option("--generator-name", help="Name to record for the generator.")
-def decode(anchors: Path, output: Path, name, rank, energy, direction, variant, seed, times, generator, generator_name) -> None:
+def decode(anchors: Path, output: Path, name, rank, energy, direction, variant, seed, span, times, generator,
+           generator_name) -> None:
     """Decode a motion from anchor latents [K, num_ws, w_dim], ordered by degree or time.
 
     ANCHORS is an anchors file from `micromotion extract` (its labels and source are kept), a torch file
@@ -155,7 +163,7 @@ def decode(anchors: Path, output: Path, name, rank, energy, direction, variant, 
         except ValueError:
             raise click.BadParameter(f"'{times}' is not a comma-separated list of numbers", param_hint="--times") from None
     m = Motion.from_anchors(stack, times=parsed, rank=rank, energy=energy, direction=direction, variant=variant,
-                           seed=seed, name=name or output.stem, generator=_generator(generator),
+                           seed=seed, span=span, name=name or output.stem, generator=_generator(generator),
                            generator_name=generator_name, source=source)
     m.save(output)
     click.echo(_written(m, output))

@@ -3,10 +3,10 @@
 `python -m micromotion.world.presets [--source video|text] [--out DIR] [--names smile,head_turn]`
 
 Shipped (`--source video`, the default): video anchors. For each preset a world clip is rendered (a neutral
-identity, the preset's `VIDEO_SEEDS` entry, the preset's factor easing over its whole range, the other motions jittering
-by 3 %, `world.render.motion_track`), its 48 frames are inverted with the shipped world encoder
-(`anchors.video.invert_frames`), 12 evenly spaced ones kept as anchors, and robust PCA decodes the motion.
-Strength 1 spans the clip's motion.
+identity, the factor's `VIDEO_SEEDS` entry; the preset's factor easing over its whole range, the other motions
+jittering by 3 %, `world.render.motion_track`). 12 evenly spaced frames of its 48 are inverted with the
+shipped world encoder (`anchors.video.invert_frames`) as anchors, and robust PCA decodes the motion. Strength 1
+spans the clip's motion (`Motion.from_anchors`, span "anchors").
 
 The clip's identity matters: among seeds 1-100 the same recipe moves unseen faces' anger by -0.2 to +0.7.
 `VIDEO_SEEDS` are chosen on validation faces only (50 renders of seed 200; the highest margin
@@ -54,7 +54,7 @@ WORLD_SETTINGS = TextAnchorSettings(steps=60, lr=0.1, l2_lambda=0.004, image_lam
 # motions that move many pixels get a weaker image term
 _IMAGE_LAMBDA = {"head_turn": 1.0}
 #: Identity seed of each motion factor's world clip (see the module docstring); other factors: 1.
-VIDEO_SEEDS = {"smile": 74, "anger": 73, "age": 80, "eyes_closed": 28, "head_turn": 37}
+VIDEO_SEEDS = {"smile": 13, "anger": 14, "age": 51, "eyes_closed": 78, "head_turn": 84}
 
 
 def world_text_settings(factor: str | None = None, *, template: str | None = None, **changes) -> TextAnchorSettings:
