@@ -297,6 +297,11 @@ def test_span_anchors_restores_what_the_sparse_part_took():
     u = full.direction / full.direction.norm()  # ... spanning the anchors, last minus first, along it
     assert float(full.direction.norm()) == pytest.approx(float(((A[-1] - A[0]) * u).sum()), rel=1e-4)
     assert float(low.direction.norm()) < float(full.direction.norm())
+    # the anchor path is scaled alike: it still ends at the direction
+    torch.testing.assert_close(full.path([1.0])[0], full.direction, atol=1e-5, rtol=0)
+    same_rank = Motion.from_anchors(A, span="lowrank")
+    torch.testing.assert_close(full.anchor_offsets(), same_rank.anchor_offsets() * full.meta.span_scale, atol=1e-5,
+                               rtol=0)
     assert Motion.from_anchors(A, variant="paper", rank=4).meta.span == "lowrank"  # the original's scale
     with pytest.raises(InputError, match="unknown span"):
         Motion.from_anchors(A, span="far")
@@ -309,6 +314,19 @@ def test_span_anchors_restores_what_the_sparse_part_took():
     kept, scale, kind = _anchor_span(-back, d, "ahead")
     assert kind == "anchors" and scale == pytest.approx(1.0)
     assert torch.allclose(kept, d)
+
+
+def test_span_warns_when_the_end_anchors_look_glitched(caplog):
+    g = torch.Generator().manual_seed(4)
+    d = torch.randn(3, 32, generator=g)
+    A = torch.linspace(0, 1, 8)[:, None, None] * d + 0.01 * torch.randn(8, 3, 32, generator=g)
+    with caplog.at_level("WARNING", logger="micromotion.decompose"):
+        Motion.from_anchors(A, rank=1)
+    assert "check those anchors" not in caplog.text
+    A[-1] += 3 * d  # a bad last frame far along the motion
+    with caplog.at_level("WARNING", logger="micromotion.decompose"):
+        m = Motion.from_anchors(A, rank=1)
+    assert "check those anchors" in caplog.text and m.meta.span_scale > 1.7
 
 
 def test_path_follows_low_rank_anchors():

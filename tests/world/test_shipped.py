@@ -105,6 +105,8 @@ def test_shipped_presets_are_what_the_code_computes(G, name, tmp_path):
     again = world_video_motion(G, p.factor, name=name)
     cos = torch.nn.functional.cosine_similarity(again.direction.flatten(), shipped.direction.flatten(), dim=0)
     assert float(cos) > 0.999
+    assert shipped.meta.span == "anchors" == again.meta.span  # strength 1 spans the clip
+    assert float(again.direction.norm()) == pytest.approx(float(shipped.direction.norm()), rel=2e-3)
     other = world_video_motion(G, p.factor, seed=1, name=name)  # another identity: another direction
     assert float(torch.nn.functional.cosine_similarity(other.direction.flatten(), shipped.direction.flatten(),
                                                        dim=0)) < 0.99

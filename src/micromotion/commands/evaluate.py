@@ -115,7 +115,7 @@ def evaluate(motion, model, identities, seed, strengths, target, invert_steps, f
     if inv:  # the same perfect edit seen through the inversion of the faces
         rows = {**rows, "perfect edit (inverted)": inv}
     sup = first.get("supervised_reference")
-    if sup:  # the best single direction: learned from true edits of 100 other labelled faces
+    if sup:  # a reference direction, learned from true edits of 100 other labelled faces
         rows = {**rows, "supervised direction": sup}
     click.echo(format_table(rows))
     if not ablation:

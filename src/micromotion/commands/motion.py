@@ -109,9 +109,9 @@ def info(file: Path, generator: str | None) -> None:
                       + ", ".join(f"{i} ({norms[i]:.3g})" for i in top)),
     ]
     if meta.span:
-        rows.append(("strength 1", "spans the anchors (last minus first along the direction, "
-                                   f"{meta.span_scale:.3g}x the low-rank span)" if meta.span == "anchors" else
-                     "spans the low-rank anchors"))
+        scale = f", {meta.span_scale:.3g}x the low-rank span" if isinstance(meta.span_scale, (int, float)) else ""
+        rows.append(("strength 1", f"spans the anchors (last minus first along the direction{scale})"
+                     if meta.span == "anchors" else "spans the low-rank anchors"))
     if meta.rpca:
         rows.append(("robust PCA", _describe_rpca(meta.rpca)))
     width = max(len(k) for k, _ in rows)
