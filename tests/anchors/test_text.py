@@ -461,7 +461,10 @@ def test_world_text_settings_follow_the_preset_of_a_template():
     from micromotion.presets import PRESETS
     from micromotion.world.presets import WORLD_SETTINGS, world_text_settings
 
-    assert world_text_settings(template=PRESETS["head_turn"].template).image_lambda == 1.0  # moves the whole face
-    assert world_text_settings(template=PRESETS["smile"].template) == WORLD_SETTINGS
+    head = world_text_settings(template=PRESETS["head_turn"].template)
+    assert head.image_lambda == 1.0 and head.steps == WORLD_SETTINGS.steps  # moves the whole face
+    smile = world_text_settings(template=PRESETS["smile"].template)
+    assert (smile.image_lambda, smile.steps, smile.l2_lambda) == (3.0, 100, 0.002)
+    assert world_text_settings(template=PRESETS["angry"].template) == WORLD_SETTINGS
     assert world_text_settings(template="a person with {degree} beard") == WORLD_SETTINGS
     assert world_text_settings("head_turn", steps=5).steps == 5
