@@ -1,3 +1,10 @@
+"""Text-route settings for the world's smile and head turn, re-chosen on validation faces (session 5).
+
+Each config (JSON list of `world_text_settings` changes) runs `world_text_motion` from the preset's seed and is
+added at strength 1 to 50 encoded neutral renders of seeds 200 (validation), 100 and 300 (test).
+Run (GPU): PYTHONPATH=src python experiments/anchor_identity/text_tune.py OUT.jsonl smile '[{"steps": 100}]'
+Results: text_settings.jsonl and README.md beside this file. Research code, not part of the package.
+"""
 import json, sys, itertools, torch
 from micromotion.checkpoint import load_generator
 from micromotion.models.clip import Clip
