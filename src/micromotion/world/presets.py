@@ -28,8 +28,9 @@ squared pixel change from the start image, weight 10): no face identity network 
 without an identity term the optimization changes the skin tone with a latent offset of norm 1. Head turn,
 which moves the whole face, takes image weight 1; smile has its own, chosen on validation faces
 (`_FACTOR_SETTINGS`: 100 steps, image weight 3, l2 0.002). The anchor images are then inverted again with the
-world encoder (`anchors.text.reinvert_anchors`, the start left out), because the optimized latents move along directions
-peculiar to the anchor face; the encoder's latents move the way it represents the motion for every face.
+world encoder (`anchors.text.reinvert_anchors`, the start left out), because the optimized latents move along
+directions peculiar to the anchor face; the encoder's latents move the way it represents the motion for every
+face.
 Measured in docs/world.md, experiments/text_route/README.md (sweeps 9-11) and experiments/anchor_identity:
 text smile moves unseen faces' smile by about +0.6 of its range (on the H100 on 94 % of faces at drift 0.095;
 the same settings on the CPU: 82 % at 0.117, the optimization is that sensitive); before re-inversion and the
