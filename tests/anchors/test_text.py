@@ -468,3 +468,64 @@ def test_world_text_settings_follow_the_preset_of_a_template():
     assert world_text_settings(template=PRESETS["angry"].template) == WORLD_SETTINGS
     assert world_text_settings(template="a person with {degree} beard") == WORLD_SETTINGS
     assert world_text_settings("head_turn", steps=5).steps == 5
+
+
+def test_world_text_seed_follows_the_preset_of_a_template():
+    from micromotion.presets import PRESETS
+    from micromotion.world.presets import TEXT_SEEDS, world_text_seed
+
+    assert world_text_seed(PRESETS["smile"].template) == TEXT_SEEDS["smile"] == 150
+    assert world_text_seed(PRESETS["head_turn"].template) == TEXT_SEEDS["head_turn"]
+    assert world_text_seed(PRESETS["angry"].template) == 1  # no start face moves anger: the original's
+    assert world_text_seed("a person with {degree} beard") == 1
+    assert world_text_seed("a person with {degree} beard", default=0) == 0
+
+
+class _Seen(Exception):
+    pass
+
+
+def _capture_seed(monkeypatch, module):
+    seen = {}
+
+    def fake(G, clip, template, *, seed=0, **kw):
+        seen["seed"], seen["template"] = seed, template
+        raise _Seen
+
+    monkeypatch.setattr(module, "text_anchors", fake)
+    return seen
+
+
+def test_world_text_motion_starts_from_the_chosen_face(monkeypatch):
+    import micromotion.world.presets as wp
+    from micromotion.presets import PRESETS
+
+    seen = _capture_seed(monkeypatch, wp)
+    with pytest.raises(_Seen):
+        wp.world_text_motion(None, None, PRESETS["smile"].template)
+    assert seen["seed"] == wp.TEXT_SEEDS["smile"]
+    with pytest.raises(_Seen):
+        wp.world_text_motion(None, None, PRESETS["smile"].template, seed=7)  # an explicit seed wins
+    assert seen["seed"] == 7
+    with pytest.raises(_Seen):
+        wp.world_text_motion(None, None, "a person with {degree} beard")
+    assert seen["seed"] == 1
+
+
+def test_cli_extract_on_the_world_starts_a_preset_template_from_its_face(monkeypatch, tmp_path):
+    import micromotion.anchors.text as text_module
+    from micromotion.presets import PRESETS
+    from micromotion.world.presets import TEXT_SEEDS
+
+    seen = _capture_seed(monkeypatch, text_module)
+    base = ["extract", "--model", "world", "--device", "cpu", "--degrees", "no,100%", "-o"]
+    with pytest.raises(_Seen):
+        _run(["extract", "--text", PRESETS["smile"].template, *base[1:], str(tmp_path / "a.safetensors")])
+    assert seen["seed"] == TEXT_SEEDS["smile"]
+    with pytest.raises(_Seen):
+        _run(["extract", "--text", PRESETS["smile"].template, "--seed", "3", *base[1:], str(tmp_path / "b.safetensors")])
+    assert seen["seed"] == 3
+    with pytest.raises(_Seen):
+        _run(["extract", "--text", "a person with {degree} beard", *base[1:], str(tmp_path / "c.safetensors")])
+    assert seen["seed"] == 0  # the command's default for other templates
+    assert not list(tmp_path.iterdir())

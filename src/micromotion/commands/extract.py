@@ -42,10 +42,13 @@ def _from_text(p: dict):
     degrees = check_degrees(p["degrees"] if p["degrees"] is not None else DEFAULT_DEGREES)
     world = str(p["model"]) == "world"
     base = {}
+    seed = p["seed"] if p["seed"] is not None else 0
     if world:  # the world's presets' settings (world/presets.py); no identity network knows world faces
-        from ..world.presets import world_text_settings
+        from ..world.presets import world_text_seed, world_text_settings
 
         ws = world_text_settings(template=p["text"])  # a preset's template gets that preset's settings
+        if p["seed"] is None:  # and its start face
+            seed = world_text_seed(p["text"], default=0)
         base = {"lr": ws.lr, "l2_lambda": ws.l2_lambda, "steps": ws.steps, "image_lambda": ws.image_lambda}
         if p["arcface"] == "auto":
             p["arcface"] = "none"
@@ -75,7 +78,7 @@ def _from_text(p: dict):
         from ..models.arcface import load_arcface
 
         arcface = load_arcface(p["arcface"], device=device)
-    anchors = text_anchors(G, clip, p["text"], degrees=degrees, seed=p["seed"], arcface=arcface, settings=settings,
+    anchors = text_anchors(G, clip, p["text"], degrees=degrees, seed=seed, arcface=arcface, settings=settings,
                            micro_batch=p["micro_batch"], compile=p["compile_"], cache=not p["no_cache"],
                            progress=True, generator_name=str(p["model"]))
     if reinvert != "none":
@@ -99,7 +102,7 @@ def _from_video(p: dict):
     G = load_generator(p["model"], device=device)
     result = video_anchors(G, info.path, start=p["start"], end=p["end"], stride=p["stride"],
                            max_frames=p["max_frames"], face_index=p["face_index"], align=not p["aligned"],
-                           steps=p["steps"] or DEFAULT_STEPS, seed=p["seed"], progress=True,
+                           steps=p["steps"] or DEFAULT_STEPS, seed=p["seed"] or 0, progress=True,
                            generator_name=str(p["model"]))
     # the preview: the aligned frames over their reconstructions
     return result.anchors, G, result.save_preview
@@ -124,8 +127,9 @@ _SOURCES["video"] = _from_video
               help="Video: which face to track, 0 the largest [default: 0].")
 @click.option("--aligned", is_flag=True, help="Video: the frames are aligned face crops (e.g. world clips); no "
                                               "face detection, only resizing.")
-@click.option("--seed", type=int, default=0, show_default=True,
-              help="Face of the text anchors: z from this seed (video: the projector's seed).")
+@click.option("--seed", type=int, default=None,
+              help="Face of the text anchors: z from this seed (video: the projector's seed). Default 0; on the world "
+                   "model a preset's template starts from that preset's chosen face (world.presets.TEXT_SEEDS).")
 @click.option("--degrees", metavar="LIST", help="Comma-separated degrees [default: no,10%,20%,...,100%].")
 @click.option("-m", "--model", default="stylegan2-ffhq-1024", show_default=True,
               help="Generator: registry name or file.")

@@ -229,13 +229,15 @@ class WebService:
                 clip = self._load_clip()
                 _say(progress, 0.05, f"text anchors for '{template}' ({self.text_steps} steps)")
                 world = getattr(a, "is_world", False)
-                if world:  # the world's settings and re-inversion with its encoder (world/presets.py)
-                    from ..world.presets import world_text_settings
+                seed = 1
+                if world:  # the world's settings, start face and re-inversion with its encoder (world/presets.py)
+                    from ..world.presets import world_text_seed, world_text_settings
 
                     settings = world_text_settings(template=template, steps=self.text_steps)
+                    seed = world_text_seed(template)
                 else:
                     settings = TextAnchorSettings(steps=self.text_steps)
-                anchors = text_anchors(a.G, clip, template, seed=1, arcface=None if world else "auto",
+                anchors = text_anchors(a.G, clip, template, seed=seed, arcface=None if world else "auto",
                                        settings=settings, progress=progress is not None, generator_name=a.model_name)
                 if world:
                     anchors = reinvert_anchors(a.G, anchors, "encoder")
