@@ -139,7 +139,7 @@ def full_method(G, out: Path, report: DemoReport, identities: int = 4, frames: i
     return results
 
 
-def run_demo(out: str | Path = "demo-out", frames: int = 24, identities: int = 4) -> DemoReport:
+def run_demo(out: str | Path = "demo-out", frames: int = 24, identities: int = 4, text_steps: int = 40) -> DemoReport:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report = DemoReport()
@@ -153,7 +153,8 @@ def run_demo(out: str | Path = "demo-out", frames: int = 24, identities: int = 4
         from .checkpoint import load_generator
 
         G = load_generator(world)
-        report.numbers["transfer"] = full_method(G, out, report, identities=identities, frames=frames)
+        report.numbers["transfer"] = full_method(G, out, report, identities=identities, frames=frames,
+                                                 text_steps=text_steps)
         report.ran.append("the whole method: video and text anchors -> robust decomposition -> transfer to "
                           "unseen faces, measured; a photo animated with the shipped smile preset")
     else:

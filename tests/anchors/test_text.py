@@ -518,14 +518,15 @@ def test_cli_extract_on_the_world_starts_a_preset_template_from_its_face(monkeyp
     from micromotion.world.presets import TEXT_SEEDS
 
     seen = _capture_seed(monkeypatch, text_module)
-    base = ["extract", "--model", "world", "--device", "cpu", "--degrees", "no,100%", "-o"]
+    smile = PRESETS["smile"].template
+    base = ["--model", "world", "--device", "cpu", "--degrees", "no,100%", "-o"]
     with pytest.raises(_Seen):
-        _run(["extract", "--text", PRESETS["smile"].template, *base[1:], str(tmp_path / "a.safetensors")])
+        _run(["extract", "--text", smile, *base, str(tmp_path / "a.safetensors")])
     assert seen["seed"] == TEXT_SEEDS["smile"]
     with pytest.raises(_Seen):
-        _run(["extract", "--text", PRESETS["smile"].template, "--seed", "3", *base[1:], str(tmp_path / "b.safetensors")])
+        _run(["extract", "--text", smile, "--seed", "3", *base, str(tmp_path / "b.safetensors")])
     assert seen["seed"] == 3
     with pytest.raises(_Seen):
-        _run(["extract", "--text", "a person with {degree} beard", *base[1:], str(tmp_path / "c.safetensors")])
+        _run(["extract", "--text", "a person with {degree} beard", *base, str(tmp_path / "c.safetensors")])
     assert seen["seed"] == 0  # the command's default for other templates
     assert not list(tmp_path.iterdir())

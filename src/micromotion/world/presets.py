@@ -54,8 +54,8 @@ from ..decompose import Motion
 
 log = logging.getLogger(__name__)
 
-__all__ = ["VIDEO_SEEDS", "TEXT_SEEDS", "WORLD_SETTINGS", "world_text_settings", "world_text_seed", "world_text_motion", "world_video_motion",
-           "build_presets"]
+__all__ = ["VIDEO_SEEDS", "TEXT_SEEDS", "WORLD_SETTINGS", "world_text_settings", "world_text_seed",
+           "world_text_motion", "world_video_motion", "build_presets"]
 
 WORLD_SETTINGS = TextAnchorSettings(steps=60, lr=0.1, l2_lambda=0.004, image_lambda=10.0, id_lambda=0.0)
 # Per motion factor. Smile: chosen on validation faces (seed 200) with the current encoder and span on the H100
