@@ -1,4 +1,4 @@
-"""`micromotion demo` runs offline and reports what it ran; the full-method branch runs on a stand-in generator."""
+"""`micromotion demo` runs offline and reports what it ran, the full method on the shipped world model."""
 import json
 
 from click.testing import CliRunner
@@ -24,8 +24,10 @@ def test_demo_cli(tmp_path):
 
 
 def test_demo_refuses_bad_counts(tmp_path):
-    r = CliRunner().invoke(main, ["demo", "-o", str(tmp_path / "d"), "--text-steps", "0"])
-    assert r.exit_code == 1 and "--text-steps" in r.output and not (tmp_path / "d").exists()
+    for opt, value in (("--text-steps", "0"), ("--frames", "1"), ("--identities", "0")):
+        r = CliRunner().invoke(main, ["demo", "-o", str(tmp_path / "d"), opt, value])
+        assert r.exit_code == 1 and opt in r.output and len(r.output.strip().splitlines()) == 1, r.output
+        assert not (tmp_path / "d").exists()
 
 
 def test_demo_runs_the_whole_method_on_the_shipped_world(tmp_path):

@@ -343,3 +343,30 @@ def test_twenty_concurrent_requests_keep_memory_bounded(server, files):
     assert len(results) == 20 and all(r[0] for r in results)
     assert after - before < 500, f"server RSS grew from {before:.0f} MB to {after:.0f} MB"
     print(f"20 requests in {took:.1f} s; server RSS {before:.0f} -> {after:.0f} MB")
+
+
+def test_world_text_templates_start_from_the_presets_faces(service, monkeypatch):
+    """On the world model a preset's template starts from its chosen face (world.presets.TEXT_SEEDS)."""
+    import types
+
+    import micromotion.anchors.text as text_module
+    from micromotion.presets import PRESETS
+    from micromotion.world.presets import TEXT_SEEDS
+
+    seen = []
+
+    class Seen(Exception):
+        pass
+
+    def fake(G, clip, template, *, seed=0, settings=None, **kw):
+        seen.append((template, seed, settings.steps))
+        raise Seen
+
+    monkeypatch.setattr(text_module, "text_anchors", fake)
+    monkeypatch.setattr(service, "_animator", types.SimpleNamespace(G=None, model_name="world-test", is_world=True))
+    monkeypatch.setattr(service, "_load_clip", lambda: None)
+    for template in (PRESETS["smile"].template, "a person with {degree} beard"):
+        with pytest.raises(Seen):
+            service._text_motion(template, None)
+    assert seen == [(PRESETS["smile"].template, TEXT_SEEDS["smile"], service.text_steps),
+                    ("a person with {degree} beard", 1, service.text_steps)]

@@ -434,7 +434,7 @@ def reinvert_anchors(G, anchors: Anchors, method: str = "encoder", *, drop_start
     often move along directions peculiar to that face (on the world: a full smile of the anchor face at a
     latent offset of norm 1 that leaves other faces unchanged). An encoder trained on many faces represents a
     motion the same way for all of them, so the decoded motion transfers. Measured on the world in
-    docs/world.md (text smile: +0.01 of range on unseen faces without re-inversion, about +0.4 with it).
+    docs/world.md (text smile: +0.01 of range on unseen faces without re-inversion, about +0.6 with it).
     """
     from ..invert import METHODS
 

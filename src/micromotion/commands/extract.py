@@ -139,11 +139,13 @@ _SOURCES["video"] = _from_video
               help="Identity network for the identity loss: registry name or file, 'auto' (arcface-ir-se50 if it "
                    "is there, else off with a warning), or 'none'.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Optimization steps [default: 40 for --text (60 with the world model); 400 for --video's first "
-                   "frame, a quarter for the others].")
+              help="Optimization steps [default: 40 for --text (the world model: its preset's, e.g. 100 for smile, "
+                   "60 for others; world.presets.world_text_settings); 400 for --video's first frame, a quarter "
+                   "for the others].")
 @click.option("--image-lambda", type=click.FloatRange(min=0), default=None,
               help="Text: weight of an identity term in image space (mean squared pixel change from the start "
-                   "image) [default: 10 for the world model, else 0].")
+                   "image) [default: the world model's preset settings, e.g. 3 for smile, 1 for head turn, 10 for "
+                   "others; else 0].")
 @click.option("--reinvert", default="auto", show_default=True, metavar="METHOD",
               help="Text: invert the anchor images again with this inversion method (encoder, restyle-e4e, ...) "
                    "and leave the start out; 'auto': encoder for the world model, else none.")

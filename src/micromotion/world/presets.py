@@ -33,9 +33,9 @@ world encoder (`anchors.text.reinvert_anchors`, the start left out), because the
 directions peculiar to the anchor face; the encoder's latents move the way it represents the motion for every
 face.
 Measured in docs/world.md, experiments/text_route/README.md (sweeps 9-11) and experiments/anchor_identity:
-text smile from seed 150 moves unseen faces' smile by about +0.6 of its range on 94 % of them at drift 0.07,
-the same in six runs on the H100 (bf16 and fp32) and on the CPU. From seed 1 the same settings land anywhere
-between 82 % at drift 0.117 and 94 % at 0.095 from run to run: the CLIP-guided optimization is chaotic, and the
+text smile from seed 150 moves unseen faces' smile by about +0.6 of its range on 92 - 96 % of them at drift
+0.062 - 0.073, in six runs on the H100 (bf16 and fp32) and on the CPU. From seed 1 the same settings land
+anywhere between 80 % and 94 % (drift 0.093 - 0.117) from run to run: the CLIP-guided optimization is chaotic, and the
 start face decides how much that matters. Before re-inversion and the image term text smile moved unseen faces
 by +0.01.
 """
@@ -67,8 +67,8 @@ _FACTOR_SETTINGS = {"smile": {"image_lambda": 3.0, "steps": 100, "l2_lambda": 0.
 #: Identity seed of each motion factor's world clip (see the module docstring); other factors: 1.
 VIDEO_SEEDS = {"smile": 13, "anger": 14, "age": 51, "eyes_closed": 78, "head_turn": 84}
 #: Start face of each motion factor's text anchors, chosen by the same rule on validation faces from seeds 1-162
-#: (smile, head turn) or 1-100 (experiments/anchor_identity/README.md, session 6); other factors: 1. No start
-#: face moves anger: the world CLIP's "{degree} angry" does nothing from any of them.
+#: (smile), 1-402 (head turn) or 1-100 (the others) (experiments/anchor_identity/README.md, session 6); other
+#: factors: 1. No start face moves anger: the world CLIP's "{degree} angry" does nothing from any of them.
 TEXT_SEEDS = {"smile": 150, "age": 28, "eyes_closed": 98, "head_turn": 103}
 
 
