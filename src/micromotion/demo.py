@@ -85,8 +85,9 @@ def full_method(G, out: Path, report: DemoReport, identities: int = 4, frames: i
     - text route: CLIP-guided anchors of "a person with {degree} smile" with the world CLIP from the smile
       preset's start face (`world.presets.TEXT_SEEDS`; the paper's 11 degrees, `text_steps` steps instead of the
       preset's 100 to fit the demo's time: on 50 unseen faces 40 steps reach what 100 do, 20 drift three times
-      as much, experiments/anchor_identity/README.md; the anchor images re-inverted with the encoder, `world.presets.world_text_motion`) -> robust
-      PCA -> motion. Fewer degrees do not transfer: with 3, the same route moves unseen faces' smile by +0.01;
+      as much, experiments/anchor_identity/README.md; the anchor images re-inverted with the encoder,
+      `world.presets.world_text_motion`) -> robust PCA -> motion. Fewer degrees do not transfer: with 3, the same
+      route moves unseen faces' smile by +0.01;
     - transfer: fresh neutral renders (identities never seen) inverted with the encoder, each motion added at
       `strength`, the target factor read before and after; one photo animated end to end with `Animator`.
     """

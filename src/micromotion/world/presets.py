@@ -35,8 +35,8 @@ face.
 Measured in docs/world.md, experiments/text_route/README.md (sweeps 9-11) and experiments/anchor_identity:
 text smile from seed 150 moves unseen faces' smile by about +0.6 of its range on 92 - 96 % of them at drift
 0.062 - 0.073, in six runs on the H100 (bf16 and fp32) and on the CPU. From seed 1 the same settings land
-anywhere between 80 % and 94 % (drift 0.093 - 0.117) from run to run: the CLIP-guided optimization is chaotic, and the
-start face decides how much that matters. Before re-inversion and the image term text smile moved unseen faces
+anywhere between 80 % and 94 % (drift 0.093 - 0.117) from run to run: the CLIP-guided optimization is chaotic,
+and the start face decides how much that matters. Before re-inversion and the image term text smile moved unseen faces
 by +0.01.
 """
 from __future__ import annotations
