@@ -530,3 +530,20 @@ def test_cli_extract_on_the_world_starts_a_preset_template_from_its_face(monkeyp
         _run(["extract", "--text", "a person with {degree} beard", *base, str(tmp_path / "c.safetensors")])
     assert seen["seed"] == 0  # the command's default for other templates
     assert not list(tmp_path.iterdir())
+
+
+def test_build_text_presets_start_from_the_chosen_faces(monkeypatch, tmp_path):
+    import micromotion.world.presets as wp
+
+    seen = []
+
+    def fake(G, clip, template, *, seed=None, name=None, **kw):
+        seen.append((name, seed))
+        raise _Seen
+
+    monkeypatch.setattr(wp, "world_text_motion", fake)
+    for name in ("smile", "angry"):
+        with pytest.raises(_Seen):
+            wp.build_presets(tmp_path / "p", names=[name], source="text", progress=False)
+    assert seen == [("smile", wp.TEXT_SEEDS["smile"]), ("angry", 1)]
+    assert not list((tmp_path / "p").iterdir())  # nothing written

@@ -153,7 +153,7 @@ def build_presets(out: str | Path, names=None, model: str = "world", clip: str =
         p = PRESETS[canonical(name)]
         t0 = time.perf_counter()
         if source == "text":
-            m = world_text_motion(G, c, p.template, seed=TEXT_SEEDS.get(p.factor, p.seed), name=p.name,
+            m = world_text_motion(G, c, p.template, seed=world_text_seed(p.template, default=p.seed), name=p.name,
                                   progress=progress, cache=False, settings=world_text_settings(p.factor))
         else:
             m = world_video_motion(G, p.factor, name=p.name, progress=progress)
