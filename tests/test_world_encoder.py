@@ -75,6 +75,31 @@ def test_training_steps_are_finite_and_learn(G):
     assert tr.step_count == 12 and tr.nimg == 72
 
 
+def test_render_pairs_share_identity_and_add_a_pair_loss(G, monkeypatch):
+    import micromotion.world.encoder_train as et
+    from micromotion.world.render import IDENTITY_FACTORS, MOTION_FACTORS
+
+    drawn = []
+    real_render = et.render
+
+    def spy(f, size):
+        drawn.append(f)
+        return real_render(f, size)
+
+    monkeypatch.setattr(et, "render", spy)
+    tr = EncoderTrainer(_cfg(batch=8, render_frac=0.25, pair_frac=0.5, warmup=1), G, "cpu", oracle=_oracle())
+    assert (tr.n_render, tr.n_pair) == (2, 2)
+    x, ws = tr.targets()
+    assert x.shape == (8, 3, 32, 32) and ws.shape == (2, G.num_ws, G.w_dim)
+    a, b = drawn[-2:]  # the pairs' two halves
+    assert all(torch.equal(getattr(a, k), getattr(b, k)) for k in IDENTITY_FACTORS)
+    assert any(not torch.equal(getattr(a, k), getattr(b, k)) for k in MOTION_FACTORS)
+    s = tr.step()
+    assert "pair" in s and math.isfinite(float(s["pair"])) and float(s["pair"]) > 0
+    with pytest.raises(InputError, match="pair_frac"):
+        _cfg(render_frac=0.5, pair_frac=0.6)
+
+
 def test_checkpoint_resume_continues_exactly(tmp_path, G):
     cfg = _cfg()
     a = EncoderTrainer(cfg, G)

@@ -53,7 +53,7 @@ from ..models.encoder import (EncoderConfig, ReStyle, build_encoder, generator_f
                               save_encoder)
 from ..models.stylegan2 import Generator
 from .oracle import Oracle, load_oracle
-from .render import FACTOR_SPECS, render, sample_factors
+from .render import FACTOR_SPECS, MOTION_FACTORS, render, sample_factors
 from .train import StopOnSignals
 
 log = logging.getLogger(__name__)
@@ -86,6 +86,8 @@ class WorldEncoderConfig:
     warmup: int = 100
     n_iters: int = 3  # ReStyle refinement steps per batch (the reference trains with 5)
     render_frac: float = 0.3  # share of each batch that is fresh renders (no known code)
+    pair_frac: float = 0.0  # share of each batch that is render pairs: one identity, motions drawn twice
+    pair_weight: float = 1.0  # weight of the pairs' factor-difference loss
     psi_min: float = 0.5
     psi_max: float = 1.0
     mixing_prob: float = 0.9
@@ -105,6 +107,8 @@ class WorldEncoderConfig:
             raise InputError(f"n_iters must be at least 1, got {self.n_iters}")
         if not 0 <= self.render_frac <= 1:
             raise InputError(f"render_frac must be in [0, 1], got {self.render_frac}")
+        if not 0 <= self.pair_frac <= 1 - self.render_frac:
+            raise InputError(f"pair_frac must be in [0, 1 - render_frac], got {self.pair_frac}")
 
     @classmethod
     def tiny(cls) -> "WorldEncoderConfig":
@@ -201,9 +205,10 @@ class EncoderTrainer:
         self.avg_image = self.net.average_image()  # y_0, [1, 3, S, S]
         self.step_count = 0
         self.nimg = 0
-        self.n_render = int(round(cfg.batch * cfg.render_frac))
+        self.set_batch(cfg.batch)
         self.render_chunk = 16 if dev.type == "cuda" else 1
         self._render_buf, self._render_pos = None, 0
+        self._pair_buf, self._pair_pos = None, 0
         self.amp = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if dev.type == "cuda" else nullcontext
 
     def init_from(self, path: str | os.PathLike) -> None:
@@ -217,6 +222,13 @@ class EncoderTrainer:
         with torch.no_grad():
             self.net.latent_avg.copy_(src.latent_avg.to(self.net.latent_avg.device))
         self.avg_image = self.net.average_image()
+
+    def set_batch(self, batch: int) -> None:
+        """Batch size and its split: `n_render` single renders and `n_pair` render pairs (2 images each); the
+        rest are generator samples."""
+        self.cfg.batch = int(batch)
+        self.n_render = int(round(batch * self.cfg.render_frac))
+        self.n_pair = min(int(round(batch * self.cfg.pair_frac / 2)), (batch - self.n_render) // 2)
 
     def train_mode(self, mode: bool) -> None:
         """BatchNorm on batch statistics while training; `BackboneEncoder.train` always means eval, so go
@@ -254,15 +266,35 @@ class EncoderTrainer:
         return out
 
     @torch.no_grad()
+    def pairs(self, n: int) -> torch.Tensor:
+        """2n renders [a_1 … a_n, b_1 … b_n]: a_i and b_i are one identity (every identity factor shared) with
+        its motion factors drawn twice, so what differs between their reconstructions beyond what differs between
+        them is the inversion's own doing (a turned head reconstructed with a wider mouth)."""
+        if n == 0:
+            return torch.zeros(0, 3, self.G.resolution, self.G.resolution, device=self.device)
+        if self._pair_buf is None or self._pair_pos + n > self._pair_buf[0].shape[0]:
+            m = max(n, self.render_chunk * n // 2)
+            a = sample_factors(m, self.gen, device=self.device)
+            moved = sample_factors(m, self.gen, device=self.device)
+            b = a.replace(**{k: getattr(moved, k) for k in MOTION_FACTORS})
+            self._pair_buf = (render(a, self.G.resolution), render(b, self.G.resolution))
+            self._pair_pos = 0
+        a, b = (x[self._pair_pos:self._pair_pos + n] for x in self._pair_buf)
+        self._pair_pos += n
+        return torch.cat([a, b])
+
+    @torch.no_grad()
     def targets(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(images [B, 3, R, R]: generator samples then renders, true codes [B - n_render, num_ws, w_dim])."""
-        n_gen = self.cfg.batch - self.n_render
+        """(images [B, 3, R, R]: generator samples, renders, then render pairs (`pairs`), true codes
+        [B - n_render - 2 n_pair, num_ws, w_dim])."""
+        n_gen = self.cfg.batch - self.n_render - 2 * self.n_pair
         ws = self.sample_codes(n_gen)
         parts = []
         if n_gen:
             with self.amp():
                 parts.append(self.G.synthesis(ws, noise_mode="const").float())
         parts.append(self.renders(self.n_render))
+        parts.append(self.pairs(self.n_pair))
         return torch.cat(parts), ws
 
     # ---- one update
@@ -296,6 +328,11 @@ class EncoderTrainer:
                 parts["oracle_feat"] = _feature_distance(feats, target_feats)
                 parts["factor_l1"] = (fac - target_fac).abs().mean()
                 loss = loss + cfg.oracle_feat_weight * parts["oracle_feat"] + cfg.factor_weight * parts["factor_l1"]
+                if self.n_pair and cfg.pair_weight:  # pairs: their readings should differ as their targets' do
+                    a, b = slice(n - 2 * self.n_pair, n - self.n_pair), slice(n - self.n_pair, n)
+                    diff_y, diff_x = fac[b] - fac[a], target_fac[b] - target_fac[a]
+                    parts["pair"] = (diff_y - diff_x).abs().mean()
+                    loss = loss + cfg.pair_weight * parts["pair"]
             if n_gen and cfg.latent_weight:
                 parts["latent"] = (w[:n_gen] - ws_true).square().mean()
                 loss = loss + cfg.latent_weight * parts["latent"]
@@ -542,8 +579,7 @@ def train_encoder(out: str | os.PathLike, generator, minutes: float = 9.0, cfg: 
             log.warning("--init %s is ignored: resuming the checkpoint in %s", init, out)
         if batch is not None and batch != tr.cfg.batch:
             log.info("batch size %d -> %d", tr.cfg.batch, batch)
-            tr.cfg.batch = batch
-            tr.n_render = int(round(batch * tr.cfg.render_frac))
+            tr.set_batch(batch)
         elapsed_before = float(state.get("train_seconds", 0.0))
         log.info("resumed %s at step %d (%.1f kimg)", out, tr.step_count, tr.nimg / 1000)
     else:
@@ -678,6 +714,12 @@ def main(argv=None) -> None:
     p.add_argument("--lr", type=float, default=None, help="AdamW learning rate of a new run (default 3e-4)")
     p.add_argument("--seed", type=int, default=None, help="seed of a new run (default 0)")
     p.add_argument("--oracle", default=None, help="oracle of a new run: 'default' (shipped), a file, or 'none'")
+    p.add_argument("--render-frac", type=float, default=None, help="share of single renders in a new run's batches "
+                   "(default 0.3)")
+    p.add_argument("--pair-frac", type=float, default=None, help="share of same-identity render pairs in a new "
+                   "run's batches (default 0)")
+    p.add_argument("--pair-weight", type=float, default=None, help="weight of the pairs' factor-difference loss "
+                   "(default 1)")
     p.add_argument("--checkpoint-minutes", type=float, default=3.0)
     p.add_argument("--max-steps", type=int, default=None, help="at most this many steps in this invocation")
     p.add_argument("--log-every", type=int, default=50)
@@ -691,7 +733,8 @@ def main(argv=None) -> None:
         torch.backends.cudnn.benchmark = True
     try:
         cfg = WorldEncoderConfig.tiny() if a.tiny else WorldEncoderConfig()
-        for k, v in (("n_iters", a.n_iters), ("lr", a.lr), ("seed", a.seed), ("oracle", a.oracle)):
+        for k, v in (("n_iters", a.n_iters), ("lr", a.lr), ("seed", a.seed), ("oracle", a.oracle),
+                     ("render_frac", a.render_frac), ("pair_frac", a.pair_frac), ("pair_weight", a.pair_weight)):
             if v is not None:
                 setattr(cfg, k, v)
         if a.eval_only:
