@@ -83,21 +83,41 @@ def test_render_pairs_share_identity_and_add_a_pair_loss(G, monkeypatch):
     real_render = et.render
 
     def spy(f, size):
-        drawn.append(f)
-        return real_render(f, size)
+        img = real_render(f, size)
+        drawn.append((f, img))
+        return img
 
     monkeypatch.setattr(et, "render", spy)
     tr = EncoderTrainer(_cfg(batch=8, render_frac=0.25, pair_frac=0.5, warmup=1), G, "cpu", oracle=_oracle())
     assert (tr.n_render, tr.n_pair) == (2, 2)
     x, ws = tr.targets()
     assert x.shape == (8, 3, 32, 32) and ws.shape == (2, G.num_ws, G.w_dim)
-    a, b = drawn[-2:]  # the pairs' two halves
+    (a, img_a), (b, img_b) = drawn[-2:]  # the pairs' two halves
+    assert torch.equal(x[-4:-2], img_a[:2]) and torch.equal(x[-2:], img_b[:2])  # [a_1, a_2, b_1, b_2] last
     assert all(torch.equal(getattr(a, k), getattr(b, k)) for k in IDENTITY_FACTORS)
     assert any(not torch.equal(getattr(a, k), getattr(b, k)) for k in MOTION_FACTORS)
+
+    # the pair loss is |(r(y_b) - r(y_a)) - (r(x_b) - r(x_a))|: with readings r = mean pixel per channel it is
+    # exactly that of the step's last reconstructions, whatever the other losses do
+    seen = []
+
+    def readings(oracle, images):
+        seen.append(images.detach())
+        return [images], images.mean((2, 3))
+
+    monkeypatch.setattr(et, "_oracle_outputs", readings)
+    monkeypatch.setattr(tr, "targets", lambda: (x, ws))
     s = tr.step()
-    assert "pair" in s and math.isfinite(float(s["pair"])) and float(s["pair"]) > 0
+    r_x, r_y = seen[0].mean((2, 3)), seen[-1].mean((2, 3))
+    want = ((r_y[-2:] - r_y[-4:-2]) - (r_x[-2:] - r_x[-4:-2])).abs().mean()
+    assert float(s["pair"]) == pytest.approx(float(want), rel=1e-5) and float(want) > 0
+
     with pytest.raises(InputError, match="pair_frac"):
         _cfg(render_frac=0.5, pair_frac=0.6)
+    with pytest.raises(InputError, match="pair_weight"):
+        _cfg(pair_frac=0.25, pair_weight=float("nan"))
+    with pytest.raises(InputError, match="oracle"):
+        EncoderTrainer(_cfg(batch=8, pair_frac=0.5), G, "cpu", oracle=None)
 
 
 def test_checkpoint_resume_continues_exactly(tmp_path, G):

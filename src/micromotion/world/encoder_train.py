@@ -13,12 +13,15 @@ pSp's LPIPS and ArcFace identity losses: the oracle is the network that knows th
 W+ code where there is one; a small penalty on the refinement deltas after the first step.
 
 Targets each step: generator samples (z -> w, truncation psi uniform in [psi_min, psi_max], style mixing
-for varied W+ codes, constant noise) and a fraction `render_frac` of fresh renders (`world.render`: real world
-faces, no known code) at the generator's resolution. bf16 autocast on CUDA only; BatchNorm runs on batch
+for varied W+ codes, constant noise), a fraction `render_frac` of fresh renders (`world.render`: real world
+faces, no known code) at the generator's resolution, and a fraction `pair_frac` of render pairs (one identity,
+its motion factors drawn twice) with the pair loss: oracle(y_b) - oracle(y_a) against oracle(x_b) -
+oracle(x_a), so a moved face's reconstruction differs from the unmoved one's only as the faces do. bf16 autocast on CUDA only; BatchNorm runs on batch
 statistics in training and on its running statistics at inference, as in ReStyle.
 
 Like `world.train`: stops cleanly after `--minutes` (or SIGTERM/SIGINT), checkpoints every
-`--checkpoint-minutes` and at the end, `--resume` continues exactly. Checkpoint folder (no pickle; each file
+`--checkpoint-minutes` and at the end, `--resume` continues exactly (on CUDA, where renders are drawn in
+buffers of several batches, the unused rest of a buffer is drawn anew). Checkpoint folder (no pickle; each file
 under 16 MB; the generator is not copied, state.json names it by path and fingerprint):
 
   encoder.safetensors          encoder weights and latent_avg, fp32, in the `save_encoder` format (= the export)
@@ -109,6 +112,8 @@ class WorldEncoderConfig:
             raise InputError(f"render_frac must be in [0, 1], got {self.render_frac}")
         if not 0 <= self.pair_frac <= 1 - self.render_frac:
             raise InputError(f"pair_frac must be in [0, 1 - render_frac], got {self.pair_frac}")
+        if not self.pair_weight >= 0 or self.pair_weight == float("inf"):
+            raise InputError(f"pair_weight must be a finite number >= 0, got {self.pair_weight}")
 
     @classmethod
     def tiny(cls) -> "WorldEncoderConfig":
@@ -205,6 +210,9 @@ class EncoderTrainer:
         self.avg_image = self.net.average_image()  # y_0, [1, 3, S, S]
         self.step_count = 0
         self.nimg = 0
+        if cfg.pair_frac > 0 and self.oracle is None:
+            raise InputError("render pairs (pair_frac > 0) are compared through the oracle's readings; "
+                             "train with an oracle or set pair_frac to 0")
         self.set_batch(cfg.batch)
         self.render_chunk = 16 if dev.type == "cuda" else 1
         self._render_buf, self._render_pos = None, 0
@@ -229,6 +237,9 @@ class EncoderTrainer:
         self.cfg.batch = int(batch)
         self.n_render = int(round(batch * self.cfg.render_frac))
         self.n_pair = min(int(round(batch * self.cfg.pair_frac / 2)), (batch - self.n_render) // 2)
+        if self.cfg.pair_frac > 0 and self.n_pair == 0:
+            log.warning("pair_frac %g of a batch of %d rounds to no render pairs; use a larger batch or pair_frac",
+                        self.cfg.pair_frac, batch)
 
     def train_mode(self, mode: bool) -> None:
         """BatchNorm on batch statistics while training; `BackboneEncoder.train` always means eval, so go
@@ -322,13 +333,14 @@ class EncoderTrainer:
             l2 = (y - x).square().mean()
             loss = cfg.l2_weight * l2
             parts = {"l2": l2}
-            if self.oracle is not None and (cfg.oracle_feat_weight or cfg.factor_weight):
+            use_pairs = bool(self.n_pair and cfg.pair_weight)
+            if self.oracle is not None and (cfg.oracle_feat_weight or cfg.factor_weight or use_pairs):
                 with self.amp():
                     feats, fac = _oracle_outputs(self.oracle, y)
                 parts["oracle_feat"] = _feature_distance(feats, target_feats)
                 parts["factor_l1"] = (fac - target_fac).abs().mean()
                 loss = loss + cfg.oracle_feat_weight * parts["oracle_feat"] + cfg.factor_weight * parts["factor_l1"]
-                if self.n_pair and cfg.pair_weight:  # pairs: their readings should differ as their targets' do
+                if use_pairs:  # pairs: oracle(y_b) - oracle(y_a) should equal oracle(x_b) - oracle(x_a)
                     a, b = slice(n - 2 * self.n_pair, n - self.n_pair), slice(n - self.n_pair, n)
                     diff_y, diff_x = fac[b] - fac[a], target_fac[b] - target_fac[a]
                     parts["pair"] = (diff_y - diff_x).abs().mean()
@@ -577,6 +589,11 @@ def train_encoder(out: str | os.PathLike, generator, minutes: float = 9.0, cfg: 
         tr, state = EncoderTrainer.load(out, G, device, oracle)
         if init is not None:
             log.warning("--init %s is ignored: resuming the checkpoint in %s", init, out)
+        if cfg is not None:
+            for k in ("render_frac", "pair_frac", "pair_weight"):
+                if getattr(cfg, k) != getattr(tr.cfg, k):
+                    log.warning("%s %s is ignored: resuming the checkpoint in %s with its %s %s", k,
+                                getattr(cfg, k), out, k, getattr(tr.cfg, k))
         if batch is not None and batch != tr.cfg.batch:
             log.info("batch size %d -> %d", tr.cfg.batch, batch)
             tr.set_batch(batch)
@@ -594,10 +611,10 @@ def train_encoder(out: str | os.PathLike, generator, minutes: float = 9.0, cfg: 
         elapsed_before = 0.0
         out.mkdir(parents=True, exist_ok=True)
     n_params = sum(p.numel() for p in tr.encoder.parameters())
-    log.info("world encoder %.2fM params (%.1f MB fp32), %d x %d W+ of a %d² generator, batch %d (%d renders), "
-             "%d refinement steps, oracle %s, device %s", n_params / 1e6, n_params * 4 / 1e6, G.num_ws, G.w_dim,
-             G.resolution, tr.cfg.batch, tr.n_render, tr.cfg.n_iters, "on" if tr.oracle is not None else "off",
-             tr.device)
+    log.info("world encoder %.2fM params (%.1f MB fp32), %d x %d W+ of a %d² generator, batch %d (%d renders, "
+             "%d render pairs), %d refinement steps, oracle %s, device %s", n_params / 1e6, n_params * 4 / 1e6,
+             G.num_ws, G.w_dim, G.resolution, tr.cfg.batch, tr.n_render, tr.n_pair, tr.cfg.n_iters,
+             "on" if tr.oracle is not None else "off", tr.device)
     extra_gen = {"generator": {**tr.generator_info(), "path": gen_path}}
 
     stop = StopOnSignals()
