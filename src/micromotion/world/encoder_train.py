@@ -16,8 +16,9 @@ Targets each step: generator samples (z -> w, truncation psi uniform in [psi_min
 for varied W+ codes, constant noise), a fraction `render_frac` of fresh renders (`world.render`: real world
 faces, no known code) at the generator's resolution, and a fraction `pair_frac` of render pairs (one identity,
 its motion factors drawn twice) with the pair loss: oracle(y_b) - oracle(y_a) against oracle(x_b) -
-oracle(x_a), so a moved face's reconstruction differs from the unmoved one's only as the faces do. bf16 autocast on CUDA only; BatchNorm runs on batch
-statistics in training and on its running statistics at inference, as in ReStyle.
+oracle(x_a), so a moved face's reconstruction differs from the unmoved one's only as the faces do. bf16
+autocast on CUDA only; BatchNorm runs on batch statistics in training and on its running statistics at
+inference, as in ReStyle.
 
 Like `world.train`: stops cleanly after `--minutes` (or SIGTERM/SIGINT), checkpoints every
 `--checkpoint-minutes` and at the end, `--resume` continues exactly (on CUDA, where renders are drawn in
