@@ -474,7 +474,7 @@ def test_world_text_seed_follows_the_preset_of_a_template():
     from micromotion.presets import PRESETS
     from micromotion.world.presets import TEXT_SEEDS, world_text_seed
 
-    assert world_text_seed(PRESETS["smile"].template) == TEXT_SEEDS["smile"] == 150
+    assert world_text_seed(PRESETS["smile"].template) == TEXT_SEEDS["smile"] == 53
     assert world_text_seed(PRESETS["head_turn"].template) == TEXT_SEEDS["head_turn"]
     assert world_text_seed(PRESETS["angry"].template) == 1  # no start face moves anger: the original's
     assert world_text_seed("a person with {degree} beard") == 1
