@@ -235,15 +235,22 @@ def test_cli_train_eval_export(tmp_path, G, caplog):
     gpath = save_generator(G, tmp_path / "G.safetensors")
     out = tmp_path / "run"
     main(["--generator", str(gpath), "--out", str(out), "--tiny", "--device", "cpu", "--max-steps", "2",
-          "--oracle", "none", "--eval-n", "2", "--log-every", "1", "--export", str(tmp_path / "e.safetensors")])
+          "--oracle", "none", "--eval-n", "2", "--log-every", "1", "--export", str(tmp_path / "e.safetensors"),
+          "--render-frac", "0.5"])
     state = json.loads((out / "state.json").read_text())
-    assert state["step"] == 2 and state["evaluation"]["renders"]["psnr"] > 0
+    assert state["step"] == 2 and state["evaluation"]["renders"]["psnr"] > 0 and state["config"]["render_frac"] == 0.5
     assert state["generator"]["path"] == str(gpath.resolve())
     assert any("img/s" in r.getMessage() for r in caplog.records)
     load_world_encoder(tmp_path / "e.safetensors", G)
     # resume without --generator uses the run's
+    caplog.clear()
     main(["--out", str(out), "--resume", "--device", "cpu", "--max-steps", "1", "--eval-n", "0"])
     assert read_state(out)["step"] == 3
+    assert not any("is ignored" in r.getMessage() for r in caplog.records)  # nothing asked, nothing to warn
+    main(["--out", str(out), "--resume", "--device", "cpu", "--max-steps", "1", "--eval-n", "0",
+          "--pair-frac", "0.25"])  # a new run's setting: the checkpoint keeps its own
+    assert any("pair_frac 0.25 is ignored" in r.getMessage() for r in caplog.records)
+    assert read_state(out)["step"] == 4 and read_state(out)["config"]["pair_frac"] == 0.0
     main(["--out", str(out), "--eval-only", "--device", "cpu", "--eval-n", "2"])
     with pytest.raises(SystemExit, match="already holds a checkpoint"):
         main(["--generator", str(gpath), "--out", str(out), "--tiny", "--max-steps", "1", "--device", "cpu"])

@@ -40,6 +40,7 @@ import argparse
 import copy
 import json
 import logging
+import math
 import os
 import time
 from contextlib import nullcontext
@@ -113,7 +114,7 @@ class WorldEncoderConfig:
             raise InputError(f"render_frac must be in [0, 1], got {self.render_frac}")
         if not 0 <= self.pair_frac <= 1 - self.render_frac:
             raise InputError(f"pair_frac must be in [0, 1 - render_frac], got {self.pair_frac}")
-        if not self.pair_weight >= 0 or self.pair_weight == float("inf"):
+        if not (math.isfinite(self.pair_weight) and self.pair_weight >= 0):
             raise InputError(f"pair_weight must be a finite number >= 0, got {self.pair_weight}")
 
     @classmethod
@@ -590,9 +591,10 @@ def train_encoder(out: str | os.PathLike, generator, minutes: float = 9.0, cfg: 
         tr, state = EncoderTrainer.load(out, G, device, oracle)
         if init is not None:
             log.warning("--init %s is ignored: resuming the checkpoint in %s", init, out)
-        if cfg is not None:
+        if cfg is not None:  # a value asked for (not the default) that the checkpoint does not have
+            default = WorldEncoderConfig()
             for k in ("render_frac", "pair_frac", "pair_weight"):
-                if getattr(cfg, k) != getattr(tr.cfg, k):
+                if getattr(cfg, k) != getattr(default, k) and getattr(cfg, k) != getattr(tr.cfg, k):
                     log.warning("%s %s is ignored: resuming the checkpoint in %s with its %s %s", k,
                                 getattr(cfg, k), out, k, getattr(tr.cfg, k))
         if batch is not None and batch != tr.cfg.batch:
