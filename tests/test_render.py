@@ -1,4 +1,6 @@
 """Frames -> files: formats by extension, streaming, atomic output, bad input."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -25,8 +27,8 @@ def test_formats_roundtrip(tmp_path, name):
     out = write_frames(_frames(), tmp_path / name, fps=10)
     assert out.exists()
     if name == "frames":
-        assert sorted(p.name for p in out.iterdir())[:2] == ["frame_00000.png", "frame_00001.png"]
-        assert len(list(out.iterdir())) == 6
+        assert sorted(p.name for p in out.glob("frame_*.png"))[:2] == ["frame_00000.png", "frame_00001.png"]
+        assert len(list(out.glob("frame_*.png"))) == 6 and (out / ".micromotion-frames").is_file()
     elif name.endswith(".mp4"):
         frames = read_video_frames(out, max_frames=100)
         assert frames.shape == (6, 32, 48, 3)
@@ -161,3 +163,72 @@ def test_fast_mp4_path_failure_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="fell off"):
         render_video(G, ws, tmp_path / "v.mp4", batch_size=2)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_overwrite_never_deletes_a_users_folder(tmp_path):
+    # a folder of the user's own files, as a PNG-sequence target and as a "video" named like a file
+    for name in ("mypics", "dir.mp4"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "photo.jpg").write_bytes(b"mine")
+        (folder / "notes.txt").write_text("keep me")
+        with pytest.raises(InputError, match="did not write|is a folder"):
+            write_frames(_frames(), folder, overwrite=True)
+        assert sorted(p.name for p in folder.iterdir()) == ["notes.txt", "photo.jpg"]
+        assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_overwrite_replaces_its_own_frames_folder_only_while_untouched(tmp_path):
+    out = tmp_path / "frames"
+    write_frames(_frames(), out)
+    assert (out / ".micromotion-frames").is_file()
+    write_frames(_frames(3), out, overwrite=True)
+    assert sorted(p.name for p in out.glob("frame_*.png")) == [f"frame_{i:05d}.png" for i in range(3)]
+    (out / "my_edit.txt").write_text("added by the user")  # now it holds a user's file: no longer ours alone
+    with pytest.raises(InputError, match="did not write"):
+        write_frames(_frames(), out, overwrite=True)
+    assert (out / "my_edit.txt").read_text() == "added by the user"
+    # an unmarked folder of frame PNGs (made by someone else) is not ours either
+    other = tmp_path / "theirs"
+    other.mkdir()
+    (other / "frame_00000.png").write_bytes(b"x")
+    with pytest.raises(InputError, match="did not write"):
+        write_frames(_frames(), other, overwrite=True)
+    assert (other / "frame_00000.png").read_bytes() == b"x"
+
+
+def test_overwrite_refuses_what_it_cannot_replace(tmp_path):
+    (tmp_path / "file").write_bytes(b"user data")
+    with pytest.raises(InputError, match="is a file, and an output without extension is a folder"):
+        write_frames(_frames(), tmp_path / "file", overwrite=True)
+    assert (tmp_path / "file").read_bytes() == b"user data"
+    target = tmp_path / "real.mp4"
+    target.write_bytes(b"user video")
+    (tmp_path / "link.mp4").symlink_to(target)
+    with pytest.raises(InputError, match="symbolic link"):
+        write_frames(_frames(), tmp_path / "link.mp4", overwrite=True)
+    assert target.read_bytes() == b"user video"
+    if os.path.exists("/dev/full"):
+        with pytest.raises(InputError, match="not a regular file"):
+            write_frames(_frames(), "/dev/full", overwrite=True)
+
+
+def test_stale_parts_of_dead_processes_are_cleaned(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    stale_file = tmp_path / f".x.mp4.part{dead}.mp4"
+    stale_file.write_bytes(b"partial")
+    stale_dir = tmp_path / f".frames.part{dead}"
+    stale_dir.mkdir()
+    (stale_dir / "frame_00000.png").write_bytes(b"partial")
+    alive = tmp_path / f".x.mp4.part{os.getppid()}.mp4"  # a running process's part is left alone
+    alive.write_bytes(b"in progress")
+    mine = tmp_path / ".x.mp4.partNOTAPID.mp4"
+    mine.write_bytes(b"not a part name")
+    write_frames(_frames(), tmp_path / "x.mp4")
+    write_frames(_frames(), tmp_path / "frames")
+    assert not stale_file.exists() and not stale_dir.exists()
+    assert alive.exists() and mine.exists()

@@ -90,9 +90,85 @@ def check_output_path(out: str | os.PathLike, overwrite: bool = False) -> Path:
         raise InputError(f"{out}: output folder {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK):
         raise InputError(f"{out}: output folder {parent} is not writable")
-    if out.exists() and not overwrite:
-        raise InputError(f"{out}: already exists; pass --overwrite to replace it")
+    if out.exists() or out.is_symlink():
+        if not overwrite:
+            raise InputError(f"{out}: already exists; pass --overwrite to replace it")
+        _check_replaceable(out)
     return out
+
+
+FRAMES_MARKER = ".micromotion-frames"  # written into every PNG-frame folder this tool makes
+
+
+def _is_our_frames_folder(path: Path) -> bool:
+    """A folder this tool wrote: its marker and nothing but frame PNGs (a user's added file keeps it)."""
+    if not (path / FRAMES_MARKER).is_file():
+        return False
+    return all(p.name == FRAMES_MARKER or (p.name.startswith("frame_") and p.suffix == ".png" and p.is_file()
+                                          and not p.is_symlink()) for p in path.iterdir())
+
+
+def _check_replaceable(out: Path) -> None:
+    """`--overwrite` replaces a regular file, or a PNG-frame folder this tool made; never anything else."""
+    folder_out = out.suffix.lower() not in VIDEO_EXTENSIONS
+    if out.is_symlink():
+        raise InputError(f"{out}: is a symbolic link; --overwrite does not replace links: remove it or choose "
+                         f"another name")
+    if out.is_dir():
+        if not folder_out:
+            raise InputError(f"{out}: is a folder; --overwrite replaces only a file here: choose another name")
+        if not _is_our_frames_folder(out):
+            raise InputError(f"{out}: is a folder this tool did not write (no {FRAMES_MARKER} marker, or other "
+                             f"files in it); --overwrite replaces only PNG-frame folders it made: choose another name")
+        return
+    if not out.is_file():
+        raise InputError(f"{out}: is not a regular file (a device or pipe); write to a file path instead")
+    if folder_out:
+        raise InputError(f"{out}: is a file, and an output without extension is a folder of PNG frames: remove "
+                         f"the file, choose another name, or add .mp4/.gif/.webp")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def clean_stale_parts(out: Path) -> list[Path]:
+    """Remove the partial outputs `.NAME.partPID…` / `.NAME.oldPID` that a killed run (SIGKILL, power loss)
+    left beside `out`; only those of processes that no longer run, and a folder only if it holds just what
+    this tool writes there. Returns what was removed."""
+    removed = []
+    parent = out.parent if str(out.parent) else Path(".")
+    for kind in ("part", "old"):
+        for p in parent.glob(f".{glob_escape(out.name)}.{kind}*"):
+            rest = p.name[len(out.name) + len(kind) + 2:]
+            digits = rest[:len(rest) - len(out.suffix)] if out.suffix and rest.endswith(out.suffix) else rest
+            if not digits.isdigit() or int(digits) == os.getpid() or _pid_alive(int(digits)):
+                continue
+            try:
+                if p.is_symlink():
+                    continue
+                if p.is_dir():
+                    if not all(c.name == FRAMES_MARKER or (c.name.startswith("frame_") and c.suffix == ".png")
+                               for c in p.iterdir()):
+                        continue
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+            except OSError:
+                continue
+            log.info("removed %s, left by an interrupted run (process %s)", p, digits)
+            removed.append(p)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 class _Sink:
@@ -101,6 +177,7 @@ class _Sink:
     def __init__(self, out: Path, fps: float):
         self.out, self.fps, self.count = out, fps, 0
         self.tmp = out.with_name(f".{out.name}.part{os.getpid()}{out.suffix}")
+        clean_stale_parts(out)
 
     def write(self, frame: np.ndarray) -> None:
         raise NotImplementedError
@@ -115,9 +192,21 @@ class _Sink:
             self.tmp.unlink()
 
     def _commit(self) -> None:
-        if self.out.is_dir() and not self.out.is_symlink():
-            shutil.rmtree(self.out)
-        os.replace(self.tmp, self.out)
+        old = None
+        if self.out.exists() or self.out.is_symlink():
+            _check_replaceable(self.out)  # again: the target may have changed while rendering
+            if self.out.is_dir():
+                # move our old frames folder aside, then delete it only once the new one is in place
+                old = self.out.with_name(f".{self.out.name}.old{os.getpid()}")
+                os.replace(self.out, old)
+        try:
+            os.replace(self.tmp, self.out)
+        except BaseException:
+            if old is not None:
+                os.replace(old, self.out)
+            raise
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
 
 
 class _Mp4Sink(_Sink):
@@ -195,6 +284,8 @@ class _PngSink(_Sink):
     def __init__(self, out, fps):
         super().__init__(out, fps)
         self.tmp.mkdir(parents=False, exist_ok=False)
+        (self.tmp / FRAMES_MARKER).write_text("PNG frames written by micromotion; --overwrite may replace "
+                                              "this folder while it holds only frame_*.png\n")
 
     def write(self, frame):
         from PIL import Image
