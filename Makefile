@@ -9,7 +9,7 @@ PIP := $(PY) -m pip
 TORCH_SPEC ?= torch==2.13.0
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml Makefile | cksum | cut -d' ' -f1)
 
-.PHONY: test demo venv clean bench chromium
+.PHONY: test demo venv clean bench chromium gpu-test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,15 @@ test: $(STAMP) chromium
 
 demo: $(STAMP)
 	$(VENV)/bin/micromotion demo
+
+# The GPU lane: the `gpu` and `slow` tests on whatever CUDA device torch sees. Needs a CUDA torch: build the
+# venv with a CUDA TORCH_SPEC (see above), or point GPU_PY at a python that has CUDA torch and the project's
+# dependencies (e.g. `make gpu-test GPU_PY=python3` with PYTHONPATH=src).
+GPU_PY ?= $(PY)
+GPU_TESTS ?= tests
+gpu-test:
+	@$(GPU_PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-test: torch sees no CUDA device')"
+	$(GPU_PY) -m pytest -q --runslow -m "gpu or slow" $(GPU_TESTS)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_generator.py

@@ -5,7 +5,9 @@ Compares, in one process:
   modulated convolution, as rosinality's `Generator.forward` that micromotion-styleGAN calls;
 - ours: batched shared-weight convolutions (upsampling layers as polyphase dense convs on CUDA), fp32
   (TF32 off and on) and bf16 autocast, optionally `torch.compile` (which fuses the elementwise passes).
-Reports frames/s, speed-up over the original structure, and bf16 fidelity (PSNR vs fp32 over [-1, 1]).
+Reports frames/s, speed-up over the original structure, and fidelity: PSNR over [-1, 1] of batched fp32
+and bf16 frames vs the reference frames (per-sample fp32 without cuDNN). Exits non-zero when fp32 is below
+100 dB or bf16 below 38 dB: a fast benchmark of wrong frames is a failure.
 
     python benchmarks/bench_generator.py [--resolution 1024] [--batches 1,8,32,64] [--compile] [--json out.json]
 """
@@ -16,11 +18,14 @@ import datetime
 import json
 import math
 import platform
+import sys
 import time
 
 import torch
 
 from micromotion import Generator, GeneratorConfig
+
+FP32_BAR_DB, BF16_BAR_DB = 100.0, 38.0  # below these the frames are wrong, not merely rounded
 
 
 def make_generator(resolution: int, device) -> Generator:
@@ -112,17 +117,25 @@ def main():
             for b in batches:
                 run("ours bf16 compiled", b, torch.bfloat16, fn=comp)
 
-    # bf16 fidelity on 16 frames
-    fid = {}
+    # fidelity: batched frames vs the reference frames (per-sample grouped convs, fp32, no cuDNN, no TF32)
+    # at the batch sizes that cuDNN 9.19 got wrong on an H200 (8, 16, 64) and one it got right (12)
+    fid, failures = {}, []
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
         with torch.no_grad():
-            ref = G.synthesis(ws_all[:16])
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                low = G.synthesis(ws_all[:16])
-            orig = torch.cat([G.synthesis(ws_all[i:i + 1], fused=True) for i in range(16)])
-        fid = {"psnr_bf16_vs_fp32_db": psnr(low, ref), "psnr_batched_fp32_vs_original_db": psnr(ref, orig),
-               "max_abs_batched_vs_original": (ref - orig).abs().max().item()}
+            with torch.backends.cudnn.flags(enabled=False):
+                orig = torch.cat([G.synthesis(ws_all[i:i + 1], fused=True) for i in range(64)])
+            for b in (8, 12, 16, 64):
+                ref = torch.cat([G.synthesis(c) for c in ws_all.split(b)])
+                with torch.autocast("cuda", dtype=torch.bfloat16):
+                    low = torch.cat([G.synthesis(c) for c in ws_all.split(b)])
+                fid[f"psnr_fp32_b{b}_vs_reference_db"] = psnr(ref, orig)
+                fid[f"max_abs_fp32_b{b}_vs_reference"] = (ref - orig).abs().max().item()
+                fid[f"psnr_bf16_b{b}_vs_reference_db"] = psnr(low, orig)
+                if fid[f"psnr_fp32_b{b}_vs_reference_db"] < FP32_BAR_DB:
+                    failures.append(f"fp32 batch {b}: {fid[f'psnr_fp32_b{b}_vs_reference_db']:.1f} dB < {FP32_BAR_DB}")
+                if fid[f"psnr_bf16_b{b}_vs_reference_db"] < BF16_BAR_DB:
+                    failures.append(f"bf16 batch {b}: {fid[f'psnr_bf16_b{b}_vs_reference_db']:.1f} dB < {BF16_BAR_DB}")
         print(json.dumps(fid))
     best = max(r["fps"] for r in rows)
     summary = {"device": name, "date": datetime.date.today().isoformat(), "torch": torch.__version__,
@@ -132,6 +145,8 @@ def main():
     if args.json:
         with open(args.json, "w") as f:
             json.dump(summary, f, indent=1)
+    if failures:
+        sys.exit("FIDELITY FAILED (wrong frames): " + "; ".join(failures))
 
 
 if __name__ == "__main__":

@@ -54,3 +54,34 @@ def test_bias_lrelu():
     x = torch.tensor([[-1.0, 2.0]]).reshape(1, 2, 1, 1)
     y = ops.bias_lrelu(x, torch.tensor([0.5, -1.0]), clamp=1.0)
     assert torch.allclose(y.flatten(), torch.tensor([-0.5 * 0.2 * 2 ** 0.5, 1.0]))
+
+
+def test_verified_conv_falls_back_where_cudnn_is_wrong(caplog):
+    # stand-in for a cuDNN kernel that is wrong for one shape (as cuDNN 9.19 on an H200 was for a
+    # 512 -> 1024 fp32 conv at batch 8): the check must notice, return the reference, and remember it
+    ops._CUDNN_VERDICT.clear()
+    calls = []
+
+    def buggy(x, w, pad):
+        calls.append(torch.backends.cudnn.enabled)
+        y = F.conv2d(x, w, padding=pad)
+        return y + 3.0 if torch.backends.cudnn.enabled and x.shape[0] == 8 else y
+
+    w = torch.randn(6, 4, 3, 3)
+    for n in (4, 8, 8):
+        x = torch.randn(n, 4, 5, 5)
+        with caplog.at_level("WARNING", logger="micromotion.ops"):
+            out = ops._verified("conv2d", buggy, x, w, 1, check=True)
+        torch.testing.assert_close(out, F.conv2d(x, w, padding=1))
+    assert calls == [True, False, True, False, False]  # batch 4: checked once; batch 8: checked, then reference
+    assert caplog.text.count("cuDNN conv2d gives wrong results") == 1
+    assert sorted(ops._CUDNN_VERDICT.values()) == [False, True]
+    ops._CUDNN_VERDICT.clear()
+
+
+def test_verified_conv_is_plain_conv_on_cpu():
+    x, w = torch.randn(2, 4, 6, 6), torch.randn(5, 4, 3, 3)
+    torch.testing.assert_close(ops.conv2d(x, w, padding=1), F.conv2d(x, w, padding=1), rtol=0, atol=0)
+    wt = torch.randn(4, 5, 3, 3)
+    torch.testing.assert_close(ops.conv_transpose2d(x, wt, stride=2), F.conv_transpose2d(x, wt, stride=2),
+                               rtol=0, atol=0)
