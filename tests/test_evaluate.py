@@ -247,7 +247,7 @@ def test_cli_motion_for_another_generator(setup, tmp_path):
 
 def test_motion_range_is_rest_to_far_end():
     from micromotion.evaluate import motion_range
-    from micromotion.world.render import FACTOR_SPECS, IDENTITY_FACTORS
+    from micromotion.world.faces import FACTOR_SPECS, IDENTITY_FACTORS
 
     # head turn rests frontal in [-1, 1]: a full turn to either side is the whole motion
     assert motion_range("head_turn") == 1.0

@@ -60,7 +60,7 @@ from .decompose import Motion, generator_label
 from .errors import InputError
 from .presets import ALIASES, PRESETS
 from .world.oracle import ORACLE_FACTORS, measure
-from .world.render import FACTOR_SPECS, MOTION_FACTORS, render, sample_factors
+from .world.faces import FACTOR_SPECS, MOTION_FACTORS, render, sample_factors
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,8 @@ def target_for(motion: Motion) -> str:
                      f"(--target), one of: {', '.join(ORACLE_FACTORS)}")
 
 
-def _check_strengths(strengths) -> list[float]:
+def check_strengths(strengths) -> list[float]:
+    """Strengths as floats: finite, increasing, starting at 0 (InputError otherwise)."""
     try:
         s = [float(x) for x in strengths]
     except (TypeError, ValueError):
@@ -420,7 +421,7 @@ def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
     motion.check_generator(G)
     target = target_factor if target_factor is not None else target_for(motion)
     how = _check_measure(G, target, faces, measure_with)
-    s = _check_strengths(strengths)
+    s = check_strengths(strengths)
     _check_int(seed, "seed", 0)
     t0 = time.perf_counter()
     own_faces = ws is None  # the faces of `seed`: the inverted reference can reuse their inversions

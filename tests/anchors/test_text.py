@@ -459,7 +459,7 @@ def test_cli_needs_one_source(tmp_path):
 
 def test_world_text_settings_follow_the_preset_of_a_template():
     from micromotion.presets import PRESETS
-    from micromotion.world.presets import WORLD_SETTINGS, world_text_settings
+    from micromotion.world.recipes import WORLD_SETTINGS, world_text_settings
 
     head = world_text_settings(template=PRESETS["head_turn"].template)
     assert head.image_lambda == 1.0 and head.steps == WORLD_SETTINGS.steps  # moves the whole face
@@ -472,7 +472,7 @@ def test_world_text_settings_follow_the_preset_of_a_template():
 
 def test_world_text_seed_follows_the_preset_of_a_template():
     from micromotion.presets import PRESETS
-    from micromotion.world.presets import TEXT_SEEDS, world_text_seed
+    from micromotion.world.recipes import TEXT_SEEDS, world_text_seed
 
     assert world_text_seed(PRESETS["smile"].template) == TEXT_SEEDS["smile"] == 53
     assert world_text_seed(PRESETS["head_turn"].template) == TEXT_SEEDS["head_turn"]
@@ -497,10 +497,11 @@ def _capture_seed(monkeypatch, module):
 
 
 def test_world_text_motion_starts_from_the_chosen_face(monkeypatch):
-    import micromotion.world.presets as wp
+    import micromotion.anchors.text as text_module
+    import micromotion.world.recipes as wp
     from micromotion.presets import PRESETS
 
-    seen = _capture_seed(monkeypatch, wp)
+    seen = _capture_seed(monkeypatch, text_module)
     with pytest.raises(_Seen):
         wp.world_text_motion(None, None, PRESETS["smile"].template)
     assert seen["seed"] == wp.TEXT_SEEDS["smile"]
@@ -515,7 +516,7 @@ def test_world_text_motion_starts_from_the_chosen_face(monkeypatch):
 def test_cli_extract_on_the_world_starts_a_preset_template_from_its_face(monkeypatch, tmp_path):
     import micromotion.anchors.text as text_module
     from micromotion.presets import PRESETS
-    from micromotion.world.presets import TEXT_SEEDS
+    from micromotion.world.recipes import TEXT_SEEDS
 
     seen = _capture_seed(monkeypatch, text_module)
     smile = PRESETS["smile"].template
@@ -533,7 +534,7 @@ def test_cli_extract_on_the_world_starts_a_preset_template_from_its_face(monkeyp
 
 
 def test_build_text_presets_start_from_the_chosen_faces(monkeypatch, tmp_path):
-    import micromotion.world.presets as wp
+    import micromotion.world.recipes as wp
 
     seen = []
 

@@ -135,7 +135,7 @@ def presets_import(files, model, name):
     Example:
       micromotion presets import pregen_latents/*/d_latent --model stylegan2-ffhq-1024
     """
-    from ..checkpoint import load_generator
+    from ..generators import load_generator
     from ..presets import import_paper_direction
 
     if name and len(files) > 1:

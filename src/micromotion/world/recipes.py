@@ -1,10 +1,11 @@
 """The world model's five presets, from the paper's two anchor routes (issue 10).
 
-`python -m micromotion.world.presets [--source video|text] [--out DIR] [--names smile,head_turn]`
+`micromotion world presets [--source video|text] [--out DIR] [--names smile,head_turn]`
+(also `python -m micromotion.world.recipes`, and the old `python -m micromotion.world.presets`)
 
 Shipped (`--source video`, the default): video anchors. For each preset a world clip is rendered (a neutral
 identity, the factor's `VIDEO_SEEDS` entry; the preset's factor easing over its whole range, the other motions
-jittering by 3 %, `world.render.motion_track`). 12 evenly spaced frames of its 48 are inverted with the
+jittering by 3 %, `world.faces.motion_track`). 12 evenly spaced frames of its 48 are inverted with the
 shipped world encoder (`anchors.video.invert_frames`) as anchors, and robust PCA decodes the motion. Strength 1
 spans the clip's motion (`Motion.from_anchors`, span "anchors").
 
@@ -24,7 +25,7 @@ other factors: seed 1, the original code's), optimized through the world generat
 package, so the world presets need no computation at use; `micromotion animate --motion smile` finds them by
 the generator's fingerprint (`presets.preset_motion`).
 
-Settings (`WORLD_SETTINGS`, `world_text_settings`): the paper's learning rate 0.1 with a weaker pull to
+Settings (`world/settings.py`: `WORLD_SETTINGS`, `world_text_settings`): the paper's learning rate 0.1 with a weaker pull to
 the start in latent space (l2 0.004 instead of 0.008), 60 steps, and an identity term in image space (mean
 squared pixel change from the start image, weight 10): no face identity network exists for the world, and
 without an identity term the optimization changes the skin tone with a latent offset of norm 1. Head turn,
@@ -50,48 +51,20 @@ from pathlib import Path
 
 import torch
 
-from ..anchors.text import TextAnchorSettings, reinvert_anchors, text_anchors
+from ..anchors.text import TextAnchorSettings
 from ..decompose import Motion
+from ..profiles import WORLD
+from ..text_motion import text_motion
+from .settings import TEXT_SEEDS, WORLD_SETTINGS, world_text_seed, world_text_settings
 
 log = logging.getLogger(__name__)
 
 __all__ = ["VIDEO_SEEDS", "TEXT_SEEDS", "WORLD_SETTINGS", "world_text_settings", "world_text_seed",
            "world_text_motion", "world_video_motion", "build_presets"]
 
-WORLD_SETTINGS = TextAnchorSettings(steps=60, lr=0.1, l2_lambda=0.004, image_lambda=10.0, id_lambda=0.0)
-# Per motion factor. Smile: chosen on validation faces (seed 200) with the current encoder and span on the H100
-# (experiments/anchor_identity/text_settings.jsonl): 100 steps, a weaker image term and pull to the start.
-# Head turn moves the whole face: a weak image term. Its validation pick (image 3, 100 steps) collapsed on the
-# CPU (+0.16), so it keeps the earlier setting.
-_FACTOR_SETTINGS = {"smile": {"image_lambda": 3.0, "steps": 100, "l2_lambda": 0.002},
-                    "head_turn": {"image_lambda": 1.0}}
 #: Identity seed of each motion factor's world clip (see the module docstring), chosen among seeds 1-60 for the
 #: shipped encoder (experiments/encoder_pairs); other factors: 1.
 VIDEO_SEEDS = {"smile": 16, "anger": 39, "age": 51, "eyes_closed": 31, "head_turn": 19}
-#: Start face of each motion factor's text anchors, chosen by the same rule on validation faces, for the shipped
-#: encoder, from seeds 1-100 (smile), 1-200 (head turn) or 1-60 (aging, eyes) (experiments/encoder_pairs); other
-#: factors: 1. No start face moves anger: the world CLIP's "{degree} angry" does nothing from any of them.
-TEXT_SEEDS = {"smile": 53, "age": 28, "eyes_closed": 34, "head_turn": 103}
-
-
-def world_text_settings(factor: str | None = None, *, template: str | None = None, **changes) -> TextAnchorSettings:
-    """The world's text-anchor settings for a motion factor, or for the preset whose template is `template`
-    (`WORLD_SETTINGS` with that factor's `_FACTOR_SETTINGS`; other templates get `WORLD_SETTINGS`)."""
-    if factor is None and template is not None:
-        factor = _template_factor(template)
-    return replace(WORLD_SETTINGS, **{**_FACTOR_SETTINGS.get(factor, {}), **changes})
-
-
-def _template_factor(template: str) -> str | None:
-    from ..presets import PRESETS
-
-    return next((p.factor for p in PRESETS.values() if p.template == template), None)
-
-
-def world_text_seed(template: str, default: int = 1) -> int:
-    """The start face for text anchors of `template` on the world: the `TEXT_SEEDS` entry of the preset whose
-    template this is, else `default`."""
-    return TEXT_SEEDS.get(_template_factor(template), default)
 
 
 def world_text_motion(G, clip, template: str, *, seed: int | None = None, name: str | None = None,
@@ -101,13 +74,9 @@ def world_text_motion(G, clip, template: str, *, seed: int | None = None, name: 
     encoder (`reinvert`, the start left out) and decoded into a `Motion`. seed: the start face (default: the
     `TEXT_SEEDS` entry of the preset whose template this is, else 1). settings: default `world_text_settings` of
     that preset (`WORLD_SETTINGS` for other templates)."""
-    if seed is None:
-        seed = world_text_seed(template)
-    settings = settings or world_text_settings(template=template)
-    anchors = text_anchors(G, clip, template, seed=seed, arcface=None, settings=settings, progress=progress, **kw)
-    if reinvert:
-        anchors = reinvert_anchors(G, anchors, "encoder")
-    return Motion.from_anchors(anchors, generator=G, generator_name="world", name=name or template)
+    return text_motion(G, template, clip=clip, profile=WORLD, seed=seed, name=name,
+                       settings=settings or world_text_settings(template=template),
+                       reinvert="encoder" if reinvert else "none", progress=progress, **kw)
 
 
 def world_video_motion(G, factor: str, *, seed: int | None = None, frames: int = 48, anchors: int = 12,
@@ -116,7 +85,7 @@ def world_video_motion(G, factor: str, *, seed: int | None = None, frames: int =
     `VIDEO_SEEDS` entry), inverted with the encoder made for `G` (projector otherwise), robustly decoded. See
     the module docstring."""
     from ..anchors.video import invert_frames
-    from .render import motion_track, render, sample_factors
+    from .faces import motion_track, render, sample_factors
 
     if seed is None:
         seed = VIDEO_SEEDS.get(factor, 1)
@@ -130,14 +99,14 @@ def world_video_motion(G, factor: str, *, seed: int | None = None, frames: int =
     times = (keep.float() / (frames - 1)).tolist()
     source = {"kind": "video", "video": f"world clip {factor} seed {seed}", "frames": keep.tolist(),
               "clip_frames": frames, "jitter": jitter, "inversion": {"method": details.get("method")}}
-    return Motion.from_anchors(ws.detach().cpu(), times=times, generator=G, generator_name="world",
-                               name=name or factor, source=source)
+    return Motion.from_anchors(ws.detach().cpu(), times=times, generator=G,
+                               generator_name=WORLD.motion_generator_name, name=name or factor, source=source)
 
 
 def build_presets(out: str | Path, names=None, model: str = "world", clip: str = "world-clip",
                   device: str = "cpu", progress: bool = True, source: str = "video") -> list[Path]:
     """Compute the presets `names` (default all five) for the world model and write them to `out`."""
-    from ..checkpoint import load_generator
+    from ..generators import load_generator
     from ..presets import PRESETS, canonical
 
     if source not in ("video", "text"):
@@ -164,9 +133,9 @@ def build_presets(out: str | Path, names=None, model: str = "world", clip: str =
     return written
 
 
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m micromotion.world.presets",
-                                 description="Compute the world model's presets from text anchors.")
+def main(argv=None, prog: str = "python -m micromotion.world.recipes") -> None:
+    ap = argparse.ArgumentParser(prog=prog,
+                                 description="Compute the world model's five presets (video anchors by default, or --source text).")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "data" / "world" / "presets"))
     ap.add_argument("--names", default=None, help="comma-separated preset names (default: all five)")
     ap.add_argument("--device", default="cpu")

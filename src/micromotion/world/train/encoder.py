@@ -1,6 +1,6 @@
 """Training a ReStyle encoder for the world's StyleGAN2 (issue 10): world images -> that generator's W+.
 
-`python -m micromotion.world.encoder_train --generator G.safetensors --out DIR --minutes M [--export FILE]`
+`micromotion world train encoder --generator G.safetensors --out DIR --minutes M [--export FILE]`
 
 The network is the issue-5 encoder (`micromotion.models.encoder.BackboneEncoder`, IR-SE units and one
 map2style head per W+ layer) with a small backbone sized for the 128² world generator (`WorldEncoderConfig`),
@@ -13,14 +13,14 @@ pSp's LPIPS and ArcFace identity losses: the oracle is the network that knows th
 W+ code where there is one; a small penalty on the refinement deltas after the first step.
 
 Targets each step: generator samples (z -> w, truncation psi uniform in [psi_min, psi_max], style mixing
-for varied W+ codes, constant noise), a fraction `render_frac` of fresh renders (`world.render`: real world
+for varied W+ codes, constant noise), a fraction `render_frac` of fresh renders (`world.faces`: real world
 faces, no known code) at the generator's resolution, and a fraction `pair_frac` of render pairs (one identity,
 its motion factors drawn twice) with the pair loss: oracle(y_b) - oracle(y_a) against oracle(x_b) -
 oracle(x_a), so a moved face's reconstruction differs from the unmoved one's only as the faces do. bf16
 autocast on CUDA only; BatchNorm runs on batch statistics in training and on its running statistics at
 inference, as in ReStyle.
 
-Like `world.train`: stops cleanly after `--minutes` (or SIGTERM/SIGINT), checkpoints every
+Like `world.train.gan`: stops cleanly after `--minutes` (or SIGTERM/SIGINT), checkpoints every
 `--checkpoint-minutes` and at the end, `--resume` continues exactly (on CUDA, where renders are drawn in
 buffers of several batches, the unused rest of a buffer is drawn anew). Checkpoint folder (no pickle; each file
 under 16 MB; the generator is not copied, state.json names it by path and fingerprint):
@@ -51,15 +51,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..checkpoint import load_generator
-from ..errors import CheckpointError, InputError, MicromotionError
-from ..fileio import save_safetensors
-from ..models.encoder import (EncoderConfig, ReStyle, build_encoder, generator_fingerprint, load_encoder,
+from ...checkpoint import load_generator
+from ...errors import CheckpointError, InputError, MicromotionError
+from ...fileio import save_safetensors
+from ...models.encoder import (EncoderConfig, ReStyle, build_encoder, generator_fingerprint, load_encoder,
                               save_encoder)
-from ..models.stylegan2 import Generator
-from .oracle import Oracle, load_oracle
-from .render import FACTOR_SPECS, MOTION_FACTORS, render, sample_factors
-from .train import StopOnSignals
+from ...models.stylegan2 import Generator
+from ..oracle import Oracle, load_oracle
+from ..faces import FACTOR_SPECS, MOTION_FACTORS, render, sample_factors
+from .gan import StopOnSignals
 
 log = logging.getLogger(__name__)
 
@@ -400,7 +400,7 @@ class EncoderTrainer:
 
     @torch.no_grad()
     def _save_samples(self, path: Path, n: int = 8) -> None:
-        from ..render import contact_sheet, save_png, to_uint8
+        from ...render import contact_sheet, save_png, to_uint8
 
         x = _held_out(self.G, n, n, self.device)
         self.train_mode(False)
@@ -456,7 +456,7 @@ def _adam_step(opt: torch.optim.Optimizer) -> int:
 
 def read_state(out: str | os.PathLike) -> dict:
     """The state.json of a world-encoder checkpoint folder; `CheckpointError` if missing or not ours."""
-    from .train import read_checkpoint_state
+    from .gan import read_checkpoint_state
 
     return read_checkpoint_state(out, STATE_FORMAT, STATE_VERSION, "world encoder training")
 
@@ -713,12 +713,12 @@ def load_world_encoder(path: str | os.PathLike, G: Generator, device: str | torc
     return load_encoder(path, G, device)
 
 
-def main(argv=None) -> None:
+def main(argv=None, prog: str = "python -m micromotion.world.encoder_train") -> None:
     p = argparse.ArgumentParser(
-        prog="python -m micromotion.world.encoder_train",
+        prog=prog,
         description="Train a ReStyle encoder into the world generator's W+ on its samples and on renders; "
                     "resumable.",
-        epilog="example: python -m micromotion.world.encoder_train --generator world.safetensors --out "
+        epilog="example: micromotion world train encoder --generator world.safetensors --out "
                "runs/wenc --minutes 8 --resume --export runs/world-encoder.safetensors")
     p.add_argument("--generator", default=None, help="the world generator file (default on resume: the run's)")
     p.add_argument("--out", required=True, help="checkpoint folder")

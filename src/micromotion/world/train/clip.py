@@ -1,12 +1,12 @@
 """Training the world CLIP: a small CLIP trained contrastively on (render, caption) pairs (issue 10).
 
-`python -m micromotion.world.clip_train --out DIR --minutes M [--batch B] [--resume] [--tiny] [--export PATH]`
+`micromotion world train clip --out DIR --minutes M [--batch B] [--resume] [--tiny] [--export PATH]`
 
 The model is an OpenAI-layout CLIP built from a `ClipConfig` (`ClipConfig.build`: open_clip's CLIP when
 installed, else `NativeClip`; same state-dict layout), so the exported file goes through `Clip.load` and the
 same text-anchor code path as ViT-B/32. Loss: symmetric InfoNCE (Radford et al. 2021) with a learnable logit
 scale clamped at 100, as open_clip `training/train.py`. Images are rendered on the training device each
-step (`world.render`) at `render_size` and preprocessed exactly as at use (`Clip.preprocess("correct")`);
+step (`world.faces`) at `render_size` and preprocessed exactly as at use (`Clip.preprocess("correct")`);
 captions come from the true factors (`world.captions`). AdamW with linear warmup and cosine decay over
 `steps`; bf16 autocast on CUDA only.
 
@@ -20,7 +20,7 @@ renders of one face apart is by their motions. And identical caption texts in a 
 with no smile") are all positives of each other (a soft target spread over them), not negatives.
 `--init FILE` starts from the weights of a Clip file (e.g. the shipped world CLIP) instead of from scratch.
 
-Like `world.train`: stops cleanly after `--minutes` (or SIGTERM/SIGINT), checkpoints every
+Like `world.train.gan`: stops cleanly after `--minutes` (or SIGTERM/SIGINT), checkpoints every
 `--checkpoint-minutes` and at the end, `--resume` continues. Checkpoint folder (no pickle):
 
   model.safetensors   weights (fp32), ClipConfig in the metadata
@@ -44,12 +44,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..errors import CheckpointError, InputError, MicromotionError
-from ..fileio import save_safetensors
-from ..models.clip import Clip, ClipConfig
-from .captions import ANCHOR_TEMPLATES, caption, captions, degree_word, phrases
-from .render import MOTION_FACTORS, render, sample_factors
-from .train import StopOnSignals
+from ...errors import CheckpointError, InputError, MicromotionError
+from ...fileio import save_safetensors
+from ...models.clip import Clip, ClipConfig
+from ..captions import ANCHOR_TEMPLATES, caption, captions, degree_word, phrases
+from ..faces import MOTION_FACTORS, render, sample_factors
+from .gan import StopOnSignals
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +313,7 @@ class ClipTrainer:
 
 def read_state(out: str | os.PathLike) -> dict:
     """The state.json of a world-CLIP checkpoint folder; `CheckpointError` if missing or not ours."""
-    from .train import read_checkpoint_state
+    from .gan import read_checkpoint_state
 
     return read_checkpoint_state(out, STATE_FORMAT, STATE_VERSION, "world CLIP training")
 
@@ -467,11 +467,11 @@ def train_world_clip(out: str | os.PathLike, minutes: float = 9.0, cfg: WorldCli
     return read_state(out)
 
 
-def main(argv=None) -> None:
+def main(argv=None, prog: str = "python -m micromotion.world.clip_train") -> None:
     p = argparse.ArgumentParser(
-        prog="python -m micromotion.world.clip_train",
+        prog=prog,
         description="Train the face world's CLIP on (render, caption) pairs made on the fly; resumable.",
-        epilog="example: python -m micromotion.world.clip_train --out runs/wclip --minutes 9 --resume "
+        epilog="example: micromotion world train clip --out runs/wclip --minutes 9 --resume "
                "--export runs/world-clip.safetensors")
     p.add_argument("--out", required=True, help="checkpoint folder")
     p.add_argument("--minutes", type=float, default=9.0, help="wall-clock training time of this invocation")
