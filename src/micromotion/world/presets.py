@@ -3,4 +3,4 @@
 from .recipes import main
 
 if __name__ == "__main__":
-    main()
+    main(prog="python -m micromotion.world.presets")
