@@ -100,6 +100,12 @@ class Animator:
                  self.G.resolution, self.G.num_ws, self.device, str(self.dtype).replace("torch.", ""),
                  time.perf_counter() - t0)
 
+    @property
+    def is_world(self) -> bool:
+        """Kept for callers of the old attribute: whether the model's faces are already aligned crops (the world).
+        Ask `self.profile` instead."""
+        return not self.profile.align
+
     # -- pieces ----------------------------------------------------------------------------------------------
 
     def motion(self, spec: str | Motion) -> Motion:

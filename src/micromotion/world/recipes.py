@@ -25,10 +25,10 @@ other factors: seed 1, the original code's), optimized through the world generat
 package, so the world presets need no computation at use; `micromotion animate --motion smile` finds them by
 the generator's fingerprint (`presets.preset_motion`).
 
-Settings (`world/settings.py`: `WORLD_SETTINGS`, `world_text_settings`): the paper's learning rate 0.1 with a weaker pull to
-the start in latent space (l2 0.004 instead of 0.008), 60 steps, and an identity term in image space (mean
-squared pixel change from the start image, weight 10): no face identity network exists for the world, and
-without an identity term the optimization changes the skin tone with a latent offset of norm 1. Head turn,
+Settings (`world/settings.py`: `WORLD_SETTINGS`, `world_text_settings`): the paper's learning rate 0.1 with a
+weaker pull to the start in latent space (l2 0.004 instead of 0.008), 60 steps, and an identity term in image
+space (mean squared pixel change from the start image, weight 10): no face identity network exists for the
+world, and without an identity term the optimization changes the skin tone with a latent offset of norm 1. Head turn,
 which moves the whole face, takes image weight 1; smile has its own, chosen on validation faces
 (`_FACTOR_SETTINGS`: 100 steps, image weight 3, l2 0.002). The anchor images are then inverted again with the
 world encoder (`anchors.text.reinvert_anchors`, the start left out), because the optimized latents move along
@@ -134,8 +134,8 @@ def build_presets(out: str | Path, names=None, model: str = "world", clip: str =
 
 
 def main(argv=None, prog: str = "python -m micromotion.world.recipes") -> None:
-    ap = argparse.ArgumentParser(prog=prog,
-                                 description="Compute the world model's five presets (video anchors by default, or --source text).")
+    ap = argparse.ArgumentParser(prog=prog, description="Compute the world model's five presets (video anchors by "
+                                                        "default, or --source text).")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "data" / "world" / "presets"))
     ap.add_argument("--names", default=None, help="comma-separated preset names (default: all five)")
     ap.add_argument("--device", default="cpu")

@@ -51,14 +51,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...checkpoint import load_generator
 from ...errors import CheckpointError, InputError, MicromotionError
 from ...fileio import save_safetensors
+from ...generators import load_generator
 from ...models.encoder import (EncoderConfig, ReStyle, build_encoder, generator_fingerprint, load_encoder,
                               save_encoder)
 from ...models.stylegan2 import Generator
-from ..oracle import Oracle, load_oracle
 from ..faces import FACTOR_SPECS, MOTION_FACTORS, render, sample_factors
+from ..oracle import Oracle, load_oracle
 from .gan import StopOnSignals
 
 log = logging.getLogger(__name__)

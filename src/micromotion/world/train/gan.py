@@ -38,9 +38,10 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ...checkpoint import load_generator, save_generator
+from ...checkpoint import save_generator
 from ...errors import CheckpointError, InputError, MicromotionError
 from ...fileio import save_safetensors
+from ...generators import load_generator
 from ...models.discriminator import Discriminator, DiscriminatorConfig
 from ...models.stylegan2 import Generator, GeneratorConfig
 from ..faces import FACTOR_SPECS, render, sample_factors
