@@ -2,7 +2,7 @@
 
 A `Profile` says, for one generator: which CLIP reads its faces, how text anchors are optimized on it (settings,
 start face, identity network, re-inversion), which encoders invert photos into it, whether photos are aligned
-for it. Shells never compare model names; they ask `profile_for(G)`.
+for it, where its shipped presets are. Shells never compare model names; they ask `profile_for(G)`.
 
 A generator is recognised by the registry name it was loaded from (`generators.load_generator` records it,
 also for the registry's own file given by its path), else by its weights' fingerprint (a copy of the world
@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Callable
 
 from .anchors.text import TextAnchorSettings
 from .errors import InputError, MicromotionError
+from .presets import packaged_dir
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,8 @@ class Profile:
     #: (template, **changes) -> TextAnchorSettings
     text_seed: Callable[..., int] = field(default=_default_seed, repr=False)  # (template, default) -> start face
     fingerprint_of: str | None = None  # registry name of a cheap-to-load generator to match by fingerprint
+    shipped_presets: Path | None = None  # folder of preset motions shipped for it (`presets.preset_motion` checks
+    #                                      each file's generator fingerprint before using it)
 
     def inversion_method(self, G, refine_steps: int = 0) -> tuple[str, dict]:
         """The inversion method for photos into `G`: an encoder trained for exactly this generator, else the
@@ -89,7 +93,7 @@ FFHQ = Profile("stylegan2-ffhq", models=("stylegan2-ffhq-1024",),
 #: knows its faces (an image-space term instead, world/settings.py), anchors re-inverted with its encoder.
 WORLD = Profile("world", models=("world",), clip="world-clip", align=False, arcface=None, reinvert="encoder",
                 motion_generator_name="world", text_settings=_world_text_settings, text_seed=_world_text_seed,
-                fingerprint_of="world")
+                fingerprint_of="world", shipped_presets=packaged_dir())
 
 PROFILES: tuple[Profile, ...] = (WORLD, FFHQ)
 #: `--model auto` takes the first of these whose weights are here, without downloading.
