@@ -41,7 +41,9 @@ def test_ffhq_by_its_registry_name():
 
 def test_what_the_profiles_say():
     smile = PRESETS["smile"].template
-    assert (WORLD.clip, WORLD.align, WORLD.arcface, WORLD.reinvert) == ("world-clip", False, None, "encoder")
+    assert (WORLD.clip, WORLD.align, WORLD.arcface, WORLD.reinvert, WORLD.measure) == (
+        "world-clip", False, None, "encoder", "oracle")
+    assert FFHQ.measure == "landmarks" and STYLEGAN2.measure is None
     assert (STYLEGAN2.clip, STYLEGAN2.align, STYLEGAN2.arcface, STYLEGAN2.reinvert) == (
         "clip-vit-b-32", True, "auto", "none")
     assert WORLD.text_settings(smile) == world_text_settings(template=smile)

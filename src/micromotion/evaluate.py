@@ -178,13 +178,16 @@ MEASURES = ("auto", "oracle", "landmarks")
 
 
 def resolve_measure(G, measure_with: str) -> str:
-    """'oracle' (the world's factors) or 'landmarks' (real faces, `face_meter`); 'auto': the oracle for
-    generators below 256 px (the world), landmarks from 256 px (real face models)."""
+    """'oracle' (the world's factors) or 'landmarks' (real faces, `face_meter`); 'auto': what the model's
+    profile says (`profiles.Profile.measure`), else the oracle for generators below 256 px (world-like),
+    landmarks from 256 px (real face models)."""
     if measure_with not in MEASURES:
         raise InputError(f"unknown measure '{measure_with}'; choose one of: {', '.join(MEASURES)}")
     if measure_with != "auto":
         return measure_with
-    return "landmarks" if G.resolution >= 256 else "oracle"
+    from .profiles import profile_for
+
+    return profile_for(G).measure or ("landmarks" if G.resolution >= 256 else "oracle")
 
 
 @torch.no_grad()

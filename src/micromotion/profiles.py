@@ -65,6 +65,8 @@ class Profile:
     #: (template, **changes) -> TextAnchorSettings
     text_seed: Callable[..., int] = field(default=_default_seed, repr=False)  # (template, default) -> start face
     fingerprint_of: str | None = None  # registry name of a cheap-to-load generator to match by fingerprint
+    measure: str | None = None  # how `evaluate` reads its faces: "oracle" (the world's factors), "landmarks"
+    #                             (real faces); None: by resolution (evaluate.resolve_measure)
     shipped_presets: Path | None = None  # folder of preset motions shipped for it (`presets.preset_motion` checks
     #                                      each file's generator fingerprint before using it)
 
@@ -87,13 +89,13 @@ class Profile:
 
 #: The paper's settings: any StyleGAN2 not known otherwise (FFHQ-like photos).
 STYLEGAN2 = Profile("stylegan2")
-FFHQ = Profile("stylegan2-ffhq", models=("stylegan2-ffhq-1024",),
+FFHQ = Profile("stylegan2-ffhq", models=("stylegan2-ffhq-1024",), measure="landmarks",
                encoders=(("restyle-psp", "restyle-psp-ffhq"), ("restyle-e4e", "restyle-e4e-ffhq")))
 #: The face world (docs/world.md): its own CLIP, renders that are already aligned crops, no identity network
 #: knows its faces (an image-space term instead, world/settings.py), anchors re-inverted with its encoder.
 WORLD = Profile("world", models=("world",), clip="world-clip", align=False, arcface=None, reinvert="encoder",
                 motion_generator_name="world", text_settings=_world_text_settings, text_seed=_world_text_seed,
-                fingerprint_of="world", shipped_presets=packaged_dir())
+                fingerprint_of="world", measure="oracle", shipped_presets=packaged_dir())
 
 PROFILES: tuple[Profile, ...] = (WORLD, FFHQ)
 #: `--model auto` takes the first of these whose weights are here, without downloading.
