@@ -346,7 +346,7 @@ def test_twenty_concurrent_requests_keep_memory_bounded(server, files):
 
 
 def test_world_text_templates_start_from_the_presets_faces(service, monkeypatch):
-    """On the world model a preset's template starts from its chosen face (world.presets.TEXT_SEEDS)."""
+    """On the world model a preset's template starts from its chosen face (world.settings.TEXT_SEEDS)."""
     import types
 
     import micromotion.anchors.text as text_module

@@ -251,8 +251,8 @@ def _trainer(name: str, module: str, example: str):
     def run(args):
         import importlib
 
-        importlib.import_module(f"micromotion.world.train.{name}").main(list(args), prog=f"micromotion world train "
-                                                                                        f"{name}")
+        trainer = importlib.import_module(f"micromotion.world.train.{name}")  # imported only when asked for
+        trainer.main(list(args), prog=f"micromotion world train {name}")
 
     return run
 
