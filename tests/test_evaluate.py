@@ -204,50 +204,9 @@ def test_bad_inputs(setup):
         evaluate_motion(other, m, identities=1)
 
 
-def _cli(*args):
-    return CliRunner().invoke(main, ["evaluate", *map(str, args)])
-
-
-def test_cli_json(setup):
-    r = _cli(setup["mpath"], "--model", setup["gen"], "--identities", 2, "--strengths", "0,0.5,1", "--device", "cpu",
-             "--json")
-    assert r.exit_code == 0, r.output
-    report = json.loads(r.output)
-    assert KEYS <= set(report) and report["model"] == str(setup["gen"]) and report["identities"] == 2
-
-
-def test_cli_table_and_ablation(setup):
-    r = _cli(setup["mpath"], "--model", setup["gen"], "--identities", 2, "--strengths", "0,1", "--device", "cpu",
-             "--anchors", setup["apath"], "--ablation")
-    assert r.exit_code == 0, r.output
-    for name in ("motion", "rpca-k4", "pca-k1", "endpoints", "success", "id drift"):
-        assert name in r.output
-
-
-@pytest.mark.parametrize("args, message", [
-    (["smirk"], "unknown motion 'smirk'"),
-    (["smile", "--identities", "0"], "--identities must be at least 1"),
-    (["smile", "--ablation"], "--ablation needs the anchors"),
-    (["smile", "--strengths", "1,0"], "--strengths: strengths must be increasing"),
-    (["smile", "--target", "grin"], "unknown --target 'grin'"),
-])
-def test_cli_bad_input_is_one_line(args, message):
-    r = _cli(*args)
-    assert r.exit_code == 1
-    assert message in r.output and r.output.count("\n") == 1
-
-
-def test_cli_motion_for_another_generator(setup, tmp_path):
-    other = Generator(GeneratorConfig.tiny(32))
-    mpath = Motion.from_direction(torch.randn(other.num_ws, other.w_dim), name="smile",
-                                  generator=other).save(tmp_path / "other.safetensors")
-    r = _cli(mpath, "--model", setup["gen"], "--identities", 1, "--device", "cpu")
-    assert r.exit_code == 1 and r.output.startswith("Error: ") and r.output.count("\n") == 1
-
-
 def test_motion_range_is_rest_to_far_end():
     from micromotion.evaluate import motion_range
-    from micromotion.world.render import FACTOR_SPECS, IDENTITY_FACTORS
+    from micromotion.world.faces import FACTOR_SPECS, IDENTITY_FACTORS
 
     # head turn rests frontal in [-1, 1]: a full turn to either side is the whole motion
     assert motion_range("head_turn") == 1.0

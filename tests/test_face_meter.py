@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from micromotion import Generator, GeneratorConfig, InputError, save_generator
 from micromotion.cli import main
 from micromotion.face_meter import READINGS, FaceMeter, landmark_readings
-from micromotion.world.render import render, sample_factors
+from micromotion.world.faces import render, sample_factors
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "paper_examples"
 

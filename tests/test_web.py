@@ -252,7 +252,7 @@ def _face(files) -> Path:
     """A world face, as a user would have saved it from the examples."""
     from PIL import Image
 
-    from micromotion.world.render import render, sample_factors
+    from micromotion.world.faces import render, sample_factors
 
     p = files["dir"] / "face.png"
     if not p.exists():
@@ -346,12 +346,12 @@ def test_twenty_concurrent_requests_keep_memory_bounded(server, files):
 
 
 def test_world_text_templates_start_from_the_presets_faces(service, monkeypatch):
-    """On the world model a preset's template starts from its chosen face (world.presets.TEXT_SEEDS)."""
+    """On the world model a preset's template starts from its chosen face (world.settings.TEXT_SEEDS)."""
     import types
 
     import micromotion.anchors.text as text_module
     from micromotion.presets import PRESETS
-    from micromotion.world.presets import TEXT_SEEDS
+    from micromotion.world.recipes import TEXT_SEEDS
 
     seen = []
 
@@ -363,7 +363,9 @@ def test_world_text_templates_start_from_the_presets_faces(service, monkeypatch)
         raise Seen
 
     monkeypatch.setattr(text_module, "text_anchors", fake)
-    monkeypatch.setattr(service, "_animator", types.SimpleNamespace(G=None, model_name="world-test", is_world=True))
+    from micromotion.profiles import WORLD
+
+    monkeypatch.setattr(service, "_animator", types.SimpleNamespace(G=None, model_name="world-test", profile=WORLD))
     monkeypatch.setattr(service, "_load_clip", lambda: None)
     for template in (PRESETS["smile"].template, "a person with {degree} beard"):
         with pytest.raises(Seen):

@@ -8,9 +8,10 @@ from .anchors import Anchors
 from .anchors.text import text_anchors
 from .anchors.video import video_anchors
 from .animate import Animator
-from .checkpoint import load_generator, save_generator
+from .checkpoint import save_generator
 from .decompose import Motion, load_motion, robust_pca
 from .errors import CheckpointError, InputError, MicromotionError, WeightsError
+from .generators import load_generator
 from .invert import Inversion, invert
 from .models.stylegan2 import Generator, GeneratorConfig
 from .weights import resolve_model

@@ -20,33 +20,16 @@ import torch
 from PIL import Image
 
 from . import presets
-from .checkpoint import load_generator
 from .decompose import Motion
-from .errors import InputError, MicromotionError
+from .devices import resolve_device
+from .errors import InputError
+from .generators import check_ws, load_generator
+from .profiles import auto_model, profile_for
 from .render import check_output_path, render_video, to_uint8
 
 log = logging.getLogger(__name__)
 
-FFHQ = "stylegan2-ffhq-1024"
-WORLD = "world"
 MAX_FRAMES = 2000
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    """'auto' -> cuda, else mps, else cpu; an unavailable explicit device is an error."""
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
-        raise InputError(f"unknown device '{device}'; choose auto, cpu, cuda or mps")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available (is CUDA torch installed?); use --device cpu")
-    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise InputError("--device mps: no Apple GPU is available; use --device cpu")
-    return torch.device(device)
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
@@ -60,30 +43,16 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
     return table[dtype]
 
 
-def auto_model() -> str:
-    """The FFHQ generator when its weights are cached, else the embedded world model."""
-    from .weights import resolve
-
-    try:
-        resolve(FFHQ, download=False)
-        return FFHQ
-    except MicromotionError:
-        return WORLD
-
-
-def text_motion(G, template: str, *, clip: str = "clip-vit-b-32", seed: int = 1, progress: bool = False,
+def text_motion(G, template: str, *, clip: str | None = None, seed: int | None = None, progress: bool = False,
                 name: str | None = None, **kw) -> Motion:
-    """The paper's text route: CLIP-guided anchors at rising degrees of `template`, robustly decomposed.
+    """The paper's text route on `G` with its profile's settings (`micromotion.text_motion.text_motion`).
 
-    clip: a CLIP file or registry name (loaded without running code). Anchors are cached, so a rerun is instant.
+    clip: a CLIP file or registry name (default: the profile's). Anchors are cached, so a rerun is instant.
     """
-    from .anchors.text import text_anchors, validate_template
-    from .models.clip import Clip
+    from .text_motion import text_motion as motion_from_text
 
-    validate_template(template)
-    c = Clip.load(clip, device=G.w_avg.device)
-    anchors = text_anchors(G, c, template, seed=seed, progress=progress, **kw)
-    return Motion.from_anchors(anchors, generator=G, name=name or template)
+    return motion_from_text(G, template, name=name, seed=seed, progress=progress,
+                            **({"clip": clip} if clip is not None else {}), **kw)
 
 
 def check_render_options(strength: float, frames: int, fps: float) -> None:
@@ -119,18 +88,9 @@ class Animator:
         self.device = resolve_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         self.model_name = auto_model() if model == "auto" else str(model)
-        if model == "auto" and self.model_name == WORLD:
-            from .weights import resolve
-
-            try:
-                resolve(WORLD, download=False)
-            except MicromotionError:
-                raise InputError("no model to use: the FFHQ generator is not cached (`micromotion weights download "
-                                 "stylegan2-ffhq-1024`) and the bundled world generator is missing from this "
-                                 "installation; or pass --model FILE") from None
         self.G = load_generator(self.model_name, device=self.device)
-        self.is_world = self.model_name == WORLD
-        self.clip_name = "world-clip" if self.is_world else "clip-vit-b-32"  # the CLIP of text motions
+        self.profile = profile_for(self.G)  # what differs between models: CLIP, text settings, encoders, align
+        self.clip_name = self.profile.clip  # the CLIP of text motions
         self.invert_steps = invert_steps
         self.refine_steps = int(refine_steps)
         self.cache_dir = cache_dir
@@ -139,6 +99,12 @@ class Animator:
         log.info("model %s (%dx%d, %d W+ layers) on %s, %s, loaded in %.2fs", self.model_name, self.G.resolution,
                  self.G.resolution, self.G.num_ws, self.device, str(self.dtype).replace("torch.", ""),
                  time.perf_counter() - t0)
+
+    @property
+    def is_world(self) -> bool:
+        """Kept for callers of the old attribute: whether the model's faces are already aligned crops (the world).
+        Ask `self.profile` instead."""
+        return not self.profile.align
 
     # -- pieces ----------------------------------------------------------------------------------------------
 
@@ -149,7 +115,8 @@ class Animator:
             return spec.to(self.device)
         if spec not in self._motions:
             def compute(p):  # first use of a preset on a model without shipped motions: the paper's text route
-                return text_motion(self.G, p.template, clip=self.clip_name, seed=p.seed, name=p.name)
+                return text_motion(self.G, p.template, clip=self.clip_name, seed=p.seed, name=p.name,
+                                   profile=self.profile)
 
             self._motions[spec] = presets.resolve_motion(spec, self.G, self.cache_dir, compute).to(self.device)
         return self._motions[spec]
@@ -161,12 +128,10 @@ class Animator:
         if isinstance(image, (str, os.PathLike)) and Path(image).suffix.lower() in (".safetensors", ".pt", ".pth"):
             ws, _ = load_latent(image)
             ws = ws.reshape(-1, *ws.shape[-2:])[:1].to(self.device)
-            if tuple(ws.shape[1:]) != (self.G.num_ws, self.G.w_dim):
-                raise InputError(f"{image}: latent of shape {list(ws.shape)} does not fit model {self.model_name} "
-                                 f"([1, {self.G.num_ws}, {self.G.w_dim}])")
+            check_ws(self.G, ws, f"{image}: the latent (model {self.model_name})")
             return ws, None
         if align is None:
-            align = not self.is_world  # world renders are already aligned crops
+            align = self.profile.align  # e.g. world renders are already aligned crops
         method, opts = self.inversion_method()
         if method == "projector":
             opts = {"steps": self.invert_steps, "progress": progress}
@@ -176,22 +141,9 @@ class Animator:
         return inv.ws.detach(), inv
 
     def inversion_method(self) -> tuple[str, dict]:
-        """The shipped encoder for the world model; ReStyle (pSp, else e4e) for the FFHQ model when its
-        checkpoint is cached; else the projector."""
-        from .invert import auto_method
-        from .weights import resolve
-
-        if auto_method(self.G) == "encoder":
-            return "encoder", {"refine_steps": self.refine_steps}
-
-        if self.model_name == FFHQ:
-            for method, entry in (("restyle-psp", "restyle-psp-ffhq"), ("restyle-e4e", "restyle-e4e-ffhq")):
-                try:
-                    resolve(entry, download=False)
-                    return method, {"model": entry}
-                except MicromotionError:
-                    pass
-        return "projector", {}
+        """An encoder trained for this generator; else the profile's encoders (for the FFHQ model ReStyle pSp,
+        else e4e) when cached; else the projector (`Profile.inversion_method`)."""
+        return self.profile.inversion_method(self.G, self.refine_steps)
 
     def latents(self, ws0: torch.Tensor, motion: Motion, strength: float, frames: int, loop: bool = False,
                 path: str = "line") -> torch.Tensor:

@@ -79,7 +79,7 @@ def world_clips(out: Path, frames: int, report: DemoReport, seed: int = 1000) ->
 
 
 #: Start face of the demo's text smile. The demo runs 40 optimization steps (the smile preset's 100 do not fit its
-#: two minutes on a CPU), and the start face is chosen for those 40 steps by the rule of `world.presets.TEXT_SEEDS`
+#: two minutes on a CPU), and the start face is chosen for those 40 steps by the rule of `world.settings.TEXT_SEEDS`
 #: on validation faces among seeds 1-120 (experiments/encoder_pairs/sweep_C2_text_smile_40_steps.jsonl: 100 % at
 #: drift 0.079 there, 100 % / 96 % at 0.080 / 0.082 on the two test sets, H100). The preset's face for 100 steps,
 #: seed 53, moves unseen faces' smile by only +0.25 after 40.
@@ -92,7 +92,7 @@ def full_method(G, out: Path, report: DemoReport, identities: int = 4, frames: i
     - video route: for each preset, a world clip inverted with the shipped encoder -> robust PCA -> motion;
     - text route: CLIP-guided anchors of "a person with {degree} smile" with the world CLIP from `DEMO_TEXT_SEED`
       (the paper's 11 degrees, `text_steps` steps instead of the preset's 100 to fit the demo's time; the anchor
-      images re-inverted with the encoder, `world.presets.world_text_motion`) -> robust PCA -> motion. Fewer
+      images re-inverted with the encoder, `world.recipes.world_text_motion`) -> robust PCA -> motion. Fewer
       degrees do not transfer: with 3, the same route moves unseen faces' smile by +0.01;
     - transfer: fresh neutral renders (identities never seen) inverted with the encoder, each motion added at
       `strength`, the target factor read before and after; one photo animated end to end with `Animator`.
@@ -106,7 +106,7 @@ def full_method(G, out: Path, report: DemoReport, identities: int = 4, frames: i
     from .render import render_video
     from .world import render, sample_factors
     from .world.oracle import measure
-    from .world.presets import world_text_motion, world_text_settings, world_video_motion
+    from .world.recipes import world_text_motion, world_text_settings, world_video_motion
 
     dev = G.w_avg.device
     g = torch.Generator().manual_seed(seed)
@@ -157,7 +157,7 @@ def run_demo(out: str | Path = "demo-out", frames: int = 24, identities: int = 4
     report.ran.append("robust PCA vs the raw endpoint difference on anchors with 5% outliers")
     world = Path(__file__).parent / "data" / "world" / "world.safetensors"
     if world.is_file():
-        from .checkpoint import load_generator
+        from .generators import load_generator
 
         G = load_generator(world)
         report.numbers["transfer"] = full_method(G, out, report, identities=identities, frames=frames,
@@ -167,7 +167,7 @@ def run_demo(out: str | Path = "demo-out", frames: int = 24, identities: int = 4
     else:
         report.skipped.append(
             "the world StyleGAN2 is not shipped yet, so anchors -> decomposition -> transfer on generated faces "
-            "did not run (train it with `python -m micromotion.world.train --out runs/world --minutes 8 "
+            "did not run (train it with `micromotion world train gan --out runs/world --minutes 8 "
             "--resume --export src/micromotion/data/world/world.safetensors` on a GPU)")
     report.numbers["seconds"] = round(time.perf_counter() - t0, 1)
     (out / "report.json").write_text(json.dumps(report.__dict__, indent=1))

@@ -60,7 +60,7 @@ from .decompose import Motion, generator_label
 from .errors import InputError
 from .presets import ALIASES, PRESETS
 from .world.oracle import ORACLE_FACTORS, measure
-from .world.render import FACTOR_SPECS, MOTION_FACTORS, render, sample_factors
+from .world.faces import FACTOR_SPECS, MOTION_FACTORS, render, sample_factors
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,8 @@ def target_for(motion: Motion) -> str:
                      f"(--target), one of: {', '.join(ORACLE_FACTORS)}")
 
 
-def _check_strengths(strengths) -> list[float]:
+def check_strengths(strengths) -> list[float]:
+    """Strengths as floats: finite, increasing, starting at 0 (InputError otherwise)."""
     try:
         s = [float(x) for x in strengths]
     except (TypeError, ValueError):
@@ -177,13 +178,16 @@ MEASURES = ("auto", "oracle", "landmarks")
 
 
 def resolve_measure(G, measure_with: str) -> str:
-    """'oracle' (the world's factors) or 'landmarks' (real faces, `face_meter`); 'auto': the oracle for
-    generators below 256 px (the world), landmarks from 256 px (real face models)."""
+    """'oracle' (the world's factors) or 'landmarks' (real faces, `face_meter`); 'auto': what the model's
+    profile says (`profiles.Profile.measure`), else the oracle for generators below 256 px (world-like),
+    landmarks from 256 px (real face models)."""
     if measure_with not in MEASURES:
         raise InputError(f"unknown measure '{measure_with}'; choose one of: {', '.join(MEASURES)}")
     if measure_with != "auto":
         return measure_with
-    return "landmarks" if G.resolution >= 256 else "oracle"
+    from .profiles import profile_for
+
+    return profile_for(G).measure or ("landmarks" if G.resolution >= 256 else "oracle")
 
 
 @torch.no_grad()
@@ -420,7 +424,7 @@ def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
     motion.check_generator(G)
     target = target_factor if target_factor is not None else target_for(motion)
     how = _check_measure(G, target, faces, measure_with)
-    s = _check_strengths(strengths)
+    s = check_strengths(strengths)
     _check_int(seed, "seed", 0)
     t0 = time.perf_counter()
     own_faces = ws is None  # the faces of `seed`: the inverted reference can reuse their inversions

@@ -5,7 +5,7 @@ import torch
 from micromotion.errors import CheckpointError, InputError
 from micromotion.world.oracle import (DEFAULT_PATH, ORACLE_FACTORS, Oracle, OracleConfig, augment, load_oracle,
                                       measure, read_oracle_report, save_oracle, train_oracle)
-from micromotion.world.render import FACTOR_SPECS, MOTION_FACTORS, Factors, render, sample_factors
+from micromotion.world.faces import FACTOR_SPECS, MOTION_FACTORS, Factors, render, sample_factors
 
 
 def _tiny():

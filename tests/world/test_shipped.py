@@ -97,7 +97,7 @@ def test_presets_ship_for_the_world(G, name, tmp_path):
 @pytest.mark.parametrize("name", ["smile", "head_turn"])
 def test_shipped_presets_are_what_the_code_computes(G, name, tmp_path):
     """The packaged files come from `world_video_motion` with the clip identities of `VIDEO_SEEDS`."""
-    from micromotion.world.presets import VIDEO_SEEDS, world_video_motion
+    from micromotion.world.recipes import VIDEO_SEEDS, world_video_motion
 
     p = PRESETS[name]
     shipped = preset_motion(name, G, cache_dir=tmp_path)

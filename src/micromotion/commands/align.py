@@ -21,16 +21,6 @@ def _check_image_output(path: Path | None) -> None:
         check_image_output(path)
 
 
-def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: no CUDA device is available here; use --device cpu")
-    return device
-
-
 _detector_option = click.option("--detector", type=click.Choice(["auto", "hog", "cnn"]), default="auto",
                                 show_default=True,
                                 help="Face detector: HOG (fast, photos), CNN (paintings, statues, game art), "
@@ -104,7 +94,7 @@ def align_command(image: Path, output: Path, size: int, face_index: int | None, 
 @click.option("--optimize-noise/--no-optimize-noise", default=False, show_default=True,
               help="Also fit the per-layer noise maps (saved in .safetensors only).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the projector's randomness.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--reconstruction", type=_IMAGE, default=None, help="Also write the reconstructed face image.")
 @click.option("--aligned", "aligned_path", type=_IMAGE, default=None, help="Also write the aligned target crop.")
 @click.option("--composite", type=_IMAGE, default=None,
@@ -124,7 +114,8 @@ def invert_command(image: Path, model: str, output: Path, method: str, encoder: 
       micromotion invert photo.jpg --model stylegan2-ffhq-1024 -o latent.safetensors \\
           --steps 500 --reconstruction recon.png --composite pasted.png
     """
-    from ..checkpoint import load_generator
+    from ..devices import resolve_device
+    from ..generators import load_generator
     from ..image_io import save_image
     from ..invert import check_latent_path, invert, save_latent
 
@@ -133,7 +124,7 @@ def invert_command(image: Path, model: str, output: Path, method: str, encoder: 
         _check_image_output(p)
     if composite is not None and no_align:
         raise InputError("--composite needs the photo's alignment; it cannot be used with --no-align")
-    dev = _resolve_device(device)
+    dev = resolve_device(device)
     G = load_generator(model, device=dev)
     if method == "auto":
         from ..invert import auto_method

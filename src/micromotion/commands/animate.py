@@ -116,12 +116,14 @@ def presets_group():
 @presets_group.command("list")
 def presets_list():
     """Show each preset, its template, and where its motion comes from."""
-    from ..presets import PRESETS, packaged_dir
+    from ..presets import PRESETS
+    from ..profiles import PROFILES
 
+    shipping = [pr for pr in PROFILES if pr.shipped_presets is not None]
     for p in PRESETS.values():
-        shipped = (packaged_dir() / f"{p.name}.safetensors").is_file()
-        click.echo(f"{p.name:11s} paper: {p.paper_name:10s} template: \"{p.template}\"  world: "
-                   f"{'shipped' if shipped else 'not shipped'}")
+        files = {pr.name: pr.shipped_presets / f"{p.name}.safetensors" for pr in shipping}
+        shipped = "  ".join(f"{k}: {'shipped' if f.is_file() else 'not shipped'}" for k, f in files.items())
+        click.echo(f"{p.name:11s} paper: {p.paper_name:10s} template: \"{p.template}\"  {shipped}")
 
 
 @presets_group.command("import")
@@ -135,7 +137,7 @@ def presets_import(files, model, name):
     Example:
       micromotion presets import pregen_latents/*/d_latent --model stylegan2-ffhq-1024
     """
-    from ..checkpoint import load_generator
+    from ..generators import load_generator
     from ..presets import import_paper_direction
 
     if name and len(files) > 1:

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import click
 
-from ..checkpoint import load_generator, save_generator
+from ..checkpoint import save_generator
+from ..generators import load_generator
 
 
 @click.command("convert")

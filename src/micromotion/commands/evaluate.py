@@ -54,10 +54,10 @@ def evaluate(motion, model, identities, seed, strengths, target, invert_steps, f
       micromotion evaluate smile.safetensors --target smile --invert-steps 200 --json
       micromotion evaluate smile.safetensors --anchors smile_anchors.safetensors --ablation
     """
-    from ..animate import resolve_device
-    from ..checkpoint import load_generator
+    from ..devices import resolve_device
+    from ..generators import load_generator
     from ..decompose import load_anchors
-    from ..evaluate import _check_strengths, evaluate_ablation, evaluate_motion, format_table
+    from ..evaluate import check_strengths, evaluate_ablation, evaluate_motion, format_table
     from ..presets import canonical, resolve_motion
     from ..world.oracle import ORACLE_FACTORS
 
@@ -75,7 +75,7 @@ def evaluate(motion, model, identities, seed, strengths, target, invert_steps, f
     if target is not None and target not in ORACLE_FACTORS:
         raise InputError(f"unknown --target '{target}'; choose one of: {', '.join(ORACLE_FACTORS)}")
     try:
-        s = _check_strengths([x for x in strengths.split(",") if x.strip()])
+        s = check_strengths([x for x in strengths.split(",") if x.strip()])
     except InputError as e:
         raise InputError(f"--strengths: {e}") from None
     if ablation and not anchors_file:

@@ -13,24 +13,12 @@ log = logging.getLogger(__name__)
 _SOURCES: dict = {}
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise click.BadParameter(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N", param_hint="--device")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("CUDA is not available on this machine; use --device cpu", param_hint="--device")
-    return name
-
-
 def _from_text(p: dict):
-    from ..anchors.text import DEFAULT_DEGREES, TextAnchorSettings, check_degrees, text_anchors, validate_template
-    from ..checkpoint import load_generator
-    from ..models.clip import Clip
+    from ..anchors.text import DEFAULT_DEGREES, TextAnchorSettings, check_degrees, validate_template
+    from ..devices import resolve_device
+    from ..generators import load_generator
+    from ..profiles import profile_for
+    from ..text_motion import PROFILE, text_motion_anchors
 
     validate_template(p["text"])  # before loading anything
     if p["reinvert"] not in ("auto", "none"):
@@ -40,51 +28,40 @@ def _from_text(p: dict):
             raise click.BadParameter(f"unknown inversion method {p['reinvert']!r}; choose auto, none or one of: "
                                      f"{', '.join(METHODS)}", param_hint="--reinvert")
     degrees = check_degrees(p["degrees"] if p["degrees"] is not None else DEFAULT_DEGREES)
-    world = str(p["model"]) == "world"
-    base = {}
-    seed = p["seed"] if p["seed"] is not None else 0
-    if world:  # the world's presets' settings (world/presets.py); no identity network knows world faces
-        from ..world.presets import world_text_seed, world_text_settings
 
-        ws = world_text_settings(template=p["text"])  # a preset's template gets that preset's settings
-        if p["seed"] is None:  # and its start face
-            seed = world_text_seed(p["text"], default=0)
-        base = {"lr": ws.lr, "l2_lambda": ws.l2_lambda, "steps": ws.steps, "image_lambda": ws.image_lambda}
-        if p["arcface"] == "auto":
-            p["arcface"] = "none"
-    if p["image_lambda"] is not None:
-        base["image_lambda"] = p["image_lambda"]
-    settings = TextAnchorSettings(**{**base, **({"steps": p["steps"]} if p["steps"] is not None else {})},
-                                  clip_preprocess=p["preprocess"],
-                                  **({"id_lambda": 0.0} if p["arcface"] == "none" else {}))
-    reinvert = p["reinvert"] if p["reinvert"] != "auto" else ("encoder" if world else "none")
-    if reinvert != "none" and len(degrees) < 2:
-        raise click.BadParameter(f"re-inverting the anchors ({reinvert}) leaves out the start and needs at least 2 "
-                                 f"degrees; give more --degrees or pass --reinvert none", param_hint="--degrees")
-    device = _device(p["device"])
+    def check_reinvert(method: str) -> None:
+        if method != "none" and len(degrees) < 2:
+            raise click.BadParameter(f"re-inverting the anchors ({method}) leaves out the start and needs at least "
+                                     f"2 degrees; give more --degrees or pass --reinvert none", param_hint="--degrees")
+
+    check_reinvert(p["reinvert"] if p["reinvert"] != "auto" else "none")  # what is known before loading
+    device = resolve_device(p["device"])
     G = load_generator(p["model"], device=device)
+    profile = profile_for(G)  # the model's settings, start faces, CLIP, re-inversion (e.g. world/settings.py)
+    reinvert = p["reinvert"] if p["reinvert"] != "auto" else profile.reinvert
+    check_reinvert(reinvert)
     if reinvert == "encoder":
         from ..invert import METHODS
 
         if not METHODS["encoder"].supports(G):
             raise click.BadParameter(f"no encoder was trained for {p['model']}; pass --reinvert none or another "
                                      f"inversion method (e.g. projector, restyle-e4e)", param_hint="--reinvert")
-    clip_name = p["clip"] if p["clip"] != "auto" else ("world-clip" if world else "clip-vit-b-32")
-    clip = Clip.load(clip_name, device=device)
-    arcface = None
-    if p["arcface"] == "auto":
-        arcface = "auto"
-    elif p["arcface"] != "none":
+    arcface = profile.arcface if p["arcface"] == "auto" else None if p["arcface"] == "none" else p["arcface"]
+    if isinstance(arcface, str) and arcface != "auto":
         from ..models.arcface import load_arcface
 
-        arcface = load_arcface(p["arcface"], device=device)
-    anchors = text_anchors(G, clip, p["text"], degrees=degrees, seed=seed, arcface=arcface, settings=settings,
-                           micro_batch=p["micro_batch"], compile=p["compile_"], cache=not p["no_cache"],
-                           progress=True, generator_name=str(p["model"]))
-    if reinvert != "none":
-        from ..anchors.text import reinvert_anchors
-
-        anchors = reinvert_anchors(G, anchors, reinvert)
+        arcface = load_arcface(arcface, device=device)
+    changes = {"clip_preprocess": p["preprocess"],
+               # an identity network given: its loss at the paper's weight, also on models whose profile has none
+               "id_lambda": 0.0 if arcface is None else TextAnchorSettings().id_lambda}
+    for key in ("steps", "image_lambda"):
+        if p[key] is not None:
+            changes[key] = p[key]
+    anchors = text_motion_anchors(G, p["text"], clip=p["clip"] if p["clip"] != "auto" else PROFILE,
+                                  profile=profile, seed=p["seed"], default_seed=0, arcface=arcface,
+                                  settings=profile.text_settings(p["text"], **changes), reinvert=reinvert,
+                                  degrees=degrees, micro_batch=p["micro_batch"], compile=p["compile_"],
+                                  cache=not p["no_cache"], progress=True, generator_name=str(p["model"]))
     return anchors, G
 
 
@@ -93,12 +70,13 @@ _SOURCES["text"] = _from_text
 
 def _from_video(p: dict):
     from ..anchors.video import DEFAULT_STEPS, parse_position, probe_video, video_anchors
-    from ..checkpoint import load_generator
+    from ..devices import resolve_device
+    from ..generators import load_generator
 
     parse_position(p["start"], "--start")  # before loading anything
     parse_position(p["end"], "--end")
     info = probe_video(p["video"])
-    device = _device(p["device"])
+    device = resolve_device(p["device"])
     G = load_generator(p["model"], device=device)
     result = video_anchors(G, info.path, start=p["start"], end=p["end"], stride=p["stride"],
                            max_frames=p["max_frames"], face_index=p["face_index"], align=not p["aligned"],
@@ -129,7 +107,7 @@ _SOURCES["video"] = _from_video
                                               "face detection, only resizing.")
 @click.option("--seed", type=int, default=None,
               help="Face of the text anchors: z from this seed (video: the projector's seed). Default 0; on the world "
-                   "model a preset's template starts from that preset's chosen face (world.presets.TEXT_SEEDS).")
+                   "model a preset's template starts from that preset's chosen face (world/settings.py TEXT_SEEDS).")
 @click.option("--degrees", metavar="LIST", help="Comma-separated degrees [default: no,10%,20%,...,100%].")
 @click.option("-m", "--model", default="stylegan2-ffhq-1024", show_default=True,
               help="Generator: registry name or file.")
@@ -140,7 +118,7 @@ _SOURCES["video"] = _from_video
                    "is there, else off with a warning), or 'none'.")
 @click.option("--steps", type=click.IntRange(min=1), default=None,
               help="Optimization steps [default: 40 for --text (the world model: its preset's, e.g. 100 for smile, "
-                   "60 for others; world.presets.world_text_settings); 400 for --video's first frame, a quarter "
+                   "60 for others; world/settings.py world_text_settings); 400 for --video's first frame, a quarter "
                    "for the others].")
 @click.option("--image-lambda", type=click.FloatRange(min=0), default=None,
               help="Text: weight of an identity term in image space (mean squared pixel change from the start "
@@ -151,7 +129,7 @@ _SOURCES["video"] = _from_video
                    "and leave the start out; 'auto': encoder for the world model, else none.")
 @click.option("--preprocess", type=click.Choice(["correct", "paper"]), default="correct", show_default=True,
               help="CLIP preprocessing: 'correct' (resize + CLIP mean/std) or the original code's ('paper').")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps.")
 @click.option("--micro-batch", type=click.IntRange(min=1), default=None,
               help="Degrees per forward/backward pass [default: all]; smaller uses less GPU memory, runs slower.")
 @click.option("--compile", "compile_", is_flag=True,

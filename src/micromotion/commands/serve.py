@@ -35,9 +35,9 @@ def serve(host, port, model, device, concurrency, steps, text_steps, video_steps
       micromotion serve --model stylegan2-ffhq-1024 --device cuda --concurrency 2
     """
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline: no usage pings
-    from ..web.app import Limits, WebService, _gradio, build_app, launch
+    from ..web.app import Limits, WebService, build_app, launch, require_gradio
 
-    _gradio()  # the install hint before loading any model
+    require_gradio()  # the install hint before loading any model
     svc = WebService(model=model, device=device, invert_steps=steps, text_steps=text_steps, video_steps=video_steps,
                      clip=clip, limits=Limits(max_upload_mb=max_upload_mb, max_frames=max_frames))
     a = svc.animator  # load once, now: a bad --model fails here, with one line

@@ -1,4 +1,5 @@
-"""`micromotion world render|clip|measure`: the face world's renders, videos and oracle readings."""
+"""`micromotion world render|clip|measure|presets|train`: the face world's renders, videos, oracle readings, its
+presets' recipes and its trainers (these last import `micromotion.world.train`, outside the runtime path)."""
 from __future__ import annotations
 
 import json
@@ -7,28 +8,15 @@ from pathlib import Path
 
 import click
 
+from ..devices import resolve_device as _resolve_device
 from ..errors import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
-def _device(name: str):
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"unknown device '{name}'; use cpu, cuda or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for, but this torch build sees no CUDA device; use --device cpu")
-    return dev
-
-
 def _factor_options(fn):
     """One `--<factor> VALUE` option per factor of the world (hair style also by name)."""
-    from ..world.render import FACTOR_SPECS, HAIR_STYLES
+    from ..world.faces import FACTOR_SPECS, HAIR_STYLES
 
     for name, spec in reversed(list(FACTOR_SPECS.items())):
         flag = "--" + name.replace("_", "-")
@@ -42,7 +30,7 @@ def _factor_options(fn):
 
 
 def _overrides(values: dict) -> dict:
-    from ..world.render import FACTOR_SPECS, HAIR_STYLES
+    from ..world.faces import FACTOR_SPECS, HAIR_STYLES
 
     out = {}
     for k, v in values.items():
@@ -73,7 +61,7 @@ def world() -> None:
 @click.option("--count", type=click.IntRange(1, 100_000), default=1, show_default=True, help="number of faces")
 @click.option("--random-factors", is_flag=True, help="random motion factors too (default: motions at rest)")
 @click.option("--size", type=click.IntRange(16, 1024), default=128, show_default=True, help="image size in pixels")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto")
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda, cuda:N or mps")
 @click.option("-o", "--output", "out", required=True, type=click.Path(file_okay=False), help="output folder")
 @_factor_options
 def render_cmd(seed, count, random_factors, size, device, out, **factors):
@@ -85,9 +73,9 @@ def render_cmd(seed, count, random_factors, size, device, out, **factors):
     import torch
 
     from ..render import save_png, to_uint8
-    from ..world.render import render, sample_factors
+    from ..world.faces import render, sample_factors
 
-    dev = _device(device)
+    dev = _resolve_device(device)
     f = sample_factors(count, torch.Generator().manual_seed(seed), motion="random" if random_factors else "neutral")
     over = _overrides(factors)
     if over:
@@ -120,7 +108,7 @@ def render_cmd(seed, count, random_factors, size, device, out, **factors):
 @click.option("--end", type=float, default=None, help="last value of the motion (default: its range's high)")
 @click.option("--size", type=click.IntRange(16, 1024), default=128, show_default=True)
 @click.option("--factors-json", type=click.Path(dir_okay=False), default=None, help="also write each frame's factors")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto")
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda, cuda:N or mps")
 @click.option("--overwrite", is_flag=True, help="replace an existing output")
 @click.option("-o", "--output", "out", required=True, type=click.Path(), help=".mp4, .gif, .webp or a folder of PNGs")
 @_factor_options
@@ -133,7 +121,7 @@ def clip_cmd(motion, seed, frames, fps, jitter, start, end, size, factors_json, 
     import torch
 
     from ..render import to_uint8, write_frames
-    from ..world.render import FACTOR_SPECS, MOTION_FACTORS, motion_track, render, sample_factors
+    from ..world.faces import FACTOR_SPECS, MOTION_FACTORS, motion_track, render, sample_factors
 
     motion = motion.replace("-", "_")
     if motion not in MOTION_FACTORS:
@@ -142,7 +130,7 @@ def clip_cmd(motion, seed, frames, fps, jitter, start, end, size, factors_json, 
     for name, v in (("--start", start), ("--end", end)):
         if v is not None and not spec.low <= v <= spec.high:
             raise InputError(f"{name} must be in [{spec.low:g}, {spec.high:g}] for {motion}, got {v}")
-    dev = _device(device)
+    dev = _resolve_device(device)
     g = torch.Generator().manual_seed(seed)
     identity = sample_factors(1, g, motion="neutral")
     over = _overrides(factors)
@@ -193,7 +181,7 @@ def _load_image(path: Path):
 @click.option("--json", "as_json", is_flag=True, help="print JSON: {file: {factor: value}}")
 @click.option("--oracle", "oracle_path", type=click.Path(dir_okay=False), default=None,
               help="oracle .safetensors (default: the one shipped with micromotion)")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or auto")
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda, cuda:N or mps")
 def measure_cmd(images, as_json, oracle_path, device):
     """Read the world factors of face images with the oracle.
 
@@ -206,7 +194,7 @@ def measure_cmd(images, as_json, oracle_path, device):
     from ..world.oracle import load_oracle
 
     files = _collect_images(images)
-    oracle = load_oracle(oracle_path, _device(device))
+    oracle = load_oracle(oracle_path, _resolve_device(device))
     r = oracle.cfg.resolution
     results = {}
     for i in range(0, len(files), 128):
@@ -229,5 +217,49 @@ def measure_cmd(images, as_json, oracle_path, device):
     for k, v in results.items():
         click.echo(f"{k:<{width}}  " + " ".join(f"{v[n]:>11.3f}" for n in names))
 
+
+_PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True, "help_option_names": []}
+
+
+@world.command("presets", context_settings=_PASS_THROUGH, add_help_option=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def presets_cmd(args):
+    """Rebuild the world model's five shipped presets (`world/recipes.py`; --help for its options).
+
+    \b
+    example: micromotion world presets --source video --out presets/
+    """
+    from ..world.recipes import main
+
+    main(list(args), prog="micromotion world presets")
+
+
+@world.group("train")
+def train_group() -> None:
+    """Train the world's networks: the generator (gan), its CLIP (clip), its encoder (encoder).
+
+    Each takes its own options (`micromotion world train gan --help`); runs stop cleanly after --minutes and
+    resume with --resume.
+    """
+
+
+def _trainer(name: str, module: str, example: str):
+    @train_group.command(name, context_settings=_PASS_THROUGH, add_help_option=False,
+                         help=f"Train the world {module} (world/train/{name}.py; --help for its options).\n\n"
+                              f"\b\nexample: {example}")
+    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+    def run(args):
+        import importlib
+
+        trainer = importlib.import_module(f"micromotion.world.train.{name}")  # imported only when asked for
+        trainer.main(list(args), prog=f"micromotion world train {name}")
+
+    return run
+
+
+_trainer("gan", "StyleGAN2", "micromotion world train gan --out runs/world --minutes 8 --resume")
+_trainer("clip", "CLIP", "micromotion world train clip --out runs/wclip --minutes 9 --resume")
+_trainer("encoder", "encoder", "micromotion world train encoder --generator world.safetensors --out runs/wenc "
+                               "--minutes 5")
 
 COMMANDS = [world]

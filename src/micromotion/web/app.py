@@ -36,7 +36,8 @@ KINDS = ("Preset", "Text template", "Video")
 INSTALL_HINT = "the web app needs Gradio: pip install 'micromotion[web]'"
 
 
-def _gradio():
+def require_gradio():
+    """The `gradio` module, or a MissingDependencyError with the install hint."""
     try:
         import gradio as gr
     except ImportError:
@@ -128,13 +129,24 @@ class WebService:
         return self._animator
 
     @property
+    def profile(self):
+        """The model's profile (`micromotion.profiles`): CLIP, text settings, whether photos are aligned."""
+        a = self.animator
+        if getattr(a, "profile", None) is None:
+            from ..profiles import profile_for
+
+            return profile_for(a.G)
+        return a.profile
+
+    @property
     def default_aligned(self) -> bool:
-        return self._aligned if self._aligned is not None else bool(getattr(self.animator, "is_world", False))
+        # the box says "the photo is already an aligned crop": ticked for models whose faces are crops (world)
+        return self._aligned if self._aligned is not None else not self.profile.align
 
     def examples(self) -> list[Path]:
         """World faces (aligned crops at the generator's resolution), rendered once into the work folder."""
         if self._examples is None:
-            from ..world.render import render, sample_factors
+            from ..world.faces import render, sample_factors
 
             size = max(64, min(256, int(self.animator.G.resolution)))
             faces = render(sample_factors(self.num_examples, torch.Generator().manual_seed(11), motion="neutral"),
@@ -213,8 +225,8 @@ class WebService:
         raise InputError(f"unknown motion source {kind!r}; choose one of: {', '.join(KINDS)}")
 
     def _text_motion(self, template, progress):
-        from ..anchors.text import TextAnchorSettings, reinvert_anchors, text_anchors, validate_template
-        from ..decompose import Motion
+        from ..anchors.text import validate_template
+        from ..text_motion import motion_from_text_anchors, text_motion_anchors
 
         template = (template or "").strip()
         if len(template) > self.limits.max_template_chars:
@@ -228,20 +240,11 @@ class WebService:
                 _say(progress, 0.02, "loading CLIP")
                 clip = self._load_clip()
                 _say(progress, 0.05, f"text anchors for '{template}' ({self.text_steps} steps)")
-                world = getattr(a, "is_world", False)
-                seed = 1
-                if world:  # the world's settings, start face and re-inversion with its encoder (world/presets.py)
-                    from ..world.presets import world_text_seed, world_text_settings
-
-                    settings = world_text_settings(template=template, steps=self.text_steps)
-                    seed = world_text_seed(template)
-                else:
-                    settings = TextAnchorSettings(steps=self.text_steps)
-                anchors = text_anchors(a.G, clip, template, seed=seed, arcface=None if world else "auto",
-                                       settings=settings, progress=progress is not None, generator_name=a.model_name)
-                if world:
-                    anchors = reinvert_anchors(a.G, anchors, "encoder")
-                m = Motion.from_anchors(anchors, generator=a.G, name=template)
+                profile = self.profile  # its settings, start face and re-inversion (e.g. world/settings.py)
+                anchors = text_motion_anchors(a.G, template, clip=clip, profile=profile, default_seed=1,
+                                              settings=profile.text_settings(template, steps=self.text_steps),
+                                              progress=progress is not None, generator_name=a.model_name)
+                m = motion_from_text_anchors(a.G, anchors, profile=profile, name=template)
                 preview = self._anchor_strip(anchors.latents, [str(x) for x in anchors.labels])
                 self._motions.put(key, (m, preview, self._save_motion(m, "text")))
             return self._motions[key]
@@ -272,7 +275,7 @@ class WebService:
         if self._clip is None:
             from ..models.clip import Clip
 
-            spec = self.animator.clip_name if self.clip_spec == "auto" else self.clip_spec
+            spec = self.profile.clip if self.clip_spec == "auto" else self.clip_spec
             self._clip = Clip.load(spec, device=self.animator.device, download=False)
         return self._clip
 
@@ -321,7 +324,7 @@ class WebService:
 
     def predict(self, *args, **kw):
         """`run`, with every error turned into one line for the page (`gr.Error`), never a traceback."""
-        gr = _gradio()
+        gr = require_gradio()
         try:
             return self.run(*args, **kw)
         except MicromotionError as e:
@@ -363,7 +366,7 @@ def build_app(service: WebService | None = None, *, concurrency: int = 1, max_qu
     concurrency: requests rendered at once (Gradio's `default_concurrency_limit`); max_queue: waiting requests
     beyond which new ones are refused. Loads the model (once) to render the example faces.
     """
-    gr = _gradio()
+    gr = require_gradio()
     from ..presets import PRESETS
 
     svc = service or WebService(**service_kw)
@@ -432,7 +435,7 @@ def build_app(service: WebService | None = None, *, concurrency: int = 1, max_qu
 
 def launch(demo, host: str = "127.0.0.1", port: int = 7860, *, block: bool = True, quiet: bool = False):
     """Serve `demo` (from `build_app`) on host:port (loopback unless told otherwise); offline-safe theme."""
-    gr = _gradio()
+    gr = require_gradio()
     svc = demo.micromotion
     theme = gr.themes.Default(font=["ui-sans-serif", "system-ui", "sans-serif"],
                               font_mono=["ui-monospace", "monospace"])  # no web fonts: works offline

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from .render import FACTOR_SPECS, HAIR_STYLES, MOTION_FACTORS, Factors
+from .faces import FACTOR_SPECS, HAIR_STYLES, MOTION_FACTORS, Factors
 
 __all__ = ["caption", "captions", "degree", "degree_word", "phrases", "ANCHOR_TEMPLATES", "turn_side"]
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from micromotion.errors import InputError
-from micromotion.world.render import (FACTOR_SPECS, HAIR_STYLES, MOTION_FACTORS, Factors, motion_track, render,
+from micromotion.world.faces import (FACTOR_SPECS, HAIR_STYLES, MOTION_FACTORS, Factors, motion_track, render,
                                       render_clip, sample_factors)
 
 

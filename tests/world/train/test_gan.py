@@ -9,7 +9,7 @@ from micromotion.checkpoint import load_generator
 from micromotion.errors import CheckpointError, InputError
 from micromotion.models.discriminator import Conv2dLayer, Discriminator, DiscriminatorConfig, MinibatchStd
 from micromotion.world.oracle import Oracle, OracleConfig
-from micromotion.world.train import TrainConfig, Trainer, export, quality_report, read_state, train
+from micromotion.world.train.gan import TrainConfig, Trainer, export, quality_report, read_state, train
 
 
 def test_discriminator_shapes_and_r1_double_backward():
@@ -102,7 +102,7 @@ def test_quality_report_shape():
 
 
 def test_cli_tiny_run(tmp_path):
-    from micromotion.world.train import main
+    from micromotion.world.train.gan import main
 
     main(["--out", str(tmp_path / "r"), "--tiny", "--max-steps", "1", "--device", "cpu",
           "--export", str(tmp_path / "g.safetensors")])

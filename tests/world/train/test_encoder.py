@@ -10,7 +10,7 @@ import torch
 from micromotion.errors import CheckpointError, InputError
 from micromotion.models.encoder import ReStyle, load_encoder, load_restyle
 from micromotion.models.stylegan2 import Generator, GeneratorConfig
-from micromotion.world.encoder_train import (EncoderTrainer, WorldEncoderConfig, evaluate_encoder, export_encoder,
+from micromotion.world.train.encoder import (EncoderTrainer, WorldEncoderConfig, evaluate_encoder, export_encoder,
                                              load_world_encoder, main, read_state, train_encoder)
 from micromotion.world.oracle import Oracle, OracleConfig
 
@@ -76,8 +76,8 @@ def test_training_steps_are_finite_and_learn(G):
 
 
 def test_render_pairs_share_identity_and_add_a_pair_loss(G, monkeypatch):
-    import micromotion.world.encoder_train as et
-    from micromotion.world.render import IDENTITY_FACTORS, MOTION_FACTORS
+    import micromotion.world.train.encoder as et
+    from micromotion.world.faces import IDENTITY_FACTORS, MOTION_FACTORS
 
     drawn = []
     real_render = et.render
@@ -231,7 +231,7 @@ def test_evaluate_report(G):
 def test_cli_train_eval_export(tmp_path, G, caplog):
     from micromotion.checkpoint import save_generator
 
-    caplog.set_level(logging.INFO, logger="micromotion.world.encoder_train")
+    caplog.set_level(logging.INFO, logger="micromotion.world.train.encoder")
     gpath = save_generator(G, tmp_path / "G.safetensors")
     out = tmp_path / "run"
     main(["--generator", str(gpath), "--out", str(out), "--tiny", "--device", "cpu", "--max-steps", "2",

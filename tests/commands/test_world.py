@@ -9,7 +9,7 @@ from PIL import Image
 
 from micromotion.cli import main
 from micromotion.world.oracle import DEFAULT_PATH, Oracle, OracleConfig, save_oracle
-from micromotion.world.render import FACTOR_SPECS, Factors, render
+from micromotion.world.faces import FACTOR_SPECS, Factors, render
 
 
 def _run(*args):

@@ -1,13 +1,13 @@
 """Training the world's StyleGAN2 on renders made on the fly (issue 9).
 
-`python -m micromotion.world.train --out DIR --minutes M [--batch B] [--resume] [--export PATH]`
+`micromotion world train gan --out DIR --minutes M [--batch B] [--resume] [--export PATH]`
 
 The generator is the project's own `micromotion.models.stylegan2.Generator` (a small 128² config, see
 `TrainConfig`), the discriminator `micromotion.models.discriminator.Discriminator` (resnet). Losses follow
 StyleGAN2 (Karras et al. 2020) as in NVIDIA stylegan2-ada-pytorch `training/loss.py`: non-saturating
 logistic loss, lazy R1 on reals every 16 steps, optional lazy path-length regularization, style mixing,
 an EMA generator with ramp-up, Adam(0, 0.99) with the lazy-regularization correction of lr and betas.
-Real images are rendered on the training device each step (`world.render`), so the data is infinite.
+Real images are rendered on the training device each step (`world.faces`), so the data is infinite.
 Mixed precision: bf16 autocast on CUDA only; regularization passes run in fp32.
 
 Runs fit a device limit: training stops cleanly after `--minutes` (or on SIGTERM/SIGINT), checkpoints
@@ -38,12 +38,13 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..checkpoint import load_generator, save_generator
-from ..errors import CheckpointError, InputError, MicromotionError
-from ..fileio import save_safetensors
-from ..models.discriminator import Discriminator, DiscriminatorConfig
-from ..models.stylegan2 import Generator, GeneratorConfig
-from .render import FACTOR_SPECS, render, sample_factors
+from ...checkpoint import save_generator
+from ...errors import CheckpointError, InputError, MicromotionError
+from ...fileio import save_safetensors
+from ...generators import load_generator
+from ...models.discriminator import Discriminator, DiscriminatorConfig
+from ...models.stylegan2 import Generator, GeneratorConfig
+from ..faces import FACTOR_SPECS, render, sample_factors
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +265,7 @@ class Trainer:
     # ---- checkpoints
     def save(self, out: Path, extra: dict | None = None) -> None:
         """Write the checkpoint folder (each file atomically; state.json last, as the commit)."""
-        from ..render import contact_sheet, save_png, to_uint8
+        from ...render import contact_sheet, save_png, to_uint8
 
         out.mkdir(parents=True, exist_ok=True)
 
@@ -464,7 +465,7 @@ def train(out: str | os.PathLike, minutes: float = 9.0, cfg: TrainConfig | None 
         stop.restore()
     extra = {"train_seconds": round(elapsed_before + time.time() - t0, 1)}
     if isinstance(oracle, (str, os.PathLike)):
-        from .oracle import load_oracle
+        from ..oracle import load_oracle
 
         if Path(oracle).is_file():
             oracle = load_oracle(oracle, tr.device)
@@ -518,11 +519,11 @@ def export(ckpt: str | os.PathLike, path: str | os.PathLike) -> Path:
     return path
 
 
-def main(argv=None) -> None:
+def main(argv=None, prog: str = "python -m micromotion.world.train") -> None:
     p = argparse.ArgumentParser(
-        prog="python -m micromotion.world.train",
+        prog=prog,
         description="Train the face world's StyleGAN2 on renders made on the fly; resumable.",
-        epilog="example: python -m micromotion.world.train --out runs/world --minutes 8 --resume "
+        epilog="example: micromotion world train gan --out runs/world --minutes 8 --resume "
                "--export runs/world.safetensors")
     p.add_argument("--out", required=True, help="checkpoint folder")
     p.add_argument("--minutes", type=float, default=9.0, help="wall-clock training time of this invocation")
@@ -554,7 +555,7 @@ def main(argv=None) -> None:
             setattr(cfg, k, v)
     oracle = None
     if a.oracle != "none" and not a.tiny:
-        from .oracle import DEFAULT_PATH
+        from ..oracle import DEFAULT_PATH
 
         oracle = DEFAULT_PATH if a.oracle == "auto" else Path(a.oracle)  # read after training
     try:

@@ -10,7 +10,7 @@ from micromotion.errors import CheckpointError, InputError
 from micromotion.models.clip import Clip
 from micromotion.world import Factors, sample_factors
 from micromotion.world.captions import ANCHOR_TEMPLATES, caption, captions, degree, turn_side
-from micromotion.world.clip_train import ClipTrainer, WorldClipConfig, evaluate_clip, export_clip, train_world_clip
+from micromotion.world.train.clip import ClipTrainer, WorldClipConfig, evaluate_clip, export_clip, train_world_clip
 
 
 @pytest.fixture(autouse=True)
@@ -113,7 +113,7 @@ def test_checkpoint_resume_export(tmp_path):
 def test_compact_export_keeps_the_world_vocabulary(tmp_path):
     """fp16 + only the caption vocabulary's embedding rows: same features for world text, zeros elsewhere."""
     from micromotion.world.captions import phrases
-    from micromotion.world.clip_train import world_vocab_ids
+    from micromotion.world.train.clip import world_vocab_ids
 
     out = tmp_path / "run"
     train_world_clip(out, minutes=5, cfg=WorldClipConfig.tiny(), max_steps=1, eval_n=0, progress=False)
@@ -163,7 +163,7 @@ def test_compact_file_damage_is_refused(tmp_path):
 def test_grouped_batches_share_identity_and_differ_in_motion():
     from dataclasses import replace
 
-    from micromotion.world.render import MOTION_FACTORS
+    from micromotion.world.faces import MOTION_FACTORS
 
     tr = ClipTrainer(replace(WorldClipConfig.tiny(), batch=8, group=4), "cpu")
     x, tokens, texts, f = tr.batch(8)
@@ -237,7 +237,7 @@ def test_init_from_a_clip_file(tmp_path):
 def test_motion_groups_share_motions_and_one_motion_only_caption():
     from dataclasses import replace
 
-    from micromotion.world.render import MOTION_FACTORS
+    from micromotion.world.faces import MOTION_FACTORS
 
     tr = ClipTrainer(replace(WorldClipConfig.tiny(), batch=16, group=4, motion_groups=0.5), "cpu")
     _, _, texts, f = tr.batch(16)
@@ -287,7 +287,7 @@ def test_adversarial_images_stay_in_the_ball_raise_the_loss_and_train():
 
 
 def test_cli_bad_init_or_adversarial_setting_is_one_line(tmp_path):
-    from micromotion.world.clip_train import main
+    from micromotion.world.train.clip import main
 
     with pytest.raises(SystemExit, match=r"^error: no such file .*nope\.safetensors"):
         main(["--tiny", "--out", str(tmp_path / "a"), "--init", str(tmp_path / "nope.safetensors"),

@@ -1,0 +1,4 @@
+"""`python -m micromotion` = the `micromotion` command."""
+from .cli import main
+
+main(prog_name="micromotion")
