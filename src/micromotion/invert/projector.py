@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .align import AlignedFace, align_face
-from .errors import InputError, MicromotionError
-from .image_io import ImageSource, atomic_output, describe, load_image
+from ..align import AlignedFace, align_face
+from ..errors import InputError, MicromotionError
+from ..image_io import ImageSource, atomic_output, describe, load_image
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class LPIPSVGG(nn.Module):
 
 @functools.lru_cache(maxsize=2)
 def _lpips_from_files(vgg_path: str, lin_path: str) -> LPIPSVGG:
-    from .checkpoint import read_torch_file
+    from ..checkpoint import read_torch_file
 
     return LPIPSVGG.from_state_dicts(read_torch_file(vgg_path), read_torch_file(lin_path)).eval()
 
@@ -194,7 +194,7 @@ def _lpips_from_files(vgg_path: str, lin_path: str) -> LPIPSVGG:
 def _cached_lpips_paths() -> tuple[Path, Path] | str:
     """Paths of the cached VGG16 and LPIPS files, or why they cannot be used (never downloads)."""
     try:
-        from . import weights
+        from .. import weights
     except ImportError as e:
         return f"the weights registry is unavailable ({e})"
     try:
@@ -404,7 +404,7 @@ class Inversion:
                    **kw) -> Image.Image:
         """Paste `face` (default: the reconstruction; a tensor `[3, R, R]`/`[1, 3, R, R]` or PIL image) into
         the photo; see `micromotion.align.paste_back`."""
-        from .align import paste_back
+        from ..align import paste_back
 
         if self.aligned is None:
             raise InputError("this inversion was made from an aligned crop, so there is no photo to paste into")
@@ -423,7 +423,7 @@ def _projector(G, targets: torch.Tensor, *, steps: int = 1000, w_plus: bool = Tr
 
 @functools.lru_cache(maxsize=2)
 def _restyle_net(model: str, device: str):
-    from .models.encoder import load_restyle
+    from ..models.encoder import load_restyle
 
     return load_restyle(model, device=device)
 
@@ -456,8 +456,8 @@ _PAIRED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # G -> {(model
 def _paired_net(G, model: str):
     """A ReStyle encoder file (`save_encoder` format: no decoder inside) paired with this very generator,
     cached per generator object."""
-    from .models.encoder import load_encoder
-    from .weights import resolve_model
+    from ..models.encoder import load_encoder
+    from ..weights import resolve_model
 
     nets = _PAIRED.setdefault(G, {})
     key = (model, str(G.w_avg.device))
@@ -470,7 +470,7 @@ def _encoder_meta(model: str) -> dict | None:
     """The `generator` block of an encoder file's metadata (resolution, num_ws, w_dim, fingerprint), or None."""
     from safetensors import safe_open
 
-    from .weights import resolve_model
+    from ..weights import resolve_model
 
     try:
         with safe_open(str(resolve_model(model, kind="encoder", download=False)), framework="pt") as f:
@@ -504,7 +504,7 @@ def _encoder_supports(G, model: str = "world-encoder") -> bool:
     if not meta or (meta.get("num_ws"), meta.get("w_dim"), meta.get("resolution")) != (G.num_ws, G.w_dim,
                                                                                        G.resolution):
         return False
-    from .models.encoder import generator_fingerprint
+    from ..models.encoder import generator_fingerprint
 
     return meta.get("fingerprint") == generator_fingerprint(G)
 
