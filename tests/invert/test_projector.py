@@ -1,44 +1,16 @@
-"""micromotion.invert: the optimization projector, LPIPS, Inversion, latent files and the `invert` command."""
-import json
+"""micromotion.invert.projector: the optimization projector, its losses (LPIPS, pixel), image <-> tensor."""
 import math
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 from PIL import Image
 
-from micromotion.checkpoint import save_generator
-from micromotion.cli import main
 from micromotion.errors import InputError, MicromotionError
-from micromotion.invert import (LPIPSVGG, Inversion, PixelLoss, image_to_tensor, invert, load_latent, make_loss,
-                                project, psnr, save_latent, synthesize, tensor_to_image, w_stats)
-from micromotion.models.stylegan2 import Generator, GeneratorConfig
+from micromotion.invert import (LPIPSVGG, PixelLoss, get_lr, image_to_tensor, make_loss, project, projector, psnr,
+                                synthesize, tensor_to_image, w_stats)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny networks: on a shared 2-core machine, thread hand-offs cost more than the arithmetic.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _tiny(resolution=32, seed=0):
-    torch.manual_seed(seed)
-    G = Generator(GeneratorConfig.tiny(resolution)).eval().requires_grad_(False)
-    G.compute_w_avg()
-    return G
-
-
-def _w_plus_targets(G, n, psi=0.5, seed=1):
-    """Images rendered from genuine W+ codes: a different w for every layer, truncated towards the mean."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        w = G.mapping_net(torch.randn(n * G.num_ws, G.z_dim, generator=g)).view(n, G.num_ws, G.w_dim)
-        ws = G.w_avg.lerp(w, psi)
-        return ws, G.synthesis(ws)
+from invert_helpers import _tiny, _w_plus_targets, one_thread  # noqa: F401  (one_thread: autouse)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -111,6 +83,28 @@ def test_init_ws_starts_there():
     ws, target = _w_plus_targets(G, 1)
     result = project(G, target, steps=1, loss="pixel", init_ws=ws, progress=False)
     torch.testing.assert_close(result.ws, ws)  # the first step's learning rate is 0 (ramp-up)
+
+
+def test_one_learning_rate_ramp_for_the_projector_and_text_anchors(monkeypatch):
+    from micromotion.anchors import text
+
+    assert text.get_lr is get_lr  # StyleCLIP's text optimization uses the projector's schedule
+
+    def as_written(t, lr, down, up):  # NVIDIA's projector.py and StyleCLIP's optimization/run_optimization.py
+        ramp = min(1.0, (1.0 - t) / down)
+        ramp = 0.5 - 0.5 * math.cos(ramp * math.pi)
+        return lr * ramp * min(1.0, t / up)
+
+    for t in (0.0, 0.01, 0.05, 0.3, 0.75, 0.8, 0.99):
+        for down, up in ((0.25, 0.05), (0.5, 0.1)):
+            assert get_lr(t, 0.1, down, up) == as_written(t, 0.1, down, up)
+    assert get_lr(0.0, 0.1) == 0 and get_lr(0.5, 0.1) == 0.1 and get_lr(0.875, 0.1) == pytest.approx(0.05)
+    G = _tiny(32)
+    _, target = _w_plus_targets(G, 1)
+    seen = []
+    monkeypatch.setattr(projector, "get_lr", lambda t, lr, down, up: seen.append((t, lr, down, up)) or lr)
+    project(G, target, steps=4, loss="pixel", initial_learning_rate=0.07, lr_rampdown_length=0.5, progress=False)
+    assert seen == [(i / 4, 0.07, 0.5, 0.05) for i in range(4)]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -196,7 +190,7 @@ def test_pixel_loss_is_zero_for_identical_images_and_per_image():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Inversion of a photo, latent files
+# Image <-> tensor
 
 
 def test_image_tensor_round_trip():
@@ -205,126 +199,3 @@ def test_image_tensor_round_trip():
     assert t.shape == (1, 3, 16, 16) and -1 <= t.min() and t.max() <= 1
     np.testing.assert_array_equal(np.asarray(tensor_to_image(t[0])), a)
     assert len(tensor_to_image(t.repeat(2, 1, 1, 1))) == 2
-
-
-@pytest.fixture(scope="module")
-def astronaut_path(tmp_path_factory):
-    skimage_data = pytest.importorskip("skimage.data")
-    pytest.importorskip("dlib")
-    path = tmp_path_factory.mktemp("photos") / "astronaut.png"
-    Image.fromarray(skimage_data.astronaut()).save(path)
-    return path
-
-
-def test_invert_a_photo(astronaut_path):
-    torch.set_num_threads(1)
-    G = _tiny(64)
-    inv = invert(G, astronaut_path, steps=20, loss="pixel", progress=False)
-    assert isinstance(inv, Inversion) and inv.method == "projector"
-    assert inv.ws.shape == (1, G.num_ws, G.w_dim) and inv.reconstruction.shape == (1, 3, 64, 64)
-    assert inv.image.size == (64, 64) and inv.aligned.detector == "hog"
-    assert inv.details["space"] == "W+" and inv.details["loss"] == "pixel" and inv.details["steps"] == 20
-    # The transform maps the render's outer corners onto the quad in the photo.
-    corners = np.array([[-0.5, -0.5], [-0.5, 63.5], [63.5, 63.5], [63.5, -0.5]])
-    h = corners @ inv.transform[:2, :2].T + inv.transform[:2, 2]
-    np.testing.assert_allclose(h, inv.aligned.quad, atol=1e-9)
-    pasted = inv.paste_back()
-    assert pasted.size == (512, 512)
-    assert inv.reconstruction_image().size == (64, 64)
-
-
-def test_invert_aligned_crop_and_bad_method(tmp_path):
-    G = _tiny(32)
-    crop = tmp_path / "crop.png"
-    Image.new("RGB", (48, 48), (90, 120, 150)).save(crop)
-    inv = invert(G, crop, align=False, steps=3, loss="pixel", progress=False)
-    assert inv.aligned is None and inv.transform is None and inv.image.size == (32, 32)
-    with pytest.raises(InputError, match="no photo to paste into"):
-        inv.paste_back()
-    wide = tmp_path / "wide.png"
-    Image.new("RGB", (64, 32)).save(wide)
-    with pytest.raises(InputError, match=r"wide\.png: 64x32 is not square"):
-        invert(G, wide, align=False, steps=1, progress=False)
-    with pytest.raises(InputError, match="unknown inversion method 'restyle'; choose one of: auto, projector"):
-        invert(G, crop, method="restyle", align=False)
-
-
-def test_latent_files_round_trip(tmp_path):
-    G = _tiny(32)
-    _, target = _w_plus_targets(G, 1)
-    crop = tmp_path / "crop.png"
-    tensor_to_image(target[0]).save(crop)
-    inv = invert(G, crop, align=False, steps=3, loss="pixel", optimize_noise=True, progress=False)
-    st = save_latent(inv, tmp_path / "latent.safetensors", metadata={"model": "tiny"})
-    ws, meta = load_latent(st)
-    torch.testing.assert_close(ws, inv.ws)
-    assert meta["format"] == "micromotion-latent" and meta["method"] == "projector" and meta["model"] == "tiny"
-    assert len(meta["noise"]) == len(G.synthesis_net.layers)
-    pt = save_latent(inv, tmp_path / "latent.pt")
-    plain = torch.load(pt, weights_only=True)  # the original repository's format: a bare tensor
-    assert isinstance(plain, torch.Tensor) and plain.shape == (1, G.num_ws, G.w_dim)
-    torch.testing.assert_close(load_latent(pt)[0], inv.ws)
-    with pytest.raises(InputError, match=r"unknown latent file extension '\.npy'"):
-        save_latent(inv, tmp_path / "latent.npy")
-    (tmp_path / "junk.pt").write_bytes(b"junk")
-    with pytest.raises(InputError, match=r"junk\.pt: not a readable torch tensor file"):
-        load_latent(tmp_path / "junk.pt")
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
-
-
-# ----------------------------------------------------------------------------------------------------------
-# The `invert` command
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    torch.manual_seed(0)
-    G = Generator(GeneratorConfig.tiny(64))
-    G.compute_w_avg()
-    return save_generator(G, tmp_path_factory.mktemp("models") / "tiny64.safetensors")
-
-
-def test_cli_invert_writes_latent_and_images(tmp_path, tiny_model, astronaut_path):
-    out = tmp_path / "latent.safetensors"
-    args = ["invert", str(astronaut_path), "--model", str(tiny_model), "-o", str(out), "--steps", "10",
-            "--loss", "pixel", "--device", "cpu", "--reconstruction", str(tmp_path / "rec.png"),
-            "--aligned", str(tmp_path / "aligned.png"), "--composite", str(tmp_path / "pasted.jpg")]
-    r = CliRunner().invoke(main, args)
-    assert r.exit_code == 0, r.output
-    ws, meta = load_latent(out)
-    assert ws.shape == (1, 10, 16) and meta["detector"] == "hog" and meta["model"] == str(tiny_model)
-    assert np.array(json.loads(meta["transform"])).shape == (3, 3)
-    assert Image.open(tmp_path / "rec.png").size == (64, 64)
-    assert Image.open(tmp_path / "aligned.png").size == (64, 64)
-    assert Image.open(tmp_path / "pasted.jpg").size == (512, 512)
-
-
-def test_cli_invert_w_mode_pt_output(tmp_path, tiny_model, astronaut_path):
-    out = tmp_path / "latent.pt"
-    r = CliRunner().invoke(main, ["invert", str(astronaut_path), "--model", str(tiny_model), "-o", str(out),
-                                  "--steps", "3", "--w", "--loss", "pixel", "--device", "cpu"])
-    assert r.exit_code == 0, r.output
-    ws = torch.load(out, weights_only=True)
-    assert torch.equal(ws, ws[:, :1].expand_as(ws))
-
-
-def test_cli_invert_no_face_writes_nothing(tmp_path, tiny_model):
-    pytest.importorskip("dlib")
-    src, out = tmp_path / "wall.png", tmp_path / "latent.pt"
-    Image.new("RGB", (64, 64), (40, 50, 60)).save(src)
-    r = CliRunner().invoke(main, ["invert", str(src), "--model", str(tiny_model), "-o", str(out),
-                                  "--reconstruction", str(tmp_path / "rec.png"), "--device", "cpu"])
-    assert r.exit_code == 1
-    lines = [ln for ln in r.output.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "wall.png: no face found" in lines[0], r.output
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["wall.png"]
-
-
-def test_cli_invert_bad_output_fails_before_work(tmp_path, tiny_model):
-    src = tmp_path / "missing.png"  # never read: the output is checked first
-    r = CliRunner().invoke(main, ["invert", str(src), "--model", str(tiny_model), "-o", str(tmp_path / "l.npy")])
-    assert r.exit_code == 1 and "unknown latent file extension '.npy'" in r.output
-    r = CliRunner().invoke(main, ["invert", str(src), "--model", str(tiny_model), "-o", str(tmp_path / "l.pt"),
-                                  "--composite", str(tmp_path / "nowhere" / "c.png")])
-    assert r.exit_code == 1 and "does not exist" in r.output
-    assert list(tmp_path.iterdir()) == []

@@ -43,7 +43,7 @@ from ..align import (DEFAULT_MIN_EYE_DISTANCE, DETECTORS, WEAK_SCORE, detect_fac
                      warp_to_quad)
 from ..errors import InputError, MicromotionError
 from ..image_io import atomic_output
-from ..invert import METHODS, image_to_tensor, make_loss, project, psnr, synthesize
+from ..invert import METHODS, image_to_tensor, make_loss, project, psnr, resolve_method, synthesize
 from . import Anchors, module_fingerprint
 
 log = logging.getLogger(__name__)
@@ -616,19 +616,6 @@ class VideoAnchors:
         return path
 
 
-def _resolve_method(G, method: str) -> str:
-    if method == "auto":
-        # An encoder says which generators it serves by a `supports(G) -> bool` attribute on its function.
-        for name, fn in METHODS.items():
-            supports = getattr(fn, "supports", None)
-            if name != "projector" and callable(supports) and supports(G):
-                return name
-        return "projector"
-    if method not in METHODS:
-        raise InputError(f"unknown inversion method {method!r}; choose one of: auto, {', '.join(METHODS)}")
-    return method
-
-
 def refine(G, targets: torch.Tensor, init_ws: torch.Tensor, *, steps: int, loss: torch.nn.Module,
            lr: float = 0.01, proximal: float = PROXIMAL, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """W+ codes of `targets` [N, 3, R, R] near `init_ws` [N, num_ws, w_dim] (a neighbouring frame's codes).
@@ -681,7 +668,7 @@ def invert_frames(G, targets: torch.Tensor, *, method: str = "auto", steps: int 
     warm_steps = max(1, int(steps) // 4) if warm_steps is None else int(warm_steps)
     if warm_steps < 1:
         raise InputError(f"warm_steps must be at least 1, got {warm_steps}")
-    name = _resolve_method(G, method)
+    name = resolve_method(G, method)
     dev = G.w_avg.device
     targets = targets.to(dev, torch.float32)
     if name != "projector":
@@ -752,7 +739,7 @@ def video_anchors(G, path: str | os.PathLike, *, start=None, end=None, stride: i
                                    or max_frames < 2):
         raise InputError(f"max_frames must be a whole number >= 2 (a motion needs two anchors) or None, got "
                          f"{max_frames!r}")
-    _resolve_method(G, method)  # before any work
+    resolve_method(G, method)  # before any work
     if loss not in ("auto", "lpips", "pixel"):
         raise InputError(f"unknown loss {loss!r}; choose one of: auto, lpips, pixel")
     info = probe_video(path)
