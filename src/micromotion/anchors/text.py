@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError, MicromotionError
 from ..invert.projector import get_lr  # StyleCLIP's schedule is NVIDIA's projector's
 from ..models.clip import PREPROCESS_MODES, Clip
-from . import Anchors, anchors_cache_dir, module_fingerprint, tensor_fingerprint
+from .base import Anchors, anchors_cache_dir, module_fingerprint, tensor_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ from ..align import (DEFAULT_MIN_EYE_DISTANCE, DETECTORS, WEAK_SCORE, detect_fac
 from ..errors import InputError, MicromotionError
 from ..image_io import atomic_output
 from ..invert import METHODS, image_to_tensor, make_loss, project, psnr, resolve_method, synthesize
-from . import Anchors, module_fingerprint
+from .base import Anchors, module_fingerprint
 
 log = logging.getLogger(__name__)
 
