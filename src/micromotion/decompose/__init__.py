@@ -4,7 +4,8 @@
 - `motion`: `Motion` (decode from anchors, compose, apply to faces) and its `.safetensors` file.
 - `formats`: the paper's own files (published directions, anchor lists) and `load_motion` for any of them.
 
-Everything importable from the former single module `micromotion.decompose` still is, from here.
+Every public name of the former single module `micromotion.decompose`, and the private ones other code imported,
+is still importable from here.
 """
 from .formats import load_anchors, load_motion, read_paper_direction
 from .motion import (DIRECTIONS, FORMAT_NAME, FORMAT_VERSION, SPAN_SCALE_USUAL, SPANS, Motion, MotionMeta,

@@ -5,7 +5,8 @@
 - `inversion`: `invert(G, photo)` -> `Inversion` (align, run a method, reconstruct, paste back).
 - `latents`: latent files (`save_latent`, `load_latent`).
 
-Everything importable from the former single module `micromotion.invert` still is, from here.
+Every public name of the former single module `micromotion.invert`, and the private ones other code imported,
+is still importable from here.
 """
 from ..models.lpips import LPIPSVGG
 from .encoders import METHODS, auto_method, resolve_method
