@@ -356,26 +356,6 @@ def test_bad_inputs(G, clip):
         text_anchors(G, clip, "{degree.__class__}", cache=False, progress=False)
 
 
-def test_anchors_file_errors(tmp_path):
-    with pytest.raises(InputError, match="2 labels for 3 anchors"):
-        Anchors(torch.zeros(3, 4, 8), ["a", "b"])
-    with pytest.raises(InputError, match="NaN"):
-        Anchors(torch.full((1, 4, 8), float("nan")), ["a"])
-    with pytest.raises(InputError, match=r"\[K, num_ws, w_dim\]"):
-        Anchors(torch.zeros(4, 8), ["a"] * 4)
-    a = Anchors(torch.zeros(2, 4, 8), [0.0, 0.5], {"kind": "video"})
-    with pytest.raises(InputError, match=".safetensors"):
-        a.save(tmp_path / "x.pt")
-    p = a.save(tmp_path / "x.safetensors")
-    assert Anchors.load(p).labels == [0.0, 0.5]
-    assert not list(tmp_path.glob(".*tmp*"))  # atomic write leaves no temporary file
-    (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 20)
-    with pytest.raises(InputError, match="bad.safetensors: not a readable anchors file"):
-        Anchors.load(tmp_path / "bad.safetensors")
-    with pytest.raises(InputError, match="no such anchors file"):
-        Anchors.load(tmp_path / "missing.safetensors")
-
-
 # ----------------------------------------------------------------------------------------------------------
 # The command line
 

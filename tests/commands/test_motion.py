@@ -11,7 +11,7 @@ from micromotion.checkpoint import save_generator
 from micromotion.cli import main
 from micromotion.decompose import Motion, generator_fingerprint, load_motion
 
-from test_decompose import _one_thread, paper_directions, synthetic_anchors, tiny_generator, torch_file_on_cuda  # noqa: F401
+from motion_helpers import _one_thread, paper_directions, synthetic_anchors, tiny_generator, torch_file_on_cuda  # noqa: F401
 
 
 def run(*args: str):

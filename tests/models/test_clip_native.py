@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from micromotion.errors import CheckpointError
-from micromotion.models.clip import Clip
-from micromotion.models.clip_native import NativeClip, NativeClipConfig, load_native_clip
+from micromotion.models.clip import Clip, load_native_clip
+from micromotion.models.clip_native import NativeClip, NativeClipConfig
 from micromotion.tokenizer import ClipTokenizer
 
 GOLDEN = __import__("pathlib").Path(__file__).resolve().parents[1] / "golden" / "clip_native.safetensors"

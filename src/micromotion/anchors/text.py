@@ -35,8 +35,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import InputError, MicromotionError
+from ..invert.projector import get_lr  # StyleCLIP's schedule is NVIDIA's projector's
 from ..models.clip import PREPROCESS_MODES, Clip
-from . import Anchors, anchors_cache_dir, module_fingerprint, tensor_fingerprint
+from .base import Anchors, anchors_cache_dir, module_fingerprint, tensor_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -169,15 +170,6 @@ def check_degrees(degrees) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------------------
 # The optimization
-
-
-def get_lr(t: float, initial_lr: float, rampdown: float = 0.25, rampup: float = 0.05) -> float:
-    """StyleCLIP's schedule: cosine ramp-down over the last `rampdown` of the run, linear ramp-up over the
-    first `rampup` (so the first step, t = 0, has lr 0, as in the original)."""
-    lr_ramp = min(1.0, (1 - t) / rampdown)
-    lr_ramp = 0.5 - 0.5 * math.cos(lr_ramp * math.pi)
-    lr_ramp = lr_ramp * min(1.0, t / rampup)
-    return initial_lr * lr_ramp
 
 
 def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale: torch.Tensor,

@@ -4,14 +4,14 @@ The paper (Wu et al., CPAL 2024, Sec. 3) names video frames as a source of ancho
 
 1. read: frames are decoded with PyAV (mp4, mov, avi, webm, gif, ...) and put in presentation order (packed
    B-frames in AVI files decode out of order); `start`/`end`/`stride` choose the tracked frames;
-2. track (align=True): one face is followed through the tracked frames. The detector (dlib HOG on a copy no
-   larger than `detect_size`) runs every `detect_every` frames; in between, the face box is predicted from the
-   previous frame's landmarks. A detection that does not overlap the track ends it, and the frames predicted
-   since the last confirming detection are dropped. With several faces the largest is tracked (or
-   `face_index`), with a warning and a note in the anchors' source metadata;
-3. smooth: the 68 landmarks are smoothed over time inside each unbroken run of frames by a local
-   polynomial fit (Savitzky-Golay, in frame times, so gaps and strides are handled), which removes the
-   landmark fitter's frame-to-frame jitter; the crops then do not shake;
+2. track (align=True; `tracking.FaceTracker`): one face is followed through the tracked frames. The detector
+   (dlib HOG on a copy no larger than `detect_size`) runs every `detect_every` frames; in between, the face
+   box is predicted from the previous frame's landmarks. A detection that does not overlap the track ends
+   it, and the frames predicted since the last confirming detection are dropped. With several faces the
+   largest is tracked (or `face_index`), with a warning and a note in the anchors' source metadata;
+3. smooth (`tracking.smooth_landmarks`): the 68 landmarks are smoothed over time inside each unbroken run of
+   frames by a local polynomial fit (Savitzky-Golay, in frame times, so gaps and strides are handled), which
+   removes the landmark fitter's frame-to-frame jitter; the crops then do not shake;
 4. align: `max_frames` frames, evenly spread over the tracked frames with a face, are cut out with the
    FFHQ recipe of photos (`align.ffhq_quad` + `align.warp_to_quad`) at the generator's resolution, or, for
    clips of already-aligned faces (align=False), resized;
@@ -30,7 +30,7 @@ import math
 import os
 import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -39,12 +39,13 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-from ..align import (DEFAULT_MIN_EYE_DISTANCE, DETECTORS, WEAK_SCORE, detect_faces, face_landmarks, ffhq_quad,
-                     warp_to_quad)
+from ..align import DEFAULT_MIN_EYE_DISTANCE, ffhq_quad, warp_to_quad
 from ..errors import InputError, MicromotionError
 from ..image_io import atomic_output
-from ..invert import METHODS, image_to_tensor, make_loss, project, psnr, synthesize
-from . import Anchors, module_fingerprint
+from ..invert import METHODS, image_to_tensor, make_loss, project, psnr, resolve_method, synthesize
+from .base import Anchors, module_fingerprint
+from .tracking import (DEFAULT_DETECT_EVERY, DEFAULT_DETECT_SIZE, DEFAULT_SMOOTH, FaceTrack, FaceTracker,
+                       landmark_jitter, smooth_landmarks, smoothing_window)
 
 log = logging.getLogger(__name__)
 
@@ -56,21 +57,13 @@ __all__ = ["VideoInfo", "FaceTrack", "VideoAnchors", "probe_video", "parse_posit
 DEFAULT_MAX_FRAMES = 12
 #: Projector steps for the first frame; later frames are warm-started and take a quarter.
 DEFAULT_STEPS = 400
-#: Time span (seconds) of the landmark smoothing window.
-DEFAULT_SMOOTH = 0.3
-DEFAULT_DETECT_EVERY = 5
 #: Frames inverted together after the first (each batch starts from the previous batch's last frame).
 DEFAULT_BATCH_SIZE = 4
-DEFAULT_DETECT_SIZE = 480
 # Warm-started frames (see `refine`): Adam's learning rate, and the weight of the squared distance to the
 # neighbour's codes (mean over coordinates). Measured on a tiny generator's clip (tests/anchors/test_video.py):
 # without the term the recovered direction's cosine to the truth is 0.87, with 3.0 it is 0.94.
 WARM_LR = 0.03
 PROXIMAL = 3.0
-# A detection continues the track when it overlaps the predicted box this much (intersection over union).
-TRACK_IOU = 0.3
-# "auto" detector: after this many HOG attempts without any face, switch to the (slow) CNN detector.
-HOG_ATTEMPTS_BEFORE_CNN = 3
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -262,143 +255,6 @@ def iter_frames(info: VideoInfo, indices: Sequence[int]) -> Iterator[tuple[int, 
 # Tracking
 
 
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def _lm_box(lm: np.ndarray) -> np.ndarray:
-    return np.array([lm[:, 0].min(), lm[:, 1].min(), lm[:, 0].max(), lm[:, 1].max()])
-
-
-def _centre(lm: np.ndarray) -> np.ndarray:
-    # nose and eyes: they move with the head, not with the mouth or the brows
-    return lm[27:48].mean(0)
-
-
-def _predict_box(lm: np.ndarray, anchor: tuple) -> tuple[float, float, float, float]:
-    """The last detection's box, moved with the face since then. Its size stays the detector's: boxes
-    re-derived from fitted landmarks drift in scale (a bigger box gives spread-out landmarks, and so on)."""
-    box, centre = anchor
-    dx, dy = _centre(lm) - centre
-    return (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
-
-
-def _eye_distance(lm: np.ndarray) -> float:
-    return float(np.hypot(*(lm[42:48].mean(0) - lm[36:42].mean(0))))
-
-
-@dataclass
-class FaceTrack:
-    """One face followed through the tracked frames of a clip.
-
-    indices: [T] presentation-order frame indices. times: [T] seconds. found: [T] whether the face is there.
-    raw: [T, 68, 2] fitted landmarks (NaN where not found). landmarks: [T, 68, 2] smoothed over time.
-    detected: [T] frames where the detector ran. segment: [T] run number of unbroken face frames (-1: none).
-    faces_seen: the most faces the detector found in one frame. face_index: which face (0: largest) was
-    tracked. detector: the detector that found it.
-    """
-
-    path: str
-    indices: np.ndarray
-    times: np.ndarray
-    found: np.ndarray
-    raw: np.ndarray
-    landmarks: np.ndarray
-    detected: np.ndarray
-    segment: np.ndarray
-    faces_seen: int
-    face_index: int
-    detector: str
-    smooth_window: int = 1
-    multi_face_frames: int = 0
-    boxes: list = field(default_factory=list, repr=False)
-
-    @property
-    def num_found(self) -> int:
-        return int(self.found.sum())
-
-    @property
-    def num_missing(self) -> int:
-        return int((~self.found).sum())
-
-    def jitter(self, smoothed: bool = True) -> float:
-        """Mean landmark jitter (see `landmark_jitter`) of the smoothed or raw landmarks."""
-        return landmark_jitter(self.landmarks if smoothed else self.raw, self.segment)
-
-
-def _segments(segment: np.ndarray) -> list[np.ndarray]:
-    return [np.flatnonzero(segment == s) for s in np.unique(segment[segment >= 0])]
-
-
-def smooth_landmarks(landmarks: np.ndarray, times: np.ndarray, window: int, segment: np.ndarray | None = None,
-                     order: int | None = None) -> np.ndarray:
-    """Savitzky-Golay smoothing of landmarks [T, P, 2] over time, inside each run of `segment` ([T] ints,
-    -1 for frames left as they are; default: one run).
-
-    Each frame's value is a least-squares polynomial of degree `order` (default 2 for windows of 7 or more
-    frames, else 1), fitted in time over `window` frames centred on it (shifted inward at a run's ends, so
-    the ends are smoothed too), evaluated at its time. Fitting in times, not positions, handles gaps.
-    """
-    lm = np.asarray(landmarks, dtype=np.float64)
-    out = lm.copy()
-    T = lm.shape[0]
-    segment = np.zeros(T, dtype=np.int64) if segment is None else np.asarray(segment)
-    window = int(window)
-    if window < 3:
-        return out
-    order = (2 if window >= 7 else 1) if order is None else int(order)
-    times = np.asarray(times, dtype=np.float64)
-    for idx in _segments(segment):
-        n = len(idx)
-        if n < 3:
-            continue
-        w = min(window, n)
-        p = min(order, w - 2)  # at least one degree of freedom left, or nothing is smoothed
-        if p < 0:
-            continue
-        y = lm[idx].reshape(n, -1)
-        t = times[idx]
-        span = max(float(t[-1] - t[0]), 1e-9)
-        for i in range(n):
-            lo = min(max(i - w // 2, 0), n - w)
-            tt = (t[lo:lo + w] - t[i]) / span
-            V = np.vander(tt, p + 1, increasing=True)
-            coef, *_ = np.linalg.lstsq(V, y[lo:lo + w], rcond=None)
-            out[idx[i]] = coef[0].reshape(lm.shape[1:])
-    return out
-
-
-def landmark_jitter(landmarks: np.ndarray, segment: np.ndarray | None = None) -> float:
-    """Mean landmark acceleration: the norm of the second difference between consecutive frames, averaged
-    over points and frames inside runs of `segment`, divided by the mean eye distance. Smooth motion adds
-    little to it; frame-to-frame shaking dominates it. NaN if no run has 3 frames."""
-    lm = np.asarray(landmarks, dtype=np.float64)
-    segment = np.zeros(len(lm), dtype=np.int64) if segment is None else np.asarray(segment)
-    acc, eyes = [], []
-    for idx in _segments(segment):
-        if len(idx) < 3:
-            continue
-        x = lm[idx]
-        acc.append(np.linalg.norm(x[2:] - 2 * x[1:-1] + x[:-2], axis=-1).mean(-1))
-        eyes.append([_eye_distance(f) for f in x])
-    if not acc:
-        return math.nan
-    return float(np.concatenate(acc).mean() / np.concatenate(eyes).mean())
-
-
-def _downscaled(frame: np.ndarray, max_side: int) -> tuple[Image.Image, float, float]:
-    im = Image.fromarray(frame, "RGB")
-    if max(im.size) <= max_side:
-        return im, 1.0, 1.0
-    s = max_side / max(im.size)
-    size = (max(1, round(im.width * s)), max(1, round(im.height * s)))
-    return im.resize(size, Image.BILINEAR, reducing_gap=2.0), size[0] / im.width, size[1] / im.height
-
-
 def track_face(path_or_info: str | os.PathLike | VideoInfo, *, start=None, end=None, stride: int = 1,
                face_index: int | None = None, detector: str = "auto", detect_every: int = DEFAULT_DETECT_EVERY,
                detect_size: int = DEFAULT_DETECT_SIZE, smooth: float = DEFAULT_SMOOTH,
@@ -410,156 +266,18 @@ def track_face(path_or_info: str | os.PathLike | VideoInfo, *, start=None, end=N
     detect_every: run the detector on every n-th frame (and the last); predict the box in between.
     detect_size: the detector sees a copy no larger than this (landmarks are fitted at full resolution).
     smooth: landmark smoothing window in seconds (0: none; else at least 3 tracked frames); see
-    `smooth_landmarks`.
+    `smooth_landmarks`. The tracking itself is `tracking.FaceTracker`'s.
     Raises `InputError` naming the file when no frame shows a face.
     """
     info = path_or_info if isinstance(path_or_info, VideoInfo) else probe_video(path_or_info)
-    if detector not in DETECTORS:
-        raise InputError(f"unknown detector {detector!r}; choose one of: {', '.join(DETECTORS)}")
-    if face_index is not None and (isinstance(face_index, bool) or not isinstance(face_index, (int, np.integer))
-                                   or face_index < 0):
-        raise InputError(f"face index must be 0 or more (0 is the largest face), got {face_index!r}")
-    if int(detect_every) < 1:
-        raise InputError(f"detect_every must be >= 1, got {detect_every}")
-    if int(detect_size) < 64:
-        raise InputError(f"detect_size must be at least 64 pixels, got {detect_size}")
+    tracker = FaceTracker(face_index=face_index, detector=detector, detect_every=detect_every,
+                          detect_size=detect_size, min_eye_distance=min_eye_distance)
     if not (math.isfinite(smooth) and smooth >= 0):
         raise InputError(f"the smoothing window must be a number of seconds >= 0, got {smooth!r}")
     indices = select_frames(info, start, end, stride)
-    T = len(indices)
-    want = int(face_index or 0)
-    raw = np.full((T, 68, 2), np.nan)
-    found = np.zeros(T, dtype=bool)
-    detected = np.zeros(T, dtype=bool)
-    boxes: list = [None] * T
-    current = "hog" if detector == "auto" else detector
-    hog_misses = 0
-    faces_seen, multi = 0, 0
-    last_lm: np.ndarray | None = None  # landmarks of the previous frame while tracking
-    last_seen: np.ndarray | None = None  # last landmarks ever, to re-acquire the same face after a loss
-    anchor: tuple | None = None  # (box, landmark centre) of the last detection
-    last_detect = -10 ** 9
-    provisional: list[int] = []
-    misses = 0  # detections in a row that saw no face while tracking
-    used = None
-    t0 = time.perf_counter()
-    bar = tqdm(total=T, desc="tracking", unit="frame", disable=None if progress else True, leave=False)
-    try:
-        for idx, frame in iter_frames(info, indices):
-            pos = int(np.searchsorted(indices, idx))
-            bar.update(1)
-            if last_lm is not None:
-                run = pos - last_detect >= detect_every or pos == T - 1 or misses > 0
-            else:
-                # not tracking: look on every frame with HOG; the CNN costs ~1 s a frame, so not that often
-                run = current == "hog" or pos - last_detect >= detect_every or pos == T - 1
-            if not run and last_lm is None:
-                continue  # not tracking, and not looking on this frame: no face
-            if not run:
-                box = _predict_box(last_lm, anchor)
-                lm = face_landmarks(Image.fromarray(frame, "RGB"), box)
-                raw[pos], found[pos], boxes[pos] = lm, True, box
-                provisional.append(pos)
-                last_lm = lm
-                continue
-            last_detect = pos
-            detected[pos] = True
-            small, sx, sy = _downscaled(frame, int(detect_size))
-            faces = detect_faces(small, current, min_faces=1)
-            if not faces and detector == "auto" and current == "hog" and used is None:
-                hog_misses += 1
-                if hog_misses >= HOG_ATTEMPTS_BEFORE_CNN:
-                    log.info("%s: the HOG detector found no face in %d frames; switching to the CNN detector",
-                             info.path, hog_misses)
-                    current = "cnn"
-                    faces = detect_faces(small, current, min_faces=1)
-            dets = [((d.box[0] + 0.5) / sx - 0.5, (d.box[1] + 0.5) / sy - 0.5, (d.box[2] + 0.5) / sx - 0.5,
-                     (d.box[3] + 0.5) / sy - 0.5) for d in faces]
-            confident = sum(d.score >= WEAK_SCORE for d in faces)  # weak ones are often false positives
-            faces_seen = max(faces_seen, confident)
-            multi += confident > 1
-            choice = None
-            if last_lm is not None:  # continue the track: the detection overlapping the prediction
-                pred = _predict_box(last_lm, anchor)
-                scored = sorted(((_iou(pred, d), i) for i, d in enumerate(dets)), reverse=True)
-                if scored and scored[0][0] >= TRACK_IOU:
-                    choice = dets[scored[0][1]]
-            elif last_seen is not None and dets:  # re-acquire: the detection nearest the face last seen
-                c = _lm_box(last_seen)
-                centre, scale = (c[:2] + c[2:]) / 2, max(c[2] - c[0], c[3] - c[1], 1.0)
-                dist = [np.hypot(*(((np.array(d[:2]) + d[2:]) / 2 - centre))) / scale for d in dets]
-                i = int(np.argmin(dist))
-                choice = dets[i] if dist[i] < 1.5 else None
-            else:  # first sight: largest first (detect_faces' order), weak detections only if nothing else
-                ranked = [d for d, f in zip(dets, faces) if f.score >= WEAK_SCORE] or dets
-                if len(ranked) > want:
-                    choice = ranked[want]
-                    if confident > 1:
-                        log.warning("%s: %d faces in the frame at %.2f s; tracking face %d (0 is the largest; choose "
-                                    "another with face_index / --face-index)", info.path, confident, info.times[idx],
-                                    want)
-            if choice is None and last_lm is not None and not dets and misses < detect_every:
-                # The detector missed (a turned head, motion blur) but saw no other face: keep predicting,
-                # unconfirmed, and look again on the next frame.
-                misses += 1
-                box = _predict_box(last_lm, anchor)
-                lm = face_landmarks(Image.fromarray(frame, "RGB"), box)
-                raw[pos], found[pos], boxes[pos] = lm, True, box
-                provisional.append(pos)
-                last_lm = lm
-                continue
-            misses = 0
-            if choice is None:
-                if last_lm is not None:
-                    # the track is lost: frames predicted since the last confirmation are not trusted
-                    for p in provisional:
-                        raw[p], found[p], boxes[p] = np.nan, False, None
-                    log.debug("%s: track lost at %.2f s (%d predicted frames dropped)", info.path, info.times[idx],
-                              len(provisional))
-                provisional, last_lm = [], None
-                continue
-            lm = face_landmarks(Image.fromarray(frame, "RGB"), choice)
-            used = used or current
-            anchor = (tuple(choice), _centre(lm))
-            raw[pos], found[pos], boxes[pos] = lm, True, choice
-            provisional, last_lm, last_seen = [], lm, lm
-            if progress:
-                bar.set_description(f"tracking: {int(found.sum())} face(s)", refresh=False)
-    finally:
-        bar.close()
-
-    # too-small faces would be mostly blur once aligned: they count as missing
-    for p in np.flatnonzero(found):
-        if not _eye_distance(raw[p]) >= min_eye_distance:
-            raw[p], found[p] = np.nan, False
-    segment = np.full(T, -1, dtype=np.int64)
-    s = -1
-    for p in range(T):
-        if found[p]:
-            if p == 0 or not found[p - 1]:
-                s += 1
-            segment[p] = s
-    rate = (info.fps or (T / max(info.duration, 1e-9))) / int(stride)
-    # odd (centred), and at least 3 frames when smoothing is on, however sparse the tracked frames
-    window = max(3, int(round(smooth * rate))) if smooth > 0 else 1
-    window += 1 - window % 2
-    times = info.times[indices]
-    smoothed = smooth_landmarks(raw, times, window, segment)
-    if not found.any():
-        tried = {"auto": "HOG and CNN detectors", "hog": "HOG detector", "cnn": "CNN detector"}[detector]
-        if detector == "auto" and current == "hog":
-            tried = "HOG detector"
-        raise InputError(f"{info.path}: no face found in any of the {T} frames looked at (tried the {tried}); use "
-                         f"a clip where the face is clearly visible" +
-                         ("" if want == 0 or faces_seen > want else
-                          f", or a smaller face index ({faces_seen} face(s) seen at most)"))
-    track = FaceTrack(path=info.path, indices=indices, times=times, found=found, raw=raw, landmarks=smoothed,
-                      detected=detected, segment=segment, faces_seen=faces_seen, face_index=want,
-                      detector=used or current, smooth_window=window, multi_face_frames=multi, boxes=boxes)
-    log.info("%s: face on %d of %d frames (%d detections, %s, %.1f s); landmark jitter %.4f -> %.4f eye distances "
-             "(smoothing over %d frames)", info.path, track.num_found, T, int(detected.sum()), track.detector,
-             time.perf_counter() - t0, track.jitter(False), track.jitter(True), window)
-    return track
+    rate = (info.fps or (len(indices) / max(info.duration, 1e-9))) / int(stride)
+    return tracker.track(iter_frames(info, indices), indices, info.times[indices],
+                         window=smoothing_window(smooth, rate), label=info.path, progress=progress)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -616,19 +334,6 @@ class VideoAnchors:
         return path
 
 
-def _resolve_method(G, method: str) -> str:
-    if method == "auto":
-        # An encoder says which generators it serves by a `supports(G) -> bool` attribute on its function.
-        for name, fn in METHODS.items():
-            supports = getattr(fn, "supports", None)
-            if name != "projector" and callable(supports) and supports(G):
-                return name
-        return "projector"
-    if method not in METHODS:
-        raise InputError(f"unknown inversion method {method!r}; choose one of: auto, {', '.join(METHODS)}")
-    return method
-
-
 def refine(G, targets: torch.Tensor, init_ws: torch.Tensor, *, steps: int, loss: torch.nn.Module,
            lr: float = 0.01, proximal: float = PROXIMAL, progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """W+ codes of `targets` [N, 3, R, R] near `init_ws` [N, num_ws, w_dim] (a neighbouring frame's codes).
@@ -681,7 +386,7 @@ def invert_frames(G, targets: torch.Tensor, *, method: str = "auto", steps: int 
     warm_steps = max(1, int(steps) // 4) if warm_steps is None else int(warm_steps)
     if warm_steps < 1:
         raise InputError(f"warm_steps must be at least 1, got {warm_steps}")
-    name = _resolve_method(G, method)
+    name = resolve_method(G, method)
     dev = G.w_avg.device
     targets = targets.to(dev, torch.float32)
     if name != "projector":
@@ -752,7 +457,7 @@ def video_anchors(G, path: str | os.PathLike, *, start=None, end=None, stride: i
                                    or max_frames < 2):
         raise InputError(f"max_frames must be a whole number >= 2 (a motion needs two anchors) or None, got "
                          f"{max_frames!r}")
-    _resolve_method(G, method)  # before any work
+    resolve_method(G, method)  # before any work
     if loss not in ("auto", "lpips", "pixel"):
         raise InputError(f"unknown loss {loss!r}; choose one of: auto, lpips, pixel")
     info = probe_video(path)

@@ -36,11 +36,13 @@ import torch.nn.functional as F
 
 from ..errors import CheckpointError, MicromotionError
 from ..fileio import check_state_dict
+# _IGNORED_KEYS: tensors of OpenAI's files that are not weights (hyper-parameters kept as tensors, the causal mask)
+from .clip_native import _IGNORED_KEYS, HEAD_WIDTH, NativeClip, NativeClipConfig
 
 log = logging.getLogger(__name__)
 
 __all__ = ["ClipConfig", "Clip", "ClipUnavailableError", "PREPROCESS_MODES", "OPENAI_MEAN", "OPENAI_STD",
-           "read_torchscript_weights", "paper_resize_matrix"]
+           "read_torchscript_weights", "paper_resize_matrix", "load_native_clip"]
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -48,9 +50,6 @@ PREPROCESS_MODES = ("correct", "paper")
 FORMAT_NAME = "micromotion-clip"
 FORMAT_VERSION = 1
 
-# Tensors of OpenAI's files that are not weights of open_clip's CLIP: hyper-parameters kept as tensors, and
-# the causal mask (a constant open_clip rebuilds as a non-persistent buffer).
-_IGNORED_KEYS = ("input_resolution", "context_length", "vocab_size", "attn_mask")
 
 
 class ClipUnavailableError(MicromotionError, ImportError):
@@ -148,8 +147,6 @@ class ClipConfig:
 
     def native_config(self):
         """This architecture as a `NativeClipConfig` (our pure-PyTorch CLIP), or None if it cannot be one."""
-        from .clip_native import HEAD_WIDTH, NativeClipConfig
-
         v, t = self.vision_cfg, self.text_cfg
         if not self.quick_gelu or v.get("head_width", 64) != HEAD_WIDTH or t.get("heads", 0) * HEAD_WIDTH != t["width"]:
             return None
@@ -164,8 +161,6 @@ class ClipConfig:
         try:
             open_clip = _open_clip()
         except ClipUnavailableError:
-            from .clip_native import NativeClip
-
             ncfg = self.native_config()
             if ncfg is None:
                 raise
@@ -595,3 +590,13 @@ def read_torchscript_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]
     if not out:
         raise CheckpointError(f"{path}: the TorchScript archive holds no tensors")
     return out
+
+
+def load_native_clip(sd: dict[str, torch.Tensor], *, context_length: int | None = None,
+                     path: str | os.PathLike = "state dict"):
+    """An OpenAI-layout state dict -> `micromotion.models.clip.Clip` over a `NativeClip` and CLIP's tokenizer
+    (no open_clip needed)."""
+    from ..tokenizer import ClipTokenizer
+
+    model = NativeClip.from_state_dict(sd, path=path)
+    return Clip.from_open_clip(model, ClipTokenizer(context_length or model.context_length), name="native_clip")

@@ -5,6 +5,7 @@ open_clip's `CLIP`). It needs neither open_clip nor torchvision and gives the sa
 
 `NativeClip` has what `micromotion.models.clip.Clip.from_open_clip` wraps: `encode_image(x)` on
 preprocessed `[N, 3, S, S]`, `encode_text(tokens)`, `logit_scale`, `visual.image_size`, `context_length`.
+This module is the architecture only; `models.clip` builds on it (`load_native_clip`), never the reverse.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 from ..errors import CheckpointError
 from ..fileio import check_state_dict
 
-__all__ = ["NativeClipConfig", "NativeClip", "load_native_clip"]
+__all__ = ["NativeClipConfig", "NativeClip"]
 
 HEAD_WIDTH = 64  # OpenAI's CLIPs: attention heads are 64 wide (openai/CLIP build_model)
 # Tensors in OpenAI's files that are not weights: hyper-parameters stored as tensors; open_clip's causal mask.
@@ -223,14 +224,3 @@ class NativeClip(nn.Module):
                          ignored=lambda k: k.rsplit(".", 1)[-1] in _IGNORED_KEYS)
         model.load_state_dict({k: sd[k].to(torch.float32) for k in own}, assign=True)
         return model.eval()
-
-
-def load_native_clip(sd: dict[str, torch.Tensor], *, context_length: int | None = None,
-                     path: str | os.PathLike = "state dict"):
-    """An OpenAI-layout state dict -> `micromotion.models.clip.Clip` over a `NativeClip` and CLIP's tokenizer
-    (no open_clip needed)."""
-    from ..tokenizer import ClipTokenizer
-    from .clip import Clip
-
-    model = NativeClip.from_state_dict(sd, path=path)
-    return Clip.from_open_clip(model, ClipTokenizer(context_length or model.context_length), name="native_clip")

@@ -1,0 +1,240 @@
+"""The anchor set: W+ latents of one face at increasing degrees (text) or times (video) of one micromotion.
+
+The paper (Wu et al., CPAL 2024, Sec. 3) decodes a micromotion from such a stack; `micromotion.decompose` reads
+it. `Anchors` is what every anchor source returns: `anchors.text` (CLIP-guided optimization) and
+`anchors.video` (inverted frames). Also here: the anchors cache folder and the content hashes that key it.
+
+File format: safetensors with one tensor `anchors` [K, num_ws, w_dim] float32 and JSON metadata (`format`,
+`version`, `labels`, `source`), written atomically.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import InputError
+
+__all__ = ["Anchors", "anchors_cache_dir", "module_fingerprint", "tensor_fingerprint"]
+
+FORMAT_NAME = "micromotion-anchors"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Anchors:
+    """A stack of anchor latents and what they are.
+
+    latents: [K, num_ws, w_dim] float32 on the CPU, ordered by degree or time.
+    labels: K labels, strings (degrees: "start", "no", "10%", ...) or numbers (frame times in seconds).
+    source: JSON-able description of where they come from (kind, template/video, seed, generator, settings).
+    """
+
+    latents: torch.Tensor
+    labels: list
+    source: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        x = self.latents
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"anchor latents must be a tensor [K, num_ws, w_dim], got {type(x).__name__}")
+        if x.ndim != 3 or x.shape[0] < 1:
+            raise InputError(f"anchor latents must have shape [K, num_ws, w_dim], got {list(x.shape)}")
+        if not x.is_floating_point():
+            raise InputError(f"anchor latents must be floating point, got {x.dtype}")
+        x = x.detach().to("cpu", torch.float32).contiguous()
+        if not torch.isfinite(x).all():
+            raise InputError("anchor latents contain NaN or infinite values")
+        self.latents = x
+        labels = list(self.labels)
+        if len(labels) != x.shape[0]:
+            raise InputError(f"{len(labels)} labels for {x.shape[0]} anchors; give one label per anchor")
+        for lab in labels:
+            if isinstance(lab, bool) or not isinstance(lab, (str, int, float)):
+                raise InputError(f"anchor labels must be strings or numbers, got {lab!r}")
+            if isinstance(lab, float) and not math.isfinite(lab):
+                raise InputError(f"anchor label {lab!r} is not a finite number")
+        self.labels = labels
+        try:
+            self.source = json.loads(json.dumps(dict(self.source)))
+        except (TypeError, ValueError) as e:
+            raise InputError(f"anchor source metadata must be JSON-serializable ({e})") from None
+
+    def __len__(self) -> int:
+        return self.latents.shape[0]
+
+    @property
+    def num_ws(self) -> int:
+        return self.latents.shape[1]
+
+    @property
+    def w_dim(self) -> int:
+        return self.latents.shape[2]
+
+    def __repr__(self) -> str:
+        kind = self.source.get("kind", "?")
+        return f"Anchors({len(self)} x [{self.num_ws}, {self.w_dim}], {kind}, labels={self.labels})"
+
+    # ------------------------------------------------------------------------------------------------------
+    # Files
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write `path` (.safetensors) atomically: readers never see a half-written file."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        if path.suffix != ".safetensors":
+            raise InputError(f"{path}: anchors are saved as .safetensors; change the file name")
+        meta = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION), "labels": json.dumps(self.labels),
+                "source": json.dumps(self.source, sort_keys=True)}
+        with _atomic(path) as tmp:
+            save_file({"anchors": self.latents}, str(tmp), metadata=meta)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Anchors":
+        """Read an anchors file written by `save`."""
+        from safetensors import SafetensorError, safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise InputError(f"{path}: no such anchors file")
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                if "anchors" not in f.keys():
+                    raise InputError(f"{path}: no tensor 'anchors'; not a micromotion anchors file")
+                latents = f.get_tensor("anchors")
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            if isinstance(e, InputError):
+                raise
+            raise InputError(f"{path}: not a readable anchors file ({str(e).splitlines()[0][:160]})") from None
+        if meta.get("format") != FORMAT_NAME:
+            raise InputError(f"{path}: not a micromotion anchors file (format {meta.get('format')!r})")
+        try:
+            version = int(meta.get("version", "0"))
+        except ValueError:
+            version = -1
+        if version < 1 or version > FORMAT_VERSION:
+            raise InputError(f"{path}: anchors format version {meta.get('version')!r} is not supported by this "
+                             f"micromotion (reads 1..{FORMAT_VERSION}); upgrade micromotion")
+        try:
+            labels, source = json.loads(meta["labels"]), json.loads(meta.get("source", "{}"))
+        except (KeyError, ValueError) as e:
+            raise InputError(f"{path}: corrupt anchors metadata ({e})") from None
+        try:
+            return cls(latents, labels, source)
+        except InputError as e:
+            raise InputError(f"{path}: {e}") from None
+
+    # ------------------------------------------------------------------------------------------------------
+    # Pictures
+
+    @torch.no_grad()
+    def render(self, G, *, batch_size: int = 8, noise_mode: str = "const", size: int | None = None) -> torch.Tensor:
+        """Images of the anchors [K, 3, S, S] in [-1, 1] (clamped), on the CPU; `size` downsamples (area)."""
+        if (self.num_ws, self.w_dim) != (G.num_ws, G.w_dim):
+            raise InputError(f"these anchors are [{self.num_ws}, {self.w_dim}] latents; the generator takes "
+                             f"[{G.num_ws}, {G.w_dim}]")
+        device = G.w_avg.device
+        out = []
+        for chunk in self.latents.split(batch_size):
+            img = G.synthesis(chunk.to(device), noise_mode=noise_mode).float().clamp(-1, 1)
+            if size is not None and size != img.shape[-1]:
+                img = torch.nn.functional.interpolate(img, size=(size, size), mode="area" if size < img.shape[-1]
+                                                      else "bilinear")
+            out.append(img.cpu())
+        return torch.cat(out)
+
+    def preview(self, G, *, size: int = 128, columns: int | None = None, noise_mode: str = "const"):
+        """A PIL image: the rendered anchors in a grid, each labelled underneath."""
+        from PIL import Image, ImageDraw
+
+        imgs = self.render(G, size=size, noise_mode=noise_mode)
+        k = imgs.shape[0]
+        cols = columns or min(k, 6)
+        rows = -(-k // cols)
+        pad, text_h = 4, 14
+        sheet = Image.new("RGB", (cols * (size + pad) + pad, rows * (size + pad + text_h) + pad), (255, 255, 255))
+        draw = ImageDraw.Draw(sheet)
+        arr = ((imgs + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for i in range(k):
+            r, c = divmod(i, cols)
+            x, y = pad + c * (size + pad), pad + r * (size + pad + text_h)
+            sheet.paste(Image.fromarray(arr[i], "RGB"), (x, y))
+            lab = self.labels[i]
+            text = lab if isinstance(lab, str) else f"{lab:g}"
+            draw.text((x + 2, y + size + 1), text[: max(4, size // 6)], fill=(0, 0, 0))
+        return sheet
+
+    def save_preview(self, G, path: str | os.PathLike, **kw) -> Path:
+        """Write `preview(G, **kw)` to `path` (.png) atomically."""
+        path = Path(path)
+        if path.suffix.lower() != ".png":
+            raise InputError(f"{path}: the preview is written as .png; change the file name")
+        im = self.preview(G, **kw)
+        with _atomic(path) as tmp:
+            im.save(tmp, format="PNG")
+        return path
+
+
+class _atomic:
+    """Context manager: a temporary path beside `path` that replaces it on success, vanishes on error."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise InputError(f"{self.path}: is a folder; give a file name")
+        if not self.path.parent.is_dir():
+            raise InputError(f"{self.path}: folder {self.path.parent} does not exist; create it first")
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}{self.path.suffix}")
+
+    def __enter__(self) -> Path:
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                os.replace(self.tmp, self.path)
+        finally:
+            if self.tmp.exists():
+                self.tmp.unlink()
+
+
+def anchors_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """`cache_dir` > `$MICROMOTION_HOME/anchors` > `~/.cache/micromotion/anchors` (not created)."""
+    if cache_dir is not None and str(cache_dir) != "":
+        return Path(cache_dir).expanduser()
+    root = os.environ.get("MICROMOTION_HOME") or "~/.cache/micromotion"
+    return Path(os.path.expandvars(root)).expanduser() / "anchors"
+
+
+def tensor_fingerprint(*tensors: torch.Tensor) -> str:
+    """A content hash (hex) of tensors: dtype, shape and bytes."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        _hash_tensor(h, t)
+    return h.hexdigest()
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """A content hash (hex) of a module's state dict: every key, dtype, shape and value."""
+    h = hashlib.blake2b(digest_size=16)
+    for k, v in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        _hash_tensor(h, v)
+    return h.hexdigest()
+
+
+def _hash_tensor(h, t: torch.Tensor) -> None:
+    t = t.detach()
+    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+    if t.numel():
+        flat = t.to("cpu").contiguous().reshape(-1)
+        flat = flat.to(torch.uint8) if flat.dtype == torch.bool else flat.view(torch.uint8)
+        h.update(flat.numpy())
