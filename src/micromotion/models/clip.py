@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, MicromotionError
-from ..fileio import check_state_dict
+from ..io.files import check_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,7 @@ class Clip(nn.Module):
         if head.startswith(b"PK\x03\x04") and _is_torchscript(p):
             sd, cfg_meta = read_torchscript_weights(p), None
         elif head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-            from ..checkpoint import read_torch_file
+            from ..io.pickle import read_torch_file
 
             obj, cfg_meta = read_torch_file(p), None
             if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
@@ -326,7 +326,7 @@ class Clip(nn.Module):
         path = Path(path)
         meta = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION), "config": json.dumps(self.config.to_dict()),
                 "name": self.name}
-        from ..fileio import save_safetensors
+        from ..io.files import save_safetensors
 
         sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in self.model.state_dict().items()}
         if vocab_ids is not None:

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, InputError, MicromotionError
-from ..fileio import save_safetensors
+from ..io.files import save_safetensors
 from ..models.clip import Clip, ClipConfig
 from .captions import ANCHOR_TEMPLATES, caption, captions, degree_word, phrases
 from .render import MOTION_FACTORS, render, sample_factors

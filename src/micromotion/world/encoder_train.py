@@ -53,7 +53,7 @@ from torch import nn
 
 from ..checkpoint import load_generator
 from ..errors import CheckpointError, InputError, MicromotionError
-from ..fileio import save_safetensors
+from ..io.files import fingerprint_matches, save_safetensors
 from ..models.encoder import (EncoderConfig, ReStyle, build_encoder, generator_fingerprint, load_encoder,
                               save_encoder)
 from ..models.stylegan2 import Generator
@@ -420,7 +420,7 @@ class EncoderTrainer:
         state = read_state(out)
         info = state.get("generator", {})
         fp = generator_fingerprint(G)
-        if info.get("fingerprint") not in (None, fp):
+        if info.get("fingerprint") is not None and not fingerprint_matches(info["fingerprint"], G):
             raise CheckpointError(f"{out}: the checkpoint was trained for another generator (fingerprint "
                                   f"{info['fingerprint']}, {info.get('path', '?')}); this one is {fp}. Pass "
                                   f"--generator with the generator of the run, or start a new --out")

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import load_generator, save_generator
 from ..errors import CheckpointError, InputError, MicromotionError
-from ..fileio import save_safetensors
+from ..io.files import save_safetensors
 from ..models.discriminator import Discriminator, DiscriminatorConfig
 from ..models.stylegan2 import Generator, GeneratorConfig
 from .render import FACTOR_SPECS, render, sample_factors
