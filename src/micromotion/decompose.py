@@ -25,7 +25,8 @@ from typing import Sequence
 import torch
 
 from .errors import InputError
-from .io.files import fingerprint, fingerprint_matches
+from .io.files import fingerprint, fingerprint_matches, header_version, save_safetensors
+from .io.files import header as io_header
 
 log = logging.getLogger(__name__)
 
@@ -750,8 +751,7 @@ class Motion:
         if not path.parent.is_dir():
             raise InputError(f"{path}: folder {path.parent} does not exist; create it first")
         meta = replace(self.meta, library_version=_library_version(), format_version=FORMAT_VERSION)
-        header = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "meta": json.dumps(meta.to_dict())}
-        from .fileio import save_safetensors
+        header = io_header(FORMAT_NAME, FORMAT_VERSION, meta=json.dumps(meta.to_dict()))
 
         save_safetensors({k: getattr(self, k).float() for k in _TENSOR_KEYS}, path, header)
         log.info("wrote motion '%s' to %s", self.meta.name, path)
@@ -779,14 +779,15 @@ class Motion:
         if header.get("format") != FORMAT_NAME:
             raise InputError(f"{path}: a safetensors file but not a micromotion motion (format={header.get('format')!r})")
         try:
-            version = int(header.get("format_version", "0"))
+            version = header_version(header)  # files before the one convention have `format_version`
         except ValueError:
             version = -1
         if version > FORMAT_VERSION:
             raise InputError(f"{path}: motion format version {version} is newer than this micromotion reads "
                              f"({FORMAT_VERSION}); upgrade micromotion")
         if version < 1:
-            raise InputError(f"{path}: bad motion format version {header.get('format_version')!r}")
+            got = header.get("version", header.get("format_version"))
+            raise InputError(f"{path}: bad motion format version {got!r}")
         missing = [k for k in _TENSOR_KEYS if k not in tensors]
         if missing:
             raise InputError(f"{path}: motion file lacks tensor '{missing[0]}'; it is damaged or not written by micromotion")

@@ -35,7 +35,8 @@ from .cache import (CHUNK, bundled_file, cache_path, cache_root, expected_sha256
 from .cache import (_RECORDS, _STAMPS, _check_tofu, _clean_stale, _describe, _discard, _expected_sha256, _locked,
                     _part_path, _record_sha256, _stage_name, _stamp_ok, _update_json, _verify_cached, _write_stamp)
 from .checks import _check_basic
-from .download import MAX_RETRIES, TIMEOUT_S, USER_AGENT, _download, _fetch_hint, _manual_error, _offline_error, download
+from .download import (MAX_RETRIES, TIMEOUT_S, USER_AGENT, _download, _fetch_hint, _manual_error, _offline_error,
+                       download)
 from .registry import FORMATS, KINDS, REGISTRY, WeightSpec, get_spec, names, register, unregister
 
 log = logging.getLogger(__name__)
