@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, MicromotionError
-from ..io.files import check_state_dict
+from ..io.files import check_state_dict, header_version
 
 log = logging.getLogger(__name__)
 
@@ -436,8 +436,8 @@ def _read_safetensors(path: Path) -> tuple[dict, ClipConfig | None]:
     if COMPACT_IDS in sd or COMPACT_ROWS in sd:
         sd = _expand_compact_vocab(sd, path)
     if meta.get("format") == FORMAT_NAME:
-        if int(meta.get("version", "0")) > FORMAT_VERSION:
-            raise CheckpointError(f"{path}: CLIP format version {meta.get('version')} is newer than this "
+        if header_version(meta) > FORMAT_VERSION:
+            raise CheckpointError(f"{path}: CLIP format version {header_version(meta)} is newer than this "
                                   f"micromotion reads ({FORMAT_VERSION}); upgrade micromotion")
         try:
             cfg = ClipConfig.from_dict(json.loads(meta["config"]))

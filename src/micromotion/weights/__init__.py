@@ -30,8 +30,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..errors import WeightsError
-from .cache import (CHUNK, bundled_file, cache_path, cache_root, expected_sha256, is_offline, sha256_file,
-                    weights_dir)
+from .cache import (CHUNK, bundled_file, cache_path, cache_root, expected_sha256, is_offline, make_weights_dir,
+                    sha256_file, weights_dir)
 from .cache import (_RECORDS, _STAMPS, _check_tofu, _clean_stale, _describe, _discard, _expected_sha256, _locked,
                     _part_path, _record_sha256, _stage_name, _stamp_ok, _update_json, _verify_cached, _write_stamp)
 from .checks import _check_basic
@@ -81,11 +81,7 @@ def import_file(name: str, file: str | os.PathLike, cache_dir: str | os.PathLike
         raise WeightsError(f"{src}: no such file; give the path of the downloaded {spec.filename}")
     wdir = weights_dir(cache_dir)
     target = wdir / spec.filename
-    try:
-        wdir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise WeightsError(f"cannot create the cache folder {wdir} ({e.strerror}); pass --cache-dir or set "
-                           f"MICROMOTION_HOME to a writable folder") from None
+    make_weights_dir(wdir)
     with _locked(wdir, spec.name):
         _clean_stale(wdir, spec)
         staged = _stage_name(target)

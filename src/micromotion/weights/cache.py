@@ -39,6 +39,15 @@ def weights_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     return cache_root(cache_dir) / "weights"
 
 
+def make_weights_dir(wdir: Path) -> None:
+    """Create the cache folder; WeightsError saying how to choose another one when that fails."""
+    try:
+        wdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise WeightsError(f"cannot create the cache folder {wdir} ({e.strerror}); pass --cache-dir or set "
+                           f"MICROMOTION_HOME to a writable folder") from None
+
+
 def _bundled_path(spec: WeightSpec) -> Path:
     return Path(__file__).resolve().parents[1] / "data" / "world" / spec.filename
 

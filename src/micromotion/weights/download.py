@@ -16,7 +16,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..errors import WeightsError
-from .cache import CHUNK, bundled_file, is_offline, sha256_file, weights_dir
+from .cache import CHUNK, bundled_file, is_offline, make_weights_dir, sha256_file, weights_dir
 from .cache import (_check_tofu, _clean_stale, _describe, _discard, _expected_sha256, _locked, _part_path, _read_json,
                     _record_sha256, _stage_name, _verify_cached, _write_json, _write_stamp)
 from .checks import _looks_like_html
@@ -210,11 +210,7 @@ def download(name: str, cache_dir: str | os.PathLike | None = None, *, force: bo
         raise _manual_error(spec, target)
     if is_offline():
         raise _offline_error(spec, target)
-    try:
-        wdir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise WeightsError(f"cannot create the cache folder {wdir} ({e.strerror}); pass --cache-dir or set "
-                           f"MICROMOTION_HOME to a writable folder") from None
+    make_weights_dir(wdir)
     with _locked(wdir, spec.name):
         if target.exists() and not force:
             reason = _verify_cached(spec, wdir, target, progress)
