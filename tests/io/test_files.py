@@ -162,6 +162,8 @@ def test_every_old_fingerprint_is_accepted_and_the_new_one_written():
     assert not files.fingerprint_matches(None, G) and not files.fingerprint_matches("", G)
     assert not any(files.fingerprint_matches(form, _tiny(7)) for form in old.values())
     new = files.fingerprint(G)
+    assert files.fingerprint_matches(new[7:23], G)  # the preset cache folder's name
+    assert files.legacy_fingerprints(G) == {new, new[7:23], *old.values()}
     assert generator_fingerprint(G) == encoder.generator_fingerprint(G) == module_fingerprint(G) == new
     assert new == old["decompose.generator_fingerprint"]  # motion files always stored this form
 

@@ -170,7 +170,25 @@ def check_state_dict(own: dict[str, torch.Tensor], sd: dict, path, what: str, *,
 # ----------------------------------------------------------------------------------------------------------
 # Fingerprints
 
-_FINGERPRINTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_MEMO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()  # module -> (stamp, {form: hash})
+
+
+def _remembered(module: torch.nn.Module, form: str, compute) -> str:
+    """compute(module), remembered while no tensor of the module changes (tensor version counters)."""
+    stamp = _stamp(module)
+    hit = _MEMO.get(module)
+    if hit is None or hit[0] != stamp:
+        hit = (stamp, {})
+        with contextlib.suppress(TypeError):  # a module that cannot be weakly referenced is just not remembered
+            _MEMO[module] = hit
+    if form not in hit[1]:
+        hit[1][form] = compute(module)
+    return hit[1][form]
+
+
+def _stamp(module: torch.nn.Module) -> tuple:
+    cfg = getattr(module, "cfg", None)
+    return (repr(cfg), tuple((k, v.data_ptr(), v._version, v.dtype) for k, v in module.state_dict().items()))
 
 
 def fingerprint(module: torch.nn.Module) -> str:
@@ -179,11 +197,11 @@ def fingerprint(module: torch.nn.Module) -> str:
 
     Two generators share a fingerprint only if they compute the same function, so a motion stamped with one is
     never silently applied to another. Hashes all weights (0.1 s for a 1024² generator); the result is
-    remembered while no tensor of the module changes (tensor version counters)."""
-    stamp = _stamp(module)
-    hit = _FINGERPRINTS.get(module)
-    if hit is not None and hit[0] == stamp:
-        return hit[1]
+    remembered while no tensor of the module changes."""
+    return _remembered(module, "sha256", _sha256)
+
+
+def _sha256(module: torch.nn.Module) -> str:
     h = hashlib.sha256()
     cfg = getattr(module, "cfg", None)
     if cfg is not None and hasattr(cfg, "to_dict"):
@@ -192,31 +210,18 @@ def fingerprint(module: torch.nn.Module) -> str:
         t = t.detach().to("cpu", torch.float32).contiguous()
         h.update(f"{key}:{list(t.shape)};".encode())
         h.update(t.numpy().data)
-    fp = "sha256:" + h.hexdigest()
-    with contextlib.suppress(TypeError):  # a module that cannot be weakly referenced is just not remembered
-        _FINGERPRINTS[module] = (stamp, fp)
-    return fp
+    return "sha256:" + h.hexdigest()
 
 
-def _stamp(module: torch.nn.Module) -> tuple:
-    cfg = getattr(module, "cfg", None)
-    return (repr(cfg), tuple((k, v.data_ptr(), v._version, v.dtype) for k, v in module.state_dict().items()))
-
-
-def legacy_fingerprints(module: torch.nn.Module) -> set[str]:
-    """The forms earlier versions stored in files: `fingerprint` (motions), its first 16 hex digits (preset
-    cache folders), sha256 of keys and float32 weights without config, first 16 hex (encoder files), and
-    blake2b-128 of keys, dtypes, shapes and raw bytes (anchor sources, text-anchor cache keys)."""
-    fp = fingerprint(module)
+def _sha256_weights16(module: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for k, v in module.state_dict().items():
         h.update(k.encode())
         h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return {fp, fp.split(":")[-1][:16], h.hexdigest()[:16], legacy_blake2b(module)}
+    return h.hexdigest()[:16]
 
 
-def legacy_blake2b(module: torch.nn.Module) -> str:
-    """The blake2b form of `legacy_fingerprints` (text-anchor cache keys written before `fingerprint`)."""
+def _blake2b(module: torch.nn.Module) -> str:
     b = hashlib.blake2b(digest_size=16)
     for k, v in sorted(module.state_dict().items()):
         b.update(k.encode())
@@ -224,11 +229,31 @@ def legacy_blake2b(module: torch.nn.Module) -> str:
     return b.hexdigest()
 
 
+def legacy_blake2b(module: torch.nn.Module) -> str:
+    """blake2b-128 of keys, dtypes, shapes and raw bytes: the fingerprint anchor sources and text-anchor cache
+    keys used before `fingerprint` (still how old cache entries are found)."""
+    return _remembered(module, "blake2b", _blake2b)
+
+
+def legacy_fingerprints(module: torch.nn.Module) -> set[str]:
+    """Every form earlier versions stored in files: `fingerprint` (motions), its first 16 hex digits (preset
+    cache folders), sha256 of keys and float32 weights without config cut to 16 hex (encoder files), and
+    `legacy_blake2b` (anchor sources, text-anchor cache keys)."""
+    fp = fingerprint(module)
+    return {fp, fp[7:23], _remembered(module, "sha256-16", _sha256_weights16), legacy_blake2b(module)}
+
+
 def fingerprint_matches(stored: str | None, module: torch.nn.Module) -> bool:
-    """Whether a fingerprint read from a file names `module`: today's form, or any older one."""
+    """Whether a fingerprint read from a file names `module`: today's form, or any older one (computed only
+    when the stored one has that older form's length)."""
     if not stored:
         return False
-    return stored == fingerprint(module) or stored in legacy_fingerprints(module)
+    fp = fingerprint(module)
+    if stored == fp or stored.startswith("sha256:"):
+        return stored == fp
+    if len(stored) == 16:
+        return stored == fp[7:23] or stored == _remembered(module, "sha256-16", _sha256_weights16)
+    return len(stored) == 32 and stored == legacy_blake2b(module)
 
 
 def tensor_fingerprint(*tensors: torch.Tensor) -> str:
