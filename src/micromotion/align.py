@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .errors import InputError, MissingDependencyError
-from .image_io import ImageSource, describe, load_image, to_rgb
+from .io.images import ImageSource, describe, load_image, to_rgb
 
 log = logging.getLogger(__name__)
 
@@ -367,7 +367,7 @@ def align_face(image: ImageSource, size: int = 1024, face_index: int | None = No
                max_pixels: int | None = None) -> AlignedFace:
     """Detect a face in `image` and return its FFHQ-aligned `size` x `size` crop as an `AlignedFace`.
 
-    image: a path, bytes, PIL image or array (see `micromotion.image_io.load_image`).
+    image: a path, bytes, PIL image or array (see `micromotion.io.images.load_image`).
     face_index: which face, counting from the largest (default: the largest, 0).
     detector: 'auto' (HOG, then the CNN for faces HOG misses), 'hog' or 'cnn'.
     landmarks: `[68, 2]` landmarks in photo pixels, to skip detection.

@@ -65,7 +65,7 @@ def check_ws(G, ws: torch.Tensor, what: str = "ws") -> torch.Tensor:
 
 
 def _read_stylegan2(path: Path):
-    from .checkpoint import read_generator_file
+    from .models.stylegan2_convert import read_generator_file
 
     return read_generator_file(path)
 

@@ -21,6 +21,7 @@ import torch
 
 from .decompose import Motion, generator_fingerprint, load_motion
 from .errors import InputError, MicromotionError
+from .io.files import fingerprint_matches, home
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +55,6 @@ def canonical(name: str) -> str:
         raise InputError(f"unknown motion '{name}'; choose one of: {', '.join(PRESETS)} (the paper's eyesClose, "
                          f"headsTurn also work), or give a .safetensors motion file")
     return key
-
-
-def home(cache_dir: str | os.PathLike | None = None) -> Path:
-    if cache_dir:
-        return Path(cache_dir)
-    env = os.environ.get("MICROMOTION_HOME")
-    return Path(env) if env else Path.home() / ".cache" / "micromotion"
 
 
 def packaged_dir() -> Path:
@@ -110,7 +104,7 @@ def preset_motion(name: str, G, cache_dir=None, compute=None) -> Motion:
     shipped = packaged_dir() / f"{preset.name}.safetensors"
     if shipped.is_file():
         m = load_motion(shipped)
-        if m.meta.generator_hash and m.meta.generator_hash == generator_fingerprint(G):
+        if fingerprint_matches(m.meta.generator_hash, G):
             return m
     how = (f"make one with `micromotion extract --text \"{preset.template}\" -o {preset.name}.safetensors` (needs "
            f"CLIP weights) or import the authors' direction with `micromotion presets import "

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 def generator_fingerprint(G) -> str:
     """The fingerprint profiles compare (the one call to it in this module, so it can be swapped in one place)."""
-    from .decompose import generator_fingerprint as fingerprint
+    from .io.files import fingerprint
 
     return fingerprint(G)
 

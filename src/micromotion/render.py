@@ -14,7 +14,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .io.files import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -435,12 +435,6 @@ def save_png(image: np.ndarray, out: str | os.PathLike) -> Path:
     from PIL import Image
 
     out = Path(out)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_output(out) as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from micromotion import weights as W
 from micromotion.cli import main
-from test_weights import LocalServer, lpips_bytes, payload, sha, spec_for  # noqa: F401  (shared helpers)
+from weights_helpers import LocalServer, lpips_bytes, payload, sha, spec_for  # noqa: F401  (shared helpers)
 
 
 @pytest.fixture

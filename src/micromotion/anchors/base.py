@@ -9,7 +9,6 @@ File format: safetensors with one tensor `anchors` [K, num_ws, w_dim] float32 an
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -19,6 +18,9 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from ..io.files import atomic_output, header, header_version, home
+from ..io.files import fingerprint as module_fingerprint
+from ..io.files import tensor_fingerprint
 
 __all__ = ["Anchors", "anchors_cache_dir", "module_fingerprint", "tensor_fingerprint"]
 
@@ -90,9 +92,9 @@ class Anchors:
         path = Path(path)
         if path.suffix != ".safetensors":
             raise InputError(f"{path}: anchors are saved as .safetensors; change the file name")
-        meta = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION), "labels": json.dumps(self.labels),
-                "source": json.dumps(self.source, sort_keys=True)}
-        with _atomic(path) as tmp:
+        meta = header(FORMAT_NAME, FORMAT_VERSION, labels=json.dumps(self.labels),
+                      source=json.dumps(self.source, sort_keys=True))
+        with atomic_output(path) as tmp:
             save_file({"anchors": self.latents}, str(tmp), metadata=meta)
         return path
 
@@ -117,7 +119,7 @@ class Anchors:
         if meta.get("format") != FORMAT_NAME:
             raise InputError(f"{path}: not a micromotion anchors file (format {meta.get('format')!r})")
         try:
-            version = int(meta.get("version", "0"))
+            version = header_version(meta)
         except ValueError:
             version = -1
         if version < 1 or version > FORMAT_VERSION:
@@ -178,63 +180,13 @@ class Anchors:
         if path.suffix.lower() != ".png":
             raise InputError(f"{path}: the preview is written as .png; change the file name")
         im = self.preview(G, **kw)
-        with _atomic(path) as tmp:
+        with atomic_output(path) as tmp:
             im.save(tmp, format="PNG")
         return path
-
-
-class _atomic:
-    """Context manager: a temporary path beside `path` that replaces it on success, vanishes on error."""
-
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        if self.path.is_dir():
-            raise InputError(f"{self.path}: is a folder; give a file name")
-        if not self.path.parent.is_dir():
-            raise InputError(f"{self.path}: folder {self.path.parent} does not exist; create it first")
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}{self.path.suffix}")
-
-    def __enter__(self) -> Path:
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                os.replace(self.tmp, self.path)
-        finally:
-            if self.tmp.exists():
-                self.tmp.unlink()
 
 
 def anchors_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
     """`cache_dir` > `$MICROMOTION_HOME/anchors` > `~/.cache/micromotion/anchors` (not created)."""
     if cache_dir is not None and str(cache_dir) != "":
         return Path(cache_dir).expanduser()
-    root = os.environ.get("MICROMOTION_HOME") or "~/.cache/micromotion"
-    return Path(os.path.expandvars(root)).expanduser() / "anchors"
-
-
-def tensor_fingerprint(*tensors: torch.Tensor) -> str:
-    """A content hash (hex) of tensors: dtype, shape and bytes."""
-    h = hashlib.blake2b(digest_size=16)
-    for t in tensors:
-        _hash_tensor(h, t)
-    return h.hexdigest()
-
-
-def module_fingerprint(module: torch.nn.Module) -> str:
-    """A content hash (hex) of a module's state dict: every key, dtype, shape and value."""
-    h = hashlib.blake2b(digest_size=16)
-    for k, v in sorted(module.state_dict().items()):
-        h.update(k.encode())
-        _hash_tensor(h, v)
-    return h.hexdigest()
-
-
-def _hash_tensor(h, t: torch.Tensor) -> None:
-    t = t.detach()
-    h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-    if t.numel():
-        flat = t.to("cpu").contiguous().reshape(-1)
-        flat = flat.to(torch.uint8) if flat.dtype == torch.bool else flat.view(torch.uint8)
-        h.update(flat.numpy())
+    return home() / "anchors"

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError, MicromotionError
 from ..invert.projector import get_lr  # StyleCLIP's schedule is NVIDIA's projector's
 from ..models.clip import PREPROCESS_MODES, Clip
+from ..io.files import legacy_blake2b
 from .base import Anchors, anchors_cache_dir, module_fingerprint, tensor_fingerprint
 
 log = logging.getLogger(__name__)
@@ -305,18 +306,9 @@ def _synthesis_fn(G, compile: bool):
 # Anchors with a cache
 
 _WARNED_NO_ARCFACE = False
-_FINGERPRINTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 def _fingerprint(module: torch.nn.Module) -> str:
-    """module_fingerprint, remembered while no tensor of the module changes (tensor version counters)."""
-    stamp = tuple((k, v.data_ptr(), v._version) for k, v in module.state_dict().items())
-    hit = _FINGERPRINTS.get(module)
-    if hit is not None and hit[0] == stamp:
-        return hit[1]
-    fp = module_fingerprint(module)
-    _FINGERPRINTS[module] = (stamp, fp)
-    return fp
+    """`micromotion.io.files.fingerprint` (remembered while no tensor of the module changes)."""
+    return module_fingerprint(module)
 
 
 def _resolve_arcface(arcface, settings: TextAnchorSettings, device: torch.device):
@@ -388,6 +380,12 @@ def text_anchors(G, clip: Clip, template: str, *, degrees: Sequence[str] = DEFAU
               "clip": clip.name, "clip_hash": identity["clip"], "identity_loss": net is not None,
               "settings": settings.to_dict(), "cache_key": key}
     path = anchors_cache_dir(cache_dir) / f"text-{key}.safetensors"
+    if cache and not path.is_file():  # entries written before the one fingerprint: keyed by its old blake2b form
+        old = {**identity, **{k: legacy_blake2b(m) for k, m in (("generator", G), ("clip", clip.model),
+                                                                 ("arcface", net)) if m is not None}}
+        old_key = hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:32]
+        if path.with_name(f"text-{old_key}.safetensors").is_file():
+            path, key = path.with_name(f"text-{old_key}.safetensors"), old_key
     if cache and path.is_file():
         try:
             hit = Anchors.load(path)

@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 
 from ..align import DEFAULT_MIN_EYE_DISTANCE, ffhq_quad, warp_to_quad
 from ..errors import InputError, MicromotionError
-from ..image_io import atomic_output
+from ..io.images import atomic_output
 from ..invert import METHODS, image_to_tensor, make_loss, project, psnr, resolve_method, synthesize
 from .base import Anchors, module_fingerprint
 from .tracking import (DEFAULT_DETECT_EVERY, DEFAULT_DETECT_SIZE, DEFAULT_SMOOTH, FaceTrack, FaceTracker,

@@ -16,7 +16,7 @@ _IMAGE = click.Path(dir_okay=False, path_type=Path)
 
 def _check_image_output(path: Path | None) -> None:
     if path is not None:
-        from ..image_io import check_image_output
+        from ..io.images import check_image_output
 
         check_image_output(path)
 
@@ -51,7 +51,7 @@ def align_command(image: Path, output: Path, size: int, face_index: int | None, 
       micromotion align photo.jpg -o aligned.png --size 1024
     """
     from ..align import align_face
-    from ..image_io import atomic_output, save_image
+    from ..io.images import atomic_output, save_image
 
     _check_image_output(output)
     if json_path is not None and not json_path.parent.is_dir():
@@ -116,7 +116,7 @@ def invert_command(image: Path, model: str, output: Path, method: str, encoder: 
     """
     from ..devices import resolve_device
     from ..generators import load_generator
-    from ..image_io import save_image
+    from ..io.images import save_image
     from ..invert import check_latent_path, invert, save_latent
 
     check_latent_path(output)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import click
 
-from ..checkpoint import save_generator
+from ..models.stylegan2_convert import save_generator
 from ..generators import load_generator
 
 

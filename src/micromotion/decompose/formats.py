@@ -21,7 +21,7 @@ from .motion import Motion, _check_anchors
 def read_paper_direction(path: str | os.PathLike) -> torch.Tensor:
     """One of the authors' published directions (`pregen_latents/<name>/d_latent`): a torch file holding one
     tensor [1, 18, 512], saved on cuda:0. Read onto the CPU without unpickling code; returns [18, 512]."""
-    from ..checkpoint import read_torch_file
+    from ..io.pickle import read_torch_file
     from ..errors import CheckpointError
 
     path = Path(path)
@@ -83,7 +83,7 @@ def load_anchors(path: str | os.PathLike) -> torch.Tensor:
     """Anchor latents [K, num_ws, w_dim] from a file: a torch file holding a tensor or a list of [num_ws, w_dim]
     tensors (as the original code saves `latent/<text>_s<seed>_pre_pca`), or a `.safetensors` file with one
     tensor or a tensor named 'anchors'."""
-    from ..checkpoint import read_torch_file
+    from ..io.pickle import read_torch_file
     from ..errors import CheckpointError
 
     path = Path(path)

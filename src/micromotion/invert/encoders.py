@@ -108,9 +108,9 @@ def _encoder_supports(G, model: str = "world-encoder") -> bool:
     if not meta or (meta.get("num_ws"), meta.get("w_dim"), meta.get("resolution")) != (G.num_ws, G.w_dim,
                                                                                        G.resolution):
         return False
-    from ..models.encoder import generator_fingerprint
+    from ..io.files import fingerprint_matches
 
-    return meta.get("fingerprint") == generator_fingerprint(G)
+    return fingerprint_matches(meta.get("fingerprint"), G)
 
 
 _encoder.supports = _encoder_supports

@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..align import AlignedFace, align_face
 from ..errors import InputError
-from ..image_io import ImageSource, describe, load_image
+from ..io.images import ImageSource, describe, load_image
 from .encoders import METHODS, resolve_method
 from .projector import image_to_tensor, psnr, synthesize, tensor_to_image
 

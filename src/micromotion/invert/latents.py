@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from ..image_io import atomic_output
+from ..io.images import atomic_output
 from .inversion import Inversion
 
 log = logging.getLogger(__name__)

@@ -104,7 +104,7 @@ class PixelLoss(nn.Module):
 
 @functools.lru_cache(maxsize=2)
 def _lpips_from_files(vgg_path: str, lin_path: str) -> LPIPSVGG:
-    from ..checkpoint import read_torch_file
+    from ..io.pickle import read_torch_file
 
     return LPIPSVGG.from_state_dicts(read_torch_file(vgg_path), read_torch_file(lin_path)).eval()
 

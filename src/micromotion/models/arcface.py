@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError
-from ..fileio import check_state_dict
+from ..io.files import check_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def load_arcface(path_or_name: str | os.PathLike = "arcface-ir-se50", device: st
     Read with `torch.load(weights_only=True)`; no pickled code runs. Returns an eval-mode network with
     gradients off on `device`.
     """
-    from ..checkpoint import read_torch_file
+    from ..io.pickle import read_torch_file
 
     p = Path(path_or_name).expanduser()
     if not p.is_file():

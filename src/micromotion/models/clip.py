@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, MicromotionError
-from ..fileio import check_state_dict
+from ..io.files import check_state_dict, header_version
 # _IGNORED_KEYS: tensors of OpenAI's files that are not weights (hyper-parameters kept as tensors, the causal mask)
 from .clip_native import _IGNORED_KEYS, HEAD_WIDTH, NativeClip, NativeClipConfig
 
@@ -288,7 +288,7 @@ class Clip(nn.Module):
         if head.startswith(b"PK\x03\x04") and _is_torchscript(p):
             sd, cfg_meta = read_torchscript_weights(p), None
         elif head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-            from ..checkpoint import read_torch_file
+            from ..io.pickle import read_torch_file
 
             obj, cfg_meta = read_torch_file(p), None
             if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
@@ -321,7 +321,7 @@ class Clip(nn.Module):
         path = Path(path)
         meta = {"format": FORMAT_NAME, "version": str(FORMAT_VERSION), "config": json.dumps(self.config.to_dict()),
                 "name": self.name}
-        from ..fileio import save_safetensors
+        from ..io.files import save_safetensors
 
         sd = {k: v.to(dtype) if v.is_floating_point() else v for k, v in self.model.state_dict().items()}
         if vocab_ids is not None:
@@ -431,8 +431,8 @@ def _read_safetensors(path: Path) -> tuple[dict, ClipConfig | None]:
     if COMPACT_IDS in sd or COMPACT_ROWS in sd:
         sd = _expand_compact_vocab(sd, path)
     if meta.get("format") == FORMAT_NAME:
-        if int(meta.get("version", "0")) > FORMAT_VERSION:
-            raise CheckpointError(f"{path}: CLIP format version {meta.get('version')} is newer than this "
+        if header_version(meta) > FORMAT_VERSION:
+            raise CheckpointError(f"{path}: CLIP format version {header_version(meta)} is newer than this "
                                   f"micromotion reads ({FORMAT_VERSION}); upgrade micromotion")
         try:
             cfg = ClipConfig.from_dict(json.loads(meta["config"]))

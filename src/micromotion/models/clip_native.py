@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError
-from ..fileio import check_state_dict
+from ..io.files import check_state_dict
 
 __all__ = ["NativeClipConfig", "NativeClip"]
 

@@ -28,7 +28,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError
-from ..fileio import check_state_dict, read_safetensors, save_safetensors
+from ..io.files import check_state_dict, fingerprint, fingerprint_matches, read_safetensors, save_safetensors
 from .arcface import BottleneckIR
 from .stylegan2 import FullyConnected, Generator
 
@@ -317,7 +317,7 @@ class ReStyle(nn.Module):
     def from_checkpoint(cls, ckpt: dict, path: str | os.PathLike = "checkpoint") -> "ReStyle":
         """An official-layout ReStyle checkpoint dict (`state_dict` with `encoder.*` and `decoder.*`,
         `latent_avg`, `opts` with `encoder_type`) -> `ReStyle` on the CPU."""
-        from ..checkpoint import _build, from_rosinality
+        from .stylegan2_convert import _build, from_rosinality
 
         if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
             raise CheckpointError(f"{path}: no 'state_dict' entry; not a ReStyle checkpoint such as "
@@ -370,7 +370,7 @@ def load_restyle(path_or_name: str | os.PathLike = "restyle-psp-ffhq", device: s
 
     Read with `torch.load(weights_only=True)`; no pickled code runs. Returns an eval-mode `ReStyle` on `device`.
     """
-    from ..checkpoint import read_torch_file
+    from ..io.pickle import read_torch_file
 
     p = Path(path_or_name).expanduser()
     if p.is_file() and p.suffix == ".safetensors":
@@ -396,15 +396,8 @@ ENCODER_FORMAT_VERSION = 1
 
 
 def generator_fingerprint(G: Generator) -> str:
-    """sha256 (first 16 hex digits) of G's weights as fp32, in state-dict order: names the decoder an encoder
-    was trained for without storing it."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for k, v in G.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+    """The fingerprint an encoder file stores for its decoder: `micromotion.io.files.fingerprint`."""
+    return fingerprint(G)
 
 
 def save_encoder(net: ReStyle, path: str | os.PathLike, metadata: dict | None = None) -> Path:
@@ -444,7 +437,7 @@ def load_encoder(path: str | os.PathLike, G: Generator, device: str | torch.devi
     if gmeta.get("resolution") not in (None, G.resolution):
         raise CheckpointError(f"{path}: the encoder was trained for a {gmeta['resolution']}² generator, this one "
                               f"is {G.resolution}²")
-    if gmeta.get("fingerprint") and gmeta["fingerprint"] != generator_fingerprint(G):
+    if gmeta.get("fingerprint") and not fingerprint_matches(gmeta["fingerprint"], G):
         log.warning("%s: trained for a generator with other weights (fingerprint %s, this one %s); its "
                     "reconstructions will be off", path, gmeta["fingerprint"], generator_fingerprint(G))
     enc = {k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")}

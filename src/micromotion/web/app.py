@@ -176,7 +176,7 @@ class WebService:
         return p
 
     def load_photo(self, photo) -> Image.Image:
-        from ..image_io import load_image
+        from ..io.images import load_image
 
         p = self._upload(photo, "photo", "upload a photo of a face or pick an example")
         im = load_image(p, max_pixels=self.limits.max_pixels, name=p.name)

@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, InputError
-from ..fileio import check_state_dict, read_safetensors, save_safetensors
+from ..io.files import check_state_dict, read_safetensors, save_safetensors
 from .faces import FACTOR_SPECS, MOTION_FACTORS, Factors, render, sample_factors
 
 log = logging.getLogger(__name__)

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import CheckpointError, InputError, MicromotionError
-from ...fileio import save_safetensors
+from ...io.files import save_safetensors, write_text
 from ...models.clip import Clip, ClipConfig
 from ..captions import ANCHOR_TEMPLATES, caption, captions, degree_word, phrases
 from ..faces import MOTION_FACTORS, render, sample_factors
@@ -279,9 +279,7 @@ class ClipTrainer:
         put("optim.safetensors", t)
         state = {"format": STATE_FORMAT, "version": STATE_VERSION, "config": self.cfg.to_dict(),
                  "step": self.step_count, "nimg": self.nimg, **(extra or {})}
-        tmp = out / ".state.json.tmp"
-        tmp.write_text(json.dumps(state, indent=1))
-        os.replace(tmp, out / "state.json")
+        write_text(out / "state.json", json.dumps(state, indent=1))
 
     @classmethod
     def load(cls, out: Path, device="cpu") -> tuple["ClipTrainer", dict]:

@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import CheckpointError, InputError, MicromotionError
-from ...fileio import save_safetensors
+from ...io.files import fingerprint_matches, save_safetensors, write_text
 from ...generators import load_generator
 from ...models.encoder import (EncoderConfig, ReStyle, build_encoder, generator_fingerprint, load_encoder,
                               save_encoder)
@@ -394,9 +394,7 @@ class EncoderTrainer:
         state = {"format": STATE_FORMAT, "version": STATE_VERSION, "config": self.cfg.to_dict(),
                  "generator": self.generator_info(), "step": self.step_count, "nimg": self.nimg,
                  "adam_step": _adam_step(self.opt), **(extra or {})}
-        tmp = out / ".state.json.tmp"
-        tmp.write_text(json.dumps(state, indent=1))
-        os.replace(tmp, out / "state.json")
+        write_text(out / "state.json", json.dumps(state, indent=1))
 
     @torch.no_grad()
     def _save_samples(self, path: Path, n: int = 8) -> None:
@@ -420,7 +418,7 @@ class EncoderTrainer:
         state = read_state(out)
         info = state.get("generator", {})
         fp = generator_fingerprint(G)
-        if info.get("fingerprint") not in (None, fp):
+        if info.get("fingerprint") is not None and not fingerprint_matches(info["fingerprint"], G):
             raise CheckpointError(f"{out}: the checkpoint was trained for another generator (fingerprint "
                                   f"{info['fingerprint']}, {info.get('path', '?')}); this one is {fp}. Pass "
                                   f"--generator with the generator of the run, or start a new --out")
@@ -685,9 +683,7 @@ def evaluate_checkpoint(out: str | os.PathLike, generator=None, device: str | to
     ev = evaluate_encoder(net, oracle or False, eval_n, n_iters or cfg.n_iters)
     log.info("held-out: %s", _summary(ev))
     state["evaluation"] = ev
-    tmp = out / ".state.json.tmp"
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, out / "state.json")
+    write_text(out / "state.json", json.dumps(state, indent=1))
     return ev
 
 

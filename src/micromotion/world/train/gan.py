@@ -38,12 +38,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ...checkpoint import save_generator
 from ...errors import CheckpointError, InputError, MicromotionError
-from ...fileio import save_safetensors
 from ...generators import load_generator
+from ...io.files import atomic_output, save_safetensors, write_text
 from ...models.discriminator import Discriminator, DiscriminatorConfig
 from ...models.stylegan2 import Generator, GeneratorConfig
+from ...models.stylegan2_convert import save_generator
 from ..faces import FACTOR_SPECS, render, sample_factors
 
 log = logging.getLogger(__name__)
@@ -289,17 +289,13 @@ class Trainer:
             put(f"{name}.safetensors", tensors)
         ema = copy.deepcopy(self.G_ema)
         ema.compute_w_avg()
-        tmp = out / ".G_ema.safetensors.tmp"
-        save_generator(ema, tmp, {"kimg": f"{self.nimg / 1000:.1f}", "step": self.step_count,
-                                  "trained_by": "micromotion.world.train"})
-        os.replace(tmp, out / "G_ema.safetensors")
+        save_generator(ema, out / "G_ema.safetensors", {"kimg": f"{self.nimg / 1000:.1f}", "step": self.step_count,
+                                                        "trained_by": "micromotion.world.train"})
         save_png(contact_sheet(to_uint8(self.samples()), 8), out / "samples.png")
         state = {"format": STATE_FORMAT, "version": STATE_VERSION, "config": self.cfg.to_dict(),
                  "step": self.step_count, "nimg": self.nimg, "pl_mean": float(self.pl_mean),
                  "adam_step_G": _adam_step(self.opt_G), "adam_step_D": _adam_step(self.opt_D), **(extra or {})}
-        tmp = out / ".state.json.tmp"
-        tmp.write_text(json.dumps(state, indent=1))
-        os.replace(tmp, out / "state.json")
+        write_text(out / "state.json", json.dumps(state, indent=1))
 
     @classmethod
     def load(cls, out: Path, device="cpu", compile: bool = False) -> tuple["Trainer", dict]:
@@ -513,9 +509,8 @@ def export(ckpt: str | os.PathLike, path: str | os.PathLike) -> Path:
     load_generator(src)  # refuse to export something unreadable
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path, error=CheckpointError) as tmp:
+        shutil.copyfile(src, tmp)
     return path
 
 

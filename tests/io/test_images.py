@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from micromotion.errors import InputError
-from micromotion.image_io import (DEFAULT_MAX_PIXELS, array_to_image, atomic_output, check_image_output,
+from micromotion.io.images import (DEFAULT_MAX_PIXELS, array_to_image, atomic_output, check_image_output,
                                   load_image, max_pixels_limit, save_image)
 
 
