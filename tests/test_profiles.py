@@ -71,7 +71,7 @@ def test_inversion_uses_a_cached_encoder_of_the_profile(monkeypatch):
 
 
 def test_auto_model(monkeypatch, tmp_path):
-    import micromotion.weights as W
+    import micromotion.weights.cache as W
 
     monkeypatch.setenv("MICROMOTION_HOME", str(tmp_path))
     monkeypatch.setenv("MICROMOTION_OFFLINE", "1")

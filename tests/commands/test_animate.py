@@ -68,7 +68,7 @@ def test_batch_mode_reports_failures_and_continues(files, tmp_path):
 
 
 def test_auto_model_without_any_weights_says_what_to_do(tmp_path, monkeypatch):
-    import micromotion.weights as W
+    import micromotion.weights.cache as W
 
     monkeypatch.setattr(W, "_bundled_path", lambda spec: tmp_path / "not-installed" / spec.filename)
     monkeypatch.setenv("MICROMOTION_HOME", str(tmp_path))
