@@ -3,7 +3,7 @@
 `random-face==2021.7.21.1` (Apache-2.0) carries `random_face/data/{MappingNetwork,SynthesisNetwork}.{xml,bin}`,
 exported by bes-dev/MobileStyleGAN.pytorch (`Distiller.to_onnx`, then OpenVINO's model optimizer). We read them
 with `openvino_ir` (no openvino at run time) and map every constant onto `mobilestylegan.Generator` with one
-explicit key map (`SYNTHESIS_KEY_MAP`, `mapping_key_map`). The export folded three things, recovered by
+explicit key map (`synthesis_key_map`, `mapping_key_map`). The export folded three things, recovered by
 following the graph from a named constant:
 
 - the demodulation into the conv weights (`Mul_39_copy`, `Mul_306_copy`, ...): the weight of the Convolution
@@ -144,8 +144,13 @@ class StyleGain:
     module: str
 
 
-def synthesis_key_map(cfg: MobileStyleGANConfig) -> list:
-    """IR constants of the synthesis network -> our state_dict keys (prefix `synthesis_net.`), in graph order."""
+def synthesis_key_map(cfg: MobileStyleGANConfig) -> list[Named | FoldedConv | FoldedNoise | StyleGain]:
+    """IR constants of the synthesis network -> our state_dict keys (prefix `synthesis_net.`), in graph order.
+
+    IR names are the reference's module names under the export wrapper's `m.`; ours: `layers.0` = `conv1`,
+    `layers.{2b+1}` / `layers.{2b+2}` = `layers.{b}.conv1` / `.conv2`, `ups.{b}` = `layers.{b}.up`,
+    `to_img` = the last block's `to_img` (the only wavelet image that reaches the output).
+    """
     m, out = "m.", []
 
     def styled(src: str, dst: str, depthwise: bool):
@@ -381,10 +386,9 @@ def load_from_ir(mapping_xml: str | Path, mapping_bin: str | Path, synthesis_xml
     w_avg (absent from the IR) is `Generator.compute_w_avg(w_avg_samples, seed=0)`; 0 leaves it unset.
     """
     gm, gs = read_ir(mapping_xml, mapping_bin), read_ir(synthesis_xml, synthesis_bin)
-    mm = [x for x in gm.of_type("MatMul")]
-    params = gm.of_type("Parameter")
+    params = gm.of_type("Parameter")  # z_dim and depth of the mapping; mapping_key_map checks them again
     z_dim = params[0].outputs[0].dims[-1] if len(params) == 1 and params[0].outputs else 512
-    cfg = synthesis_config_from_ir(gs, z_dim=z_dim, mapping_layers=len(mm) or 8)
+    cfg = synthesis_config_from_ir(gs, z_dim=z_dim, mapping_layers=len(gm.of_type("MatMul")) or 8)
     G = Generator(cfg)
     sd = {f"mapping_net.{k}": v for k, v in mapping_state_dict(gm, G).items()}
     sd.update({f"synthesis_net.{k}": v for k, v in synthesis_state_dict(gs, G).items()})
