@@ -121,6 +121,16 @@ def _modulate(x: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
     return x.mul_(s) if _overwritable(x, s) else x * s
 
 
+def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """1x1 conv: weight [O, I, 1, 1], bias [O]. On an NHWC tensor this is one GEMM over the pixels, written
+    straight into an NHWC output (PyTorch's 1x1 conv path copies to NCHW and back when single-threaded)."""
+    n, c, h, w = x.shape
+    if n * h * w > 1 and x.is_contiguous(memory_format=torch.channels_last):
+        out = torch.addmm(bias, x.permute(0, 2, 3, 1).reshape(n * h * w, c), weight.reshape(weight.shape[0], c).t())
+        return out.view(n, h, w, -1).permute(0, 3, 1, 2)
+    return F.conv2d(x, weight, bias)
+
+
 def _modulation(w_dim: int, channels: int) -> nn.Linear:
     """The reference's style affine: a plain nn.Linear (no equalized lr) with bias 1."""
     lin = nn.Linear(w_dim, channels)
@@ -164,10 +174,10 @@ class StyledConv(nn.Module):
             # weights (no pass over the activations), otherwise it multiplies the input.
             if x.shape[0] == 1:
                 x = F.conv2d(x, self.weight_dw.to(x.dtype), padding=1, groups=self.in_ch)
-                x = F.conv2d(x, (self.weight_pw * styles.view(1, -1, 1, 1)).to(x.dtype), self.bias.to(x.dtype))
+                x = _pointwise(x, (self.weight_pw * styles.view(1, -1, 1, 1)).to(x.dtype), self.bias.to(x.dtype))
             else:
                 x = F.conv2d(_modulate(x, styles), self.weight_dw.to(x.dtype), padding=1, groups=self.in_ch)
-                x = F.conv2d(x, self.weight_pw.to(x.dtype), self.bias.to(x.dtype))
+                x = _pointwise(x, self.weight_pw.to(x.dtype), self.bias.to(x.dtype))
         else:
             x = F.conv2d(x * styles.to(x.dtype).view(*styles.shape, 1, 1), self.weight.to(x.dtype),
                          self.bias.to(x.dtype), padding=1)
@@ -207,8 +217,8 @@ class ToWavelets(nn.Module):
         styles = self.affine(w) * (self.style_gain * scale)
         bias = (self.bias * scale).to(x.dtype)
         if x.shape[0] == 1:  # fold the styles into the weights
-            return F.conv2d(x, (self.weight * styles.view(1, -1, 1, 1)).to(x.dtype), bias)
-        return F.conv2d(_modulate(x, styles), self.weight.to(x.dtype), bias)
+            return _pointwise(x, (self.weight * styles.view(1, -1, 1, 1)).to(x.dtype), bias)
+        return _pointwise(_modulate(x, styles), self.weight.to(x.dtype), bias)
 
 
 class SynthesisNetwork(nn.Module):
