@@ -10,7 +10,7 @@ Written from the paper and the reference code bes-dev/MobileStyleGAN.pytorch (Ap
   (the 4C channels, modulated, are read as LL | (LH, HL, HH) coefficients of C channels) and two modulated
   depthwise-separable convs (3x3 depthwise, 1x1 pointwise), each with noise, bias and leaky ReLU(0.2), no gain.
   The last block's 1x1 "multichannel image" gives 12 wavelet channels (LL | LH, HL, HH of RGB), inverted once
-  more: 512² coefficients -> the 1024² image, in [-1, 1].
+  more: 512² coefficients -> the 1024² image, about [-1, 1] (not clamped).
 - Demodulation: MobileStyleGAN divides each output channel by a norm computed from a fixed buffer (`style_inv`),
   not from the style, so it is a constant per output channel. The export folded it into the conv weights, and so
   does this module: `weight` / `weight_pw` are the demodulated weights.
@@ -254,7 +254,7 @@ class SynthesisNetwork(nn.Module):
         ws = ws.to(torch.float32)
         kw = dict(noise_mode=noise_mode, generator=generator)
         x = self.const.unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
-        if ws.device.type == "cpu":  # oneDNN's depthwise and 1x1 convs are 2-3x faster in NHWC on CPU
+        if ws.device.type == "cpu":  # NHWC: oneDNN's depthwise conv is ~3x faster, and 1x1 convs become GEMMs
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.layers[0](x, ws[:, 0], **kw)
         for b, up in enumerate(self.ups):
