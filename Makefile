@@ -18,6 +18,7 @@ $(PY):
 $(STAMP): $(PY) pyproject.toml Makefile
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_SPEC)
 	$(PIP) install -q -e ".[test,web]"
+	$(PIP) install -q --no-deps random-face==2021.7.21.1
 	@rm -f $(VENV)/.installed-*; touch $@
 
 venv: $(STAMP)

@@ -1,0 +1,413 @@
+"""MobileStyleGAN FFHQ-1024 from the OpenVINO IR that the `random-face` PyPI package ships.
+
+`random-face==2021.7.21.1` (Apache-2.0) carries `random_face/data/{MappingNetwork,SynthesisNetwork}.{xml,bin}`,
+exported by bes-dev/MobileStyleGAN.pytorch (`Distiller.to_onnx`, then OpenVINO's model optimizer). We read them
+with `openvino_ir` (no openvino at run time) and map every constant onto `mobilestylegan.Generator` with one
+explicit key map (`synthesis_key_map`, `mapping_key_map`). The export folded three things, recovered by
+following the graph from a named constant:
+
+- the demodulation into the conv weights (`Mul_39_copy`, `Mul_306_copy`, ...): the weight of the Convolution
+  upstream of `<layer>.bias` (via the noise Add);
+- the noise strength into the noise maps (constants `[1, 1, R, R]` added before the bias): we store the map
+  divided by its RMS as `noise_const` and the RMS as `noise_strength`, so 'const' noise is the export's map and
+  'random' noise has the right scale (the reference's maps were standard normal times the strength);
+- the mapping's equalized-lr gains into its MatMul weights and bias (constants named by number only), found by
+  walking the chain MatMul -> Add -> PReLU -> Multiply from the input.
+
+The IR was exported with one W `[1, 512]` that every modulation reads; our synthesis takes W+, and 23 identical
+rows reproduce it (tests/models/test_mobilestylegan.py against OpenVINO's runtime).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .mobilestylegan import Generator, MobileStyleGANConfig
+from .openvino_ir import IRGraph, Layer, read_ir
+
+log = logging.getLogger(__name__)
+
+# Everything a weights registry entry `mobilestylegan-ffhq-1024` needs.
+REGISTRY_NAME = "mobilestylegan-ffhq-1024"
+RANDOM_FACE_DISTRIBUTION = "random-face"
+RANDOM_FACE_VERSION = "2021.7.21.1"
+RANDOM_FACE_WHEEL = "random_face-2021.7.21.1-py3-none-any.whl"
+RANDOM_FACE_DATA_DIR = "random_face/data"  # inside the wheel / the installed distribution
+FILE_SHA256 = {
+    "MappingNetwork.xml": "73e2096cad6e696e4af47df2477e048ab4c42c0e0dec83c7c66604822689e55b",
+    "MappingNetwork.bin": "212dd716bdb556e18db603ea97300d4fa3c872b878c726b2402fea80820e7305",
+    "SynthesisNetwork.xml": "7918fce515243954d3e06628cb39a23902d6b1d5d02932cc0c2faee7a2aeeedd",
+    "SynthesisNetwork.bin": "c7da15fa22d508c82e1c30dd6b4cdf67fe3ccdddaf85b310ee764dbf0c289645",
+}
+FILE_SIZES = {"MappingNetwork.xml": 59865, "MappingNetwork.bin": 8405040,
+              "SynthesisNetwork.xml": 425183, "SynthesisNetwork.bin": 32025440}
+LICENSE = ("Apache-2.0 package; model derived from NVIDIA StyleGAN2 FFHQ, NVIDIA Source Code License-NC, "
+           "non-commercial")
+HOW_TO_GET = (f"`pip install --no-deps {RANDOM_FACE_DISTRIBUTION}=={RANDOM_FACE_VERSION}` or "
+              f"`micromotion weights download {REGISTRY_NAME}`")
+
+
+def find_random_face_files() -> dict[str, Path]:
+    """Paths of the four IR files of the installed `random-face` distribution, found without importing it
+    (its `__init__` imports openvino). Raises FileNotFoundError (one line: how to get it) when absent."""
+    try:
+        dist = importlib.metadata.distribution(RANDOM_FACE_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        dist = None
+    found: dict[str, Path] = {}
+    if dist is not None:
+        for f in dist.files or []:
+            if f.parent.as_posix() == RANDOM_FACE_DATA_DIR and f.name in FILE_SHA256:
+                found[f.name] = Path(dist.locate_file(f))
+    if len(found) < len(FILE_SHA256):
+        # No RECORD entries (e.g. an editable install): the package folder from its spec. find_spec of a
+        # top-level name only locates the package; it does not run its __init__.
+        try:
+            spec = importlib.util.find_spec("random_face")
+        except (ImportError, ValueError):
+            spec = None
+        for root in (spec.submodule_search_locations or []) if spec else []:
+            for name in FILE_SHA256:
+                if name not in found and (Path(root) / "data" / name).is_file():
+                    found[name] = Path(root) / "data" / name
+    missing = [n for n in FILE_SHA256 if n not in found or not found[n].is_file()]
+    if missing:
+        where = f"random-face {dist.version} lacks {', '.join(missing)}" if dist else "random-face is not installed"
+        raise FileNotFoundError(f"MobileStyleGAN weights not found ({where}); get them with {HOW_TO_GET}")
+    return found
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify_files(files: dict[str, Path]) -> None:
+    """Check the sha256 of each of the four files; a mismatch is one line naming the file."""
+    for name, expected in FILE_SHA256.items():
+        got = sha256_file(files[name])
+        if got != expected:
+            raise ValueError(f"{files[name]}: sha256 {got[:12]}… does not match {name} of random-face "
+                             f"{RANDOM_FACE_VERSION} ({expected[:12]}…); the file is modified or from another "
+                             f"release; run `micromotion weights download {REGISTRY_NAME}`")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The key map
+
+
+class KeyMapError(ValueError):
+    """The IR does not have the weights or shapes this architecture needs."""
+
+
+@dataclass(frozen=True)
+class Named:
+    """An IR constant by name: `ir` -> our `key`, reshaped to our parameter's shape."""
+
+    ir: str
+    key: str
+
+
+@dataclass(frozen=True)
+class FoldedConv:
+    """The conv weight (demodulation folded in) of the layer whose bias is `bias`: bias Add <- noise Add <-
+    Convolution's weight."""
+
+    bias: str
+    key: str
+
+
+@dataclass(frozen=True)
+class FoldedNoise:
+    """The noise map (strength folded in) added just before `bias`: -> `key`.noise_const, `key`.noise_strength."""
+
+    bias: str
+    key: str
+
+
+@dataclass(frozen=True)
+class StyleGain:
+    """The constant that scales the modulation `ir` (a MatMul weight): checked against our `style_gain`."""
+
+    ir: str
+    module: str
+
+
+def synthesis_key_map(cfg: MobileStyleGANConfig) -> list[Named | FoldedConv | FoldedNoise | StyleGain]:
+    """IR constants of the synthesis network -> our state_dict keys (prefix `synthesis_net.`), in graph order.
+
+    IR names are the reference's module names under the export wrapper's `m.`; ours: `layers.0` = `conv1`,
+    `layers.{2b+1}` / `layers.{2b+2}` = `layers.{b}.conv1` / `.conv2`, `ups.{b}` = `layers.{b}.up`,
+    `to_img` = the last block's `to_img` (the only wavelet image that reaches the output).
+    """
+    m, out = "m.", []
+
+    def styled(src: str, dst: str, depthwise: bool):
+        out.extend([Named(f"{src}.conv.modulation.weight", f"{dst}.affine.weight"),
+                    Named(f"{src}.conv.modulation.bias", f"{dst}.affine.bias"),
+                    StyleGain(f"{src}.conv.modulation.weight", dst)])
+        if depthwise:
+            out.append(Named(f"{src}.conv.weight_dw", f"{dst}.weight_dw"))
+        out.append(FoldedConv(f"{src}.bias", f"{dst}.weight_pw" if depthwise else f"{dst}.weight"))
+        if cfg.use_noise:
+            out.append(FoldedNoise(f"{src}.bias", dst))
+        out.append(Named(f"{src}.bias", f"{dst}.bias"))
+
+    out.append(Named(f"{m}input.input", "const"))
+    styled(f"{m}conv1", "layers.0", depthwise=False)
+    for b in range(cfg.num_blocks):
+        out.extend([Named(f"{m}layers.{b}.up.modulation.weight", f"ups.{b}.affine.weight"),
+                    Named(f"{m}layers.{b}.up.modulation.bias", f"ups.{b}.affine.bias")])
+        styled(f"{m}layers.{b}.conv1", f"layers.{2 * b + 1}", depthwise=True)
+        styled(f"{m}layers.{b}.conv2", f"layers.{2 * b + 2}", depthwise=True)
+    last = f"{m}layers.{cfg.num_blocks - 1}.to_img"
+    out.extend([Named(f"{last}.conv.modulation.weight", "to_img.affine.weight"),
+                Named(f"{last}.conv.modulation.bias", "to_img.affine.bias"),
+                StyleGain(f"{last}.conv.modulation.weight", "to_img"),
+                Named(f"{last}.conv.weight", "to_img.weight"),
+                Named(f"{last}.bias", "to_img.bias")])
+    return out
+
+
+class _Consumer:
+    """Hands out IR constants and remembers which it consumed, with errors naming what is missing."""
+
+    def __init__(self, g: IRGraph, what: str):
+        self.g, self.what, self.used = g, what, set()
+
+    def fail(self, msg: str):
+        raise KeyMapError(f"{self.g.source}: {msg}; this is not the {self.what} IR of MobileStyleGAN "
+                          f"(random-face {RANDOM_FACE_VERSION})")
+
+    def layer(self, name: str, for_key: str) -> Layer:
+        try:
+            layer = self.g.layer(name)
+        except KeyError:
+            self.fail(f"weight {name!r} (for {for_key}) is missing")
+        if layer.type != "Const":
+            self.fail(f"{name!r} (for {for_key}) is a {layer.type}, not a constant")
+        return layer
+
+    def take(self, layer: Layer) -> np.ndarray:
+        self.used.add(layer.id)
+        return self.g.const(layer)
+
+    def only_consumer(self, layer: Layer, type_: str, why: str) -> Layer:
+        cons = [x for x in self.g.consumers(layer) if x[0].type != "ShapeOf"]  # shape plumbing
+        if len(cons) != 1 or cons[0][0].type != type_:
+            self.fail(f"{why}: expected {layer.name!r} to feed one {type_}, found "
+                      f"{[c.type for c, _ in cons] or 'nothing'}")
+        return cons[0][0]
+
+    def input(self, layer: Layer, port_index: int, type_: str, why: str) -> Layer:
+        ins = self.g.inputs_of(layer)
+        if port_index >= len(ins) or ins[port_index].type != type_:
+            self.fail(f"{why}: expected input {port_index} of {layer.name!r} ({layer.type}) to be a {type_}, found "
+                      f"{ins[port_index].type if port_index < len(ins) else 'nothing'}")
+        return ins[port_index]
+
+
+def _bias_add_inputs(c: _Consumer, bias_name: str, key: str) -> tuple[Layer, Layer]:
+    """For `<layer>.bias`: (the Convolution, the noise constant or None) feeding its Add."""
+    bias = c.layer(bias_name, key)
+    add = c.only_consumer(bias, "Add", f"bias {bias_name}")
+    pre = [x for x in c.g.inputs_of(add) if x.id != bias.id]
+    if len(pre) != 1:
+        c.fail(f"the Add of {bias_name!r} has no other input")
+    pre = pre[0]
+    if pre.type == "Add":  # noise, then conv
+        ins = c.g.inputs_of(pre)
+        conv = [x for x in ins if x.type == "Convolution"]
+        noise = [x for x in ins if x.type == "Const"]
+        if len(conv) != 1 or len(noise) != 1:
+            c.fail(f"expected Convolution + noise constant before the bias {bias_name!r}, found "
+                   f"{[x.type for x in ins]}")
+        return conv[0], noise[0]
+    if pre.type != "Convolution":
+        c.fail(f"expected a Convolution before the bias {bias_name!r}, found a {pre.type}")
+    return pre, None
+
+
+def _check_style_gain(c: _Consumer, weight_name: str, key: str, gain: float) -> None:
+    """MatMul(style, W) -> Add(bias) -> Reshape -> Multiply(gain): the gain must be ours."""
+    w = c.layer(weight_name, key)
+    mm = c.only_consumer(w, "MatMul", weight_name)
+    add = c.only_consumer(mm, "Add", weight_name)
+    reshape = c.only_consumer(add, "Reshape", weight_name)
+    mul = c.only_consumer(reshape, "Multiply", weight_name)
+    const = [x for x in c.g.inputs_of(mul) if x.type == "Const"]
+    if len(const) != 1:
+        c.fail(f"no style gain constant after {weight_name!r}")
+    value = c.take(const[0])
+    if value.size != 1 or not math.isclose(float(value.ravel()[0]), gain, rel_tol=1e-6):
+        c.fail(f"style gain after {weight_name!r} is {value.ravel()[:4].tolist()}, this architecture uses {gain:.8g}")
+
+
+def _fit(c: _Consumer, arr: np.ndarray, ir_name: str, key: str, target: torch.Tensor) -> torch.Tensor:
+    if arr.size != target.numel() or [d for d in arr.shape if d != 1] != [d for d in target.shape if d != 1]:
+        raise KeyMapError(f"{c.g.source}: {ir_name!r} has shape {list(arr.shape)}, {key} needs "
+                          f"{list(target.shape)}")
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32)).reshape(target.shape)
+
+
+def _haar_ok(c: _Consumer, layer: Layer) -> bool:
+    v = c.g.const(layer)
+    s = np.float32(1 / math.sqrt(2))
+    return v.ndim == 5 and v.shape[3] * v.shape[4] == 2 and bool(np.all(np.abs(np.abs(v) - s) <= 1e-7))
+
+
+def _assert_all_consumed(c: _Consumer) -> None:
+    """Every f32 tensor constant must be consumed, or be an inverse-wavelet filter (checked by value); every
+    leaky ReLU has slope 0.2."""
+    for layer in c.g.of_type("PReLU"):
+        slope = c.g.const(c.input(layer, 1, "Const", f"slope of {layer.name!r}"))
+        if slope.size != 1 or not math.isclose(float(slope.ravel()[0]), 0.2, rel_tol=1e-6):
+            c.fail(f"leaky ReLU {layer.name!r} has slope {slope.ravel()[:4].tolist()}, this architecture uses 0.2")
+    for layer in c.g.of_type("Const"):
+        if layer.id in c.used or layer.data.get("element_type") != "f32":
+            continue
+        shape = [int(s) for s in layer.data.get("shape", "").split(",") if s.strip()]
+        if math.prod(shape) <= 1:
+            continue  # scalars: slopes, eps, exponents
+        if all(x.type == "GroupConvolutionBackpropData" for x, _ in c.g.consumers(layer)) and _haar_ok(c, layer):
+            continue
+        raise KeyMapError(f"{c.g.source}: constant {layer.name!r} {shape} is not used by the key map "
+                          f"(the graph has weights this architecture does not)")
+
+
+def synthesis_config_from_ir(g: IRGraph, z_dim: int = 512, mapping_layers: int = 8) -> MobileStyleGANConfig:
+    """The architecture, read from constant shapes (the IR stores no config)."""
+    c = _Consumer(g, "SynthesisNetwork")
+    const = g.const(c.layer("m.input.input", "synthesis_net.const"))
+    blocks = 0
+    while f"m.layers.{blocks}.up.modulation.weight" in {x.name for x in g.of_type("Const")}:
+        blocks += 1
+    if blocks == 0:
+        c.fail("weight 'm.layers.0.up.modulation.weight' (for synthesis_net.ups.0.affine.weight) is missing")
+    channels = [const.shape[1]] + [g.const(c.layer(f"m.layers.{b}.conv2.bias", f"synthesis_net.layers.{2 * b + 2}"
+                                                  ".bias")).size for b in range(blocks)]
+    w_dim = g.const(c.layer("m.conv1.conv.modulation.weight", "synthesis_net.layers.0.affine.weight")).shape[1]
+    _, noise = _bias_add_inputs(c, "m.conv1.bias", "synthesis_net.layers.0.bias")
+    last = g.const(c.layer(f"m.layers.{blocks - 1}.to_img.bias", "synthesis_net.to_img.bias")).size
+    return MobileStyleGANConfig(z_dim=z_dim, w_dim=w_dim, mapping_layers=mapping_layers, channels=tuple(channels),
+                                img_channels=last // 4, use_noise=noise is not None)
+
+
+def synthesis_state_dict(g: IRGraph, G: Generator) -> dict[str, torch.Tensor]:
+    """Apply `synthesis_key_map` to the IR: our `synthesis_net.*` tensors, every key and every weight checked."""
+    c = _Consumer(g, "SynthesisNetwork")
+    net = G.synthesis_net
+    target = net.state_dict()
+    modules = dict(net.named_modules())
+    out: dict[str, torch.Tensor] = {}
+    for entry in synthesis_key_map(G.cfg):
+        if isinstance(entry, Named):
+            out[entry.key] = _fit(c, c.take(c.layer(entry.ir, entry.key)), entry.ir, entry.key, target[entry.key])
+        elif isinstance(entry, StyleGain):
+            _check_style_gain(c, entry.ir, entry.module, modules[entry.module].style_gain)
+        elif isinstance(entry, FoldedConv):
+            conv, _ = _bias_add_inputs(c, entry.bias, entry.key)
+            wl = c.input(conv, 1, "Const", f"weight of the conv before {entry.bias!r}")
+            out[entry.key] = _fit(c, c.take(wl), wl.name, entry.key, target[entry.key])
+        elif isinstance(entry, FoldedNoise):
+            _, nl = _bias_add_inputs(c, entry.bias, entry.key)
+            if nl is None:
+                c.fail(f"no noise map before {entry.bias!r}")
+            noise = c.take(nl).astype(np.float64)
+            rms = float(np.sqrt(np.mean(np.square(noise))))
+            key = f"{entry.key}.noise_const"
+            scaled = noise / rms if rms > 0 else noise
+            out[key] = _fit(c, scaled.astype(np.float32), nl.name, key, target[key])
+            out[f"{entry.key}.noise_strength"] = torch.tensor(rms, dtype=torch.float32)
+    _assert_all_consumed(c)
+    missing = [k for k in target if k not in out]
+    if missing:
+        raise KeyMapError(f"{g.source}: the key map leaves synthesis_net.{missing[0]} unset")
+    return out
+
+
+def mapping_key_map(g: IRGraph, cfg: MobileStyleGANConfig) -> list[tuple[Layer, Layer]]:
+    """(weight, bias) constants of each mapping layer, walking MatMul -> Add -> PReLU -> Multiply from the input.
+
+    The export folded the equalized-lr gains: the MatMul weight is W·lr/sqrt(in), the bias b·lr.
+    """
+    c = _Consumer(g, "MappingNetwork")
+    params = g.of_type("Parameter")
+    if len(params) != 1 or list(params[0].outputs[0].dims[1:]) != [cfg.z_dim]:
+        c.fail(f"expected one input [N, {cfg.z_dim}], found {[list(p.outputs[0].dims) for p in params]}")
+    matmuls = sorted(g.of_type("MatMul"), key=lambda x: x.id)
+    if len(matmuls) != cfg.mapping_layers:
+        c.fail(f"expected {cfg.mapping_layers} MatMul layers (fc0..fc{cfg.mapping_layers - 1}), found {len(matmuls)}")
+    pairs = []
+    for i, mm in enumerate(matmuls):
+        wl = c.input(mm, 1, "Const", f"weight of mapping layer {i}")
+        add = c.only_consumer(mm, "Add", f"mapping layer {i}")
+        other = [x for x in g.inputs_of(add) if x.id != mm.id]
+        bl = other[0] if other and other[0].type == "Const" else None
+        if other and other[0].type == "Reshape":
+            bl = c.input(other[0], 0, "Const", f"bias of mapping layer {i}")
+        if bl is None:
+            c.fail(f"no bias constant for mapping layer {i}")
+        c.only_consumer(add, "PReLU", f"mapping layer {i}")
+        pairs.append((wl, bl))
+    return pairs
+
+
+def mapping_state_dict(g: IRGraph, G: Generator) -> dict[str, torch.Tensor]:
+    """Our `mapping_net.*` tensors: the IR's folded weights divided by our run-time gains."""
+    c = _Consumer(g, "MappingNetwork")
+    target = G.mapping_net.state_dict()
+    out = {}
+    for i, (wl, bl) in enumerate(mapping_key_map(g, G.cfg)):
+        fc = getattr(G.mapping_net, f"fc{i}")
+        w = _fit(c, c.take(wl), wl.name, f"mapping_net.fc{i}.weight", target[f"fc{i}.weight"])
+        b = _fit(c, c.take(bl), bl.name, f"mapping_net.fc{i}.bias", target[f"fc{i}.bias"])
+        out[f"fc{i}.weight"] = (w.double() / fc.weight_gain).float()
+        out[f"fc{i}.bias"] = (b.double() / fc.bias_gain).float()
+    _assert_all_consumed(c)
+    return out
+
+
+def load_from_ir(mapping_xml: str | Path, mapping_bin: str | Path, synthesis_xml: str | Path,
+                 synthesis_bin: str | Path, w_avg_samples: int = 10000) -> Generator:
+    """Our Generator from the four IR files (not checksummed here: see `load_random_face`).
+
+    w_avg (absent from the IR) is `Generator.compute_w_avg(w_avg_samples, seed=0)`; 0 leaves it unset.
+    """
+    gm, gs = read_ir(mapping_xml, mapping_bin), read_ir(synthesis_xml, synthesis_bin)
+    params = gm.of_type("Parameter")  # z_dim and depth of the mapping; mapping_key_map checks them again
+    z_dim = params[0].outputs[0].dims[-1] if len(params) == 1 and params[0].outputs else 512
+    cfg = synthesis_config_from_ir(gs, z_dim=z_dim, mapping_layers=len(gm.of_type("MatMul")) or 8)
+    G = Generator(cfg)
+    sd = {f"mapping_net.{k}": v for k, v in mapping_state_dict(gm, G).items()}
+    sd.update({f"synthesis_net.{k}": v for k, v in synthesis_state_dict(gs, G).items()})
+    sd["w_avg"] = G.w_avg.clone()
+    G.load_state_dict(sd, strict=True)
+    G.eval().requires_grad_(False)
+    if w_avg_samples:
+        G.compute_w_avg(w_avg_samples, seed=0)
+    log.info("MobileStyleGAN %d² from %s: %.1fM parameters, %s", cfg.resolution, Path(synthesis_xml).parent,
+             sum(p.numel() for p in G.parameters()) / 1e6, G.w_avg_source)
+    return G
+
+
+def load_random_face(files: dict[str, Path] | None = None, verify: bool = True,
+                     w_avg_samples: int = 10000) -> Generator:
+    """Our Generator from the installed `random-face` (or from `files`, the four paths by file name)."""
+    files = files or find_random_face_files()
+    if verify:
+        verify_files(files)
+    return load_from_ir(files["MappingNetwork.xml"], files["MappingNetwork.bin"], files["SynthesisNetwork.xml"],
+                        files["SynthesisNetwork.bin"], w_avg_samples=w_avg_samples)
+
