@@ -85,3 +85,20 @@ def test_verified_conv_is_plain_conv_on_cpu():
     wt = torch.randn(4, 5, 3, 3)
     torch.testing.assert_close(ops.conv_transpose2d(x, wt, stride=2), F.conv_transpose2d(x, wt, stride=2),
                                rtol=0, atol=0)
+
+
+def test_verified_conv_keeps_autograd(monkeypatch):
+    # the projector and text anchors backpropagate through the generator's convs: the checked path must too
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    w = torch.randn(5, 4, 3, 3, requires_grad=True)
+    ops._CUDNN_VERDICT.clear()
+    for verdict in (None, True, False):  # first call (checked), known good, known bad (reference kernel)
+        out = ops._verified("conv2d", lambda a, b, p: F.conv2d(a, b, padding=p), x, w, 1, check=True)
+        gx, gw = torch.autograd.grad(out.square().sum(), (x, w))
+        ref = F.conv2d(x, w, padding=1)
+        ex, ew = torch.autograd.grad(ref.square().sum(), (x, w))
+        torch.testing.assert_close(gx, ex)
+        torch.testing.assert_close(gw, ew)
+        if verdict is not None:
+            ops._CUDNN_VERDICT[next(iter(ops._CUDNN_VERDICT))] = verdict
+    ops._CUDNN_VERDICT.clear()

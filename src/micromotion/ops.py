@@ -48,24 +48,28 @@ def _verified(op: str, fn, x: torch.Tensor, weight: torch.Tensor, arg: int, chec
     key = (op, x.device, x.dtype, tuple(x.shape), tuple(weight.shape), arg, torch.backends.cudnn.allow_tf32,
            x.is_contiguous(memory_format=torch.channels_last))
     ok = _CUDNN_VERDICT.get(key)
+    # PyTorch's own kernels index with 32 bits: run them on chunks of the batch small enough for that
+    chunk = max(1, (2 ** 31 - 1) // max(x[:1].numel() * 16, 1))
     if ok is None:
         out = fn(x, weight, arg)
-        with _no_cudnn():
-            ref = fn(x, weight, arg)
-        ok = _CUDNN_VERDICT[key] = _agrees(out, ref)
-        if not ok:
-            log.warning("cuDNN %s gives wrong results for input %s, weight %s (%s, %s); using PyTorch's own "
-                        "kernel for this shape", op, list(x.shape), list(weight.shape), x.dtype,
-                        torch.backends.cudnn.version())
-        return out if ok else ref
+        with _no_cudnn():  # the reference on the first samples of cuDNN's full-batch answer
+            ref = fn(x[:chunk], weight, arg)
+        ok = _CUDNN_VERDICT[key] = _agrees(out[:chunk], ref)
+        if ok:
+            return out
+        log.warning("cuDNN %s gives wrong results for input %s, weight %s (%s, %s); using PyTorch's own "
+                    "kernel for this shape", op, list(x.shape), list(weight.shape), x.dtype,
+                    torch.backends.cudnn.version())
+        if x.shape[0] <= chunk:
+            return ref
     if ok:
         return fn(x, weight, arg)
     with _no_cudnn():
-        return fn(x, weight, arg)
+        return torch.cat([fn(c, weight, arg) for c in x.split(chunk)]) if x.shape[0] > chunk else fn(x, weight, arg)
 
 
-def _conv2d(x, weight, padding):
-    return F.conv2d(x, weight, padding=padding)
+def _conv2d(x, weight, padding, bias=None, groups=1):
+    return F.conv2d(x, weight, bias, padding=padding, groups=groups)
 
 
 def _conv_transpose2d(x, weight, stride):
@@ -73,13 +77,14 @@ def _conv_transpose2d(x, weight, stride):
 
 
 @torch.library.custom_op("micromotion::verified_conv2d", mutates_args=())
-def _verified_conv2d(x: torch.Tensor, weight: torch.Tensor, padding: int) -> torch.Tensor:
-    return _verified("conv2d", _conv2d, x, weight, padding)
+def _verified_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: int,
+                     groups: int) -> torch.Tensor:
+    return _verified(f"conv2d/g{groups}", lambda x_, w_, p_: _conv2d(x_, w_, p_, bias, groups), x, weight, padding)
 
 
 @_verified_conv2d.register_fake
-def _(x, weight, padding):
-    return _conv2d(x, weight, padding)
+def _(x, weight, bias, padding, groups):
+    return _conv2d(x, weight, padding, bias, groups)
 
 
 @torch.library.custom_op("micromotion::verified_conv_transpose2d", mutates_args=())
@@ -92,23 +97,44 @@ def _(x, weight, stride):
     return _conv_transpose2d(x, weight, stride)
 
 
-def conv2d(x: torch.Tensor, weight: torch.Tensor, padding: int = 0) -> torch.Tensor:
-    """`F.conv2d(x, weight, padding=padding)`; on CUDA, cuDNN is checked once per shape (see the module
-    docstring). A custom op, so `torch.compile` keeps the check instead of calling cuDNN directly; except
-    for compiled bf16/fp16, where the opaque op costs a fifth of the frame rate (inductor no longer picks
-    the conv layout) and cuDNN was right for every generator shape: there the GPU tests are the check."""
+def _needs_grad(*ts) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in ts)
+
+
+def _autocast_inputs(*ts):
+    """Cast to the CUDA autocast dtype here, as F.conv2d would, so the custom op sees what runs inside it."""
+    if torch.is_autocast_enabled("cuda"):
+        dtype = torch.get_autocast_dtype("cuda")
+        return tuple(t if t is None else t.to(dtype) for t in ts)
+    return ts
+
+
+def conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, padding: int = 0,
+           groups: int = 1) -> torch.Tensor:
+    """`F.conv2d(x, weight, bias, padding=padding, groups=groups)`; on CUDA, cuDNN is checked once per shape
+    (see the module docstring). A custom op, so `torch.compile` keeps the check instead of calling cuDNN
+    directly; except for compiled bf16/fp16, where the opaque op costs a fifth of the frame rate (inductor no
+    longer picks the conv layout) and cuDNN was right for every generator shape: there the GPU tests are the
+    check."""
     if x.is_cuda:
+        x, weight, bias = _autocast_inputs(x, weight, bias)
         if x.dtype != torch.float32 and torch.compiler.is_compiling():
-            return _conv2d(x, weight, padding)
-        return _verified_conv2d(x, weight, padding)
-    return _conv2d(x, weight, padding)
+            return _conv2d(x, weight, padding, bias, groups)
+        if _needs_grad(x, weight, bias):  # the same check, in Python, so autograd runs through the chosen kernel
+            return _verified(f"conv2d/g{groups}", lambda x_, w_, p_: _conv2d(x_, w_, p_, bias, groups), x, weight,
+                             padding)
+        return _verified_conv2d(x, weight, bias, padding, groups)
+    return _conv2d(x, weight, padding, bias, groups)
 
 
 def conv_transpose2d(x: torch.Tensor, weight: torch.Tensor, stride: int = 1) -> torch.Tensor:
     """`F.conv_transpose2d(x, weight, stride=stride)`, checked on CUDA like `conv2d`."""
     if x.is_cuda:
+        x, weight = _autocast_inputs(x, weight)
         if x.dtype != torch.float32 and torch.compiler.is_compiling():
             return _conv_transpose2d(x, weight, stride)
+        if _needs_grad(x, weight):
+            return _verified("conv_transpose2d", _conv_transpose2d, x, weight, stride)
         return _verified_conv_transpose2d(x, weight, stride)
     return _conv_transpose2d(x, weight, stride)
 

@@ -344,3 +344,39 @@ def test_key_map_errors_on_real_files(tmp_path, real_files):
     with pytest.raises(conv.KeyMapError, match=r"SynthesisNetwork.xml: expected one input \[N, 512\]|"
                                                r"SynthesisNetwork.xml: expected 8 MatMul"):
         conv.mapping_state_dict(read_ir(real_files["SynthesisNetwork.xml"]), Generator(cfg))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_frames_are_the_cpu_frames(precision):
+    """The real-size architecture (random weights) on CUDA, batch 1 and 8, vs our CPU fp32 frames: fp32 to
+    rounding (TF32 off), bf16 within 38 dB; cuDNN's convolutions are checked per shape (`ops.conv2d`)."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    torch.manual_seed(0)
+    G = Generator(MobileStyleGANConfig())
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.1)
+            elif name.endswith("bias"):
+                p.normal_(0, 0.1)
+    G = G.eval().requires_grad_(False)
+    ws = G.mapping(torch.randn(8, G.z_dim, generator=torch.Generator().manual_seed(3)), 0.7)
+    with torch.no_grad():
+        ref = torch.cat([G.synthesis(ws[i:i + 1]) for i in range(8)])
+    scale = ref.square().mean().sqrt().item()
+    Gc = G.cuda()
+    tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        for b in (1, 8):
+            with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=precision == "bf16"):
+                out = torch.cat([Gc.synthesis(c) for c in ws.cuda().split(b)]).float().cpu()
+            # PSNR relative to the frames' own scale (random weights do not fill [-1, 1])
+            mse = (out - ref).square().mean().item()
+            psnr = float("inf") if mse == 0 else 10 * math.log10(scale ** 2 / mse)
+            bar = 100.0 if precision == "fp32" else 38.0
+            assert psnr >= bar, f"{precision} batch {b}: {psnr:.1f} dB from the CPU frames"
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32

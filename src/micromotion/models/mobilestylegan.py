@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import ops
 from . import stylegan2 as _sg2
 
 
@@ -128,7 +129,7 @@ def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tor
     if n * h * w > 1 and x.is_contiguous(memory_format=torch.channels_last):
         out = torch.addmm(bias, x.permute(0, 2, 3, 1).reshape(n * h * w, c), weight.reshape(weight.shape[0], c).t())
         return out.view(n, h, w, -1).permute(0, 3, 1, 2)
-    return F.conv2d(x, weight, bias)
+    return ops.conv2d(x, weight, bias)
 
 
 def _modulation(w_dim: int, channels: int) -> nn.Linear:
@@ -173,14 +174,14 @@ class StyledConv(nn.Module):
             # The per-channel style commutes with the depthwise conv; at batch 1 it folds into the pointwise
             # weights (no pass over the activations), otherwise it multiplies the input.
             if x.shape[0] == 1:
-                x = F.conv2d(x, self.weight_dw.to(x.dtype), padding=1, groups=self.in_ch)
+                x = ops.conv2d(x, self.weight_dw.to(x.dtype), padding=1, groups=self.in_ch)
                 x = _pointwise(x, (self.weight_pw * styles.view(1, -1, 1, 1)).to(x.dtype), self.bias.to(x.dtype))
             else:
-                x = F.conv2d(_modulate(x, styles), self.weight_dw.to(x.dtype), padding=1, groups=self.in_ch)
+                x = ops.conv2d(_modulate(x, styles), self.weight_dw.to(x.dtype), padding=1, groups=self.in_ch)
                 x = _pointwise(x, self.weight_pw.to(x.dtype), self.bias.to(x.dtype))
         else:
-            x = F.conv2d(x * styles.to(x.dtype).view(*styles.shape, 1, 1), self.weight.to(x.dtype),
-                         self.bias.to(x.dtype), padding=1)
+            x = ops.conv2d(x * styles.to(x.dtype).view(*styles.shape, 1, 1), self.weight.to(x.dtype),
+                           self.bias.to(x.dtype), padding=1)
         if self.use_noise and noise_mode != "none":
             if noise_mode == "const":
                 noise = self.noise_const.to(x.dtype)
