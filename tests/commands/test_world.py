@@ -90,3 +90,29 @@ def test_measure_agrees_with_factors_json(tmp_path):
     for k in next(iter(readings.values())):
         err = np.mean([abs(readings[p][k] - truth[p.split("/")[-1]][k]) for p in readings]) / FACTOR_SPECS[k].span
         assert err < 0.1, (k, err)
+
+
+def test_pick_start_faces_video_smile_chooses_the_shipped_face(tmp_path):
+    """Three candidates around the shipped video smile face (16), six validation faces: the command's choice is
+    the rule applied to its own rows, and it is 16."""
+    from micromotion.world.recipes import VIDEO_SEEDS
+    from micromotion.world.start_faces import choose
+
+    out = tmp_path / "pick.json"
+    r = _run("world", "pick-start-faces", "--route", "video", "--motion", "smile", "--candidates", "15-17",
+             "--identities", 6, "--device", "cpu", "--json", out)
+    assert r.exit_code == 0, r.output
+    got = json.loads(out.read_text())
+    assert [row["seed"] for row in got["rows"]] == [15, 16, 17]
+    assert got["chosen"] == choose(got["rows"])
+    assert got["chosen"]["seed"] == VIDEO_SEEDS["smile"] == 16
+    assert "chosen: seed 16" in r.output
+
+
+def test_pick_start_faces_rejects_bad_input():
+    r = CliRunner().invoke(main, ["world", "pick-start-faces", "--route", "video", "--motion", "smile",
+                                  "--candidates", "1-3", "--steps", "40"])
+    assert r.exit_code != 0 and "text route" in r.output
+    r = CliRunner().invoke(main, ["world", "pick-start-faces", "--route", "video", "--motion", "smile",
+                                  "--candidates", "1-3", "--settings", '{"steps": [40]}'])
+    assert r.exit_code != 0 and "not a video-route setting" in r.output
