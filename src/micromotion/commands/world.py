@@ -1,4 +1,4 @@
-"""`micromotion world render|clip|measure|presets|pick-start-faces|train`: the face world's renders, videos, oracle readings, its
+"""`micromotion world render|clip|measure|samples|presets|pick-start-faces|train`: the face world's renders, videos, oracle readings, its
 presets' recipes and its trainers (these last import `micromotion.world.train`, outside the runtime path)."""
 from __future__ import annotations
 
@@ -232,6 +232,64 @@ def presets_cmd(args):
     from ..world.recipes import main
 
     main(list(args), prog="micromotion world presets")
+
+
+def _psi_values(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        raise InputError(f"--psi: cannot read '{text}'; give one value (0.7) or a list (0,0.25,0.5,0.7,0.85,1)")
+    return values
+
+
+@world.command("samples")
+@click.option("--model", default="world", show_default=True, help="the generator (name or .safetensors)")
+@click.option("--count", type=click.IntRange(1, 4096), default=24, show_default=True,
+              help="latent codes (with several --psi values: rows)")
+@click.option("--seed", type=int, default=0, show_default=True, help="the codes z come from it")
+@click.option("--psi", "psi_text", default="0.7", show_default=True,
+              help="truncation ψ; a comma-separated list makes a truncation sweep, one column per value")
+@click.option("--cols", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="columns of the grid (one --psi value only)")
+@click.option("--size", type=click.IntRange(8, 1024), default=96, show_default=True, help="tile size in pixels")
+@click.option("--pad", type=click.IntRange(0, 64), default=0, show_default=True, help="white border between tiles")
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda, cuda:N or mps")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="output .png")
+def samples_cmd(model, count, seed, psi_text, cols, size, pad, device, out):
+    """A contact sheet of generator samples, or a truncation sweep: the pictures in README and docs/world.md.
+
+    \b
+    examples (the shipped pictures):
+      micromotion world samples --count 24 --cols 8 --psi 0.7 -o docs/img/world_samples.png
+      micromotion world samples --count 4 --psi 0,0.25,0.5,0.7,0.85,1 -o docs/img/world_truncation.png
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from ..generators import load_generator
+    from ..render import contact_sheet, save_png, to_uint8
+
+    psis = _psi_values(psi_text)
+    G = load_generator(model, device=_resolve_device(device)).eval()
+    dev = G.w_avg.device
+    z = torch.randn(count, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(dev)
+    tiles = []
+    with torch.no_grad():
+        for i in range(0, count, 64):
+            ws = torch.stack([G.mapping(z[i:i + 64], truncation_psi=p) for p in psis], dim=1)  # [n, P, num_ws, w]
+            imgs = G.synthesis(ws.flatten(0, 1)).float().clamp(-1, 1)
+            if imgs.shape[-1] != size:
+                imgs = F.interpolate(imgs, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            tiles.append(to_uint8(imgs))
+    import numpy as np
+
+    sheet = contact_sheet(np.concatenate(tiles), cols=len(psis) if len(psis) > 1 else min(cols, count), pad=pad)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    path = save_png(sheet, out)
+    kind = f"ψ {psis[0]:g}" if len(psis) == 1 else f"ψ {', '.join(f'{p:g}' for p in psis)}"
+    click.echo(f"wrote {count * len(psis)} samples ({kind}) to {path} ({sheet.shape[1]}x{sheet.shape[0]})")
 
 
 @world.command("pick-start-faces")
