@@ -43,3 +43,39 @@ def test_parse_candidates_and_settings_grid():
     assert settings_grid('[{"steps": 40}]') == [{"steps": 40}]
     with pytest.raises(InputError):
         settings_grid("{steps: 40}")
+
+
+def test_the_rule_gives_every_shipped_choice_from_its_recorded_sweep():
+    """The validation rows of the sweeps the shipped constants came from (tests/world/data/shipped_choices.json,
+    taken from experiments/ at commit 833f549): the rule picks VIDEO_SEEDS, TEXT_SEEDS, DEMO_TEXT_SEED and smile's
+    text settings. A different rule (most change, most success, least drift, no tie-break) misses some."""
+    import json
+    from pathlib import Path
+
+    from micromotion.demo import DEMO_TEXT_SEED
+    from micromotion.presets import PRESETS
+    from micromotion.world.recipes import VIDEO_SEEDS
+    from micromotion.world.settings import TEXT_SEEDS, _FACTOR_SETTINGS
+
+    data = json.loads((Path(__file__).parent / "data" / "shipped_choices.json").read_text())
+
+    def rows(raw):
+        return [{"seed": s, "validation": {"target_change_mean": c, "target_success_rate": p,
+                                           "nontarget_drift_mean": d}} for s, c, p, d in raw]
+
+    expected = {**{f"video/{n}": VIDEO_SEEDS[p.factor] for n, p in PRESETS.items()},
+                **{f"text/{n}": TEXT_SEEDS[PRESETS[n].factor] for n in ("smile", "head_turn", "eyes_close", "aging")},
+                "text/smile/40_steps": DEMO_TEXT_SEED}
+    assert set(data["start_faces"]) == set(expected)
+    got = {k: choose(rows(v))["seed"] for k, v in data["start_faces"].items()}
+    assert got == expected
+    # other plausible rules do not reproduce them all
+    for other in (lambda r: r["validation"]["target_change_mean"],
+                  lambda r: (r["validation"]["target_success_rate"], -r["validation"]["nontarget_drift_mean"]),
+                  lambda r: round(margin(r["validation"]), 4)):
+        assert {k: max(rows(v), key=other)["seed"] for k, v in data["start_faces"].items()} != expected
+
+    grid = [{"seed": 0, "settings": cfg, "validation": {"target_change_mean": c, "target_success_rate": p,
+                                                        "nontarget_drift_mean": d}}
+            for cfg, c, p, d in data["smile_settings"]]
+    assert len(grid) == 16 and choose(grid)["settings"] == _FACTOR_SETTINGS["smile"]
