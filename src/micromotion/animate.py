@@ -33,7 +33,7 @@ MAX_FRAMES = 2000
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype | None:
-    """'auto' -> bf16 on CUDA (measured faithful: ≥40 dB PSNR vs fp32), fp32 elsewhere."""
+    """'auto' -> bf16 on CUDA (faithful to fp32 and faster: docs/results.md, "Benchmarks"), fp32 elsewhere."""
     table = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
              "fp16": torch.float16, "float16": torch.float16}
     if dtype == "auto":

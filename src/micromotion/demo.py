@@ -79,10 +79,10 @@ def world_clips(out: Path, frames: int, report: DemoReport, seed: int = 1000) ->
 
 
 #: Start face of the demo's text smile. The demo runs 40 optimization steps (the smile preset's 100 do not fit its
-#: two minutes on a CPU), and the start face is chosen for those 40 steps by the rule of `world.settings.TEXT_SEEDS`
-#: on validation faces among seeds 1-120 (experiments/encoder_pairs/sweep_C2_text_smile_40_steps.jsonl: 100 % at
-#: drift 0.079 there, 100 % / 96 % at 0.080 / 0.082 on the two test sets, H100). The preset's face for 100 steps,
-#: seed 53, moves unseen faces' smile by only +0.25 after 40.
+#: two minutes on a CPU), and the preset's face for 100 steps barely moves unseen faces after 40, so this face is
+#: chosen for those 40 steps by the same rule as `world.settings.TEXT_SEEDS`:
+#: `micromotion world pick-start-faces --route text --motion smile --steps 40 --candidates 1-120`
+#: (numbers: docs/results.md, "Start faces").
 DEMO_TEXT_SEED = 55
 
 
@@ -92,8 +92,8 @@ def full_method(G, out: Path, report: DemoReport, identities: int = 4, frames: i
     - video route: for each preset, a world clip inverted with the shipped encoder -> robust PCA -> motion;
     - text route: CLIP-guided anchors of "a person with {degree} smile" with the world CLIP from `DEMO_TEXT_SEED`
       (the paper's 11 degrees, `text_steps` steps instead of the preset's 100 to fit the demo's time; the anchor
-      images re-inverted with the encoder, `world.recipes.world_text_motion`) -> robust PCA -> motion. Fewer
-      degrees do not transfer: with 3, the same route moves unseen faces' smile by +0.01;
+      images re-inverted with the encoder, `world.recipes.world_text_motion`) -> robust PCA -> motion. Not fewer
+      degrees: with 2 or 3, robust PCA's sparse part takes the whole motion (docs/results.md, "World text route");
     - transfer: fresh neutral renders (identities never seen) inverted with the encoder, each motion added at
       `strength`, the target factor read before and after; one photo animated end to end with `Animator`.
     """

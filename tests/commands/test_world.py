@@ -90,3 +90,60 @@ def test_measure_agrees_with_factors_json(tmp_path):
     for k in next(iter(readings.values())):
         err = np.mean([abs(readings[p][k] - truth[p.split("/")[-1]][k]) for p in readings]) / FACTOR_SPECS[k].span
         assert err < 0.1, (k, err)
+
+
+def test_pick_start_faces_video_smile_chooses_the_shipped_face(tmp_path):
+    """Three candidates around the shipped video smile face (16), six validation faces: the command's choice is
+    the rule applied to its own rows, and it is 16."""
+    from micromotion.world.recipes import VIDEO_SEEDS
+    from micromotion.world.start_faces import choose
+
+    out = tmp_path / "pick.json"
+    r = _run("world", "pick-start-faces", "--route", "video", "--motion", "smile", "--candidates", "15-17",
+             "--identities", 6, "--device", "cpu", "--json", out)
+    assert r.exit_code == 0, r.output
+    got = json.loads(out.read_text())
+    assert [row["seed"] for row in got["rows"]] == [15, 16, 17]
+    assert got["chosen"] == choose(got["rows"])
+    assert got["chosen"]["seed"] == VIDEO_SEEDS["smile"] == 16
+    assert "chosen: seed 16" in r.output
+
+
+def test_pick_start_faces_rejects_bad_input():
+    r = CliRunner().invoke(main, ["world", "pick-start-faces", "--route", "video", "--motion", "smile",
+                                  "--candidates", "1-3", "--steps", "40"])
+    assert r.exit_code != 0 and "text route" in r.output
+    r = CliRunner().invoke(main, ["world", "pick-start-faces", "--route", "video", "--motion", "smile",
+                                  "--candidates", "1-3", "--settings", '{"steps": [40]}'])
+    assert r.exit_code != 0 and "not a video-route setting" in r.output
+
+
+def test_samples_sheet_and_truncation_sweep(tmp_path):
+    """`world samples`: a grid of tiles (one code each) and a sweep (rows: codes, columns: ψ; ψ 0 is the average
+    face for every code), from a tiny generator file."""
+    from micromotion.checkpoint import save_generator
+    from micromotion.models.stylegan2 import Generator, GeneratorConfig
+
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig.tiny(32))
+    G.compute_w_avg(n=64)
+    gpath = save_generator(G, tmp_path / "g.safetensors")
+    r = _run("world", "samples", "--model", gpath, "--count", 6, "--cols", 3, "--size", 16, "-o", tmp_path / "s.png")
+    assert r.exit_code == 0, r.output
+    sheet = np.asarray(Image.open(tmp_path / "s.png"))
+    assert sheet.shape == (32, 48, 3)
+    tiles = [sheet[i * 16:(i + 1) * 16, j * 16:(j + 1) * 16] for i in range(2) for j in range(3)]
+    assert not np.array_equal(tiles[0], tiles[1])
+    again = _run("world", "samples", "--model", gpath, "--count", 6, "--cols", 3, "--size", 16, "-o", tmp_path / "b.png")
+    assert again.exit_code == 0 and np.array_equal(np.asarray(Image.open(tmp_path / "b.png")), sheet)  # seeded
+
+    r = _run("world", "samples", "--model", gpath, "--count", 2, "--psi", "0,0.5,1", "--size", 32, "--pad", 2,
+             "-o", tmp_path / "t.png")
+    assert r.exit_code == 0, r.output
+    t = np.asarray(Image.open(tmp_path / "t.png"))
+    assert t.shape == (2 + 2 * 34, 2 + 3 * 34, 3)
+    col0 = [t[2 + k * 34:2 + k * 34 + 32, 2:34] for k in range(2)]
+    assert np.array_equal(col0[0], col0[1])  # ψ 0: every code maps to w_avg
+    assert not np.array_equal(t[2:34, 70:102], t[36:68, 70:102])  # ψ 1: two different faces
+    bad = CliRunner().invoke(main, ["world", "samples", "--model", str(gpath), "--psi", "x", "-o", str(tmp_path / "x.png")])
+    assert bad.exit_code != 0 and "--psi" in bad.output

@@ -423,8 +423,8 @@ def reinvert_anchors(G, anchors: Anchors, method: str = "encoder", *, drop_start
     Why: CLIP-guided optimization reaches, for ONE face, the nearest latents that show each degree, and those
     often move along directions peculiar to that face (on the world: a full smile of the anchor face at a
     latent offset of norm 1 that leaves other faces unchanged). An encoder trained on many faces represents a
-    motion the same way for all of them, so the decoded motion transfers. Measured on the world in
-    docs/world.md (text smile: +0.01 of range on unseen faces without re-inversion, about +0.6 with it).
+    motion the same way for all of them, so the decoded motion transfers: on the world, text anchors barely
+    move unseen faces without it (docs/results.md, "World text route").
     """
     from ..invert import METHODS
 

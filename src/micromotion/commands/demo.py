@@ -7,7 +7,9 @@ import click
 @click.option("--frames", type=int, default=24, show_default=True)
 @click.option("--identities", type=int, default=4, show_default=True)
 @click.option("--text-steps", type=int, default=40, show_default=True,
-              help="Steps of the text route (the smile preset's settings use 100; 40 reach the same on 50 faces).")
+              help="Steps of the text route. The smile preset uses 100; the demo takes 40 to fit two minutes on a CPU, "
+                   "from a start face chosen for 40 (DEMO_TEXT_SEED); that moves unseen faces about as far as "
+                   "the preset, with more drift (numbers: docs/results.md, \"Start faces\").")
 def demo(output, frames, identities, text_steps):
     """Run the method offline on the face world and print what was measured.
 

@@ -1,4 +1,4 @@
-"""`micromotion world render|clip|measure|presets|train`: the face world's renders, videos, oracle readings, its
+"""`micromotion world render|clip|measure|samples|presets|pick-start-faces|train`: the face world's renders, videos, oracle readings, its
 presets' recipes and its trainers (these last import `micromotion.world.train`, outside the runtime path)."""
 from __future__ import annotations
 
@@ -232,6 +232,143 @@ def presets_cmd(args):
     from ..world.recipes import main
 
     main(list(args), prog="micromotion world presets")
+
+
+def _psi_values(text: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        raise InputError(f"--psi: cannot read '{text}'; give one value (0.7) or a list (0,0.25,0.5,0.7,0.85,1)")
+    return values
+
+
+@world.command("samples")
+@click.option("--model", default="world", show_default=True, help="the generator (name or .safetensors)")
+@click.option("--count", type=click.IntRange(1, 4096), default=24, show_default=True,
+              help="latent codes (with several --psi values: rows)")
+@click.option("--seed", type=int, default=0, show_default=True, help="the codes z come from it")
+@click.option("--psi", "psi_text", default="0.7", show_default=True,
+              help="truncation ψ; a comma-separated list makes a truncation sweep, one column per value")
+@click.option("--cols", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="columns of the grid (one --psi value only)")
+@click.option("--size", type=click.IntRange(8, 1024), default=96, show_default=True, help="tile size in pixels")
+@click.option("--pad", type=click.IntRange(0, 64), default=0, show_default=True, help="white border between tiles")
+@click.option("--device", default="cpu", show_default=True, help="auto, cpu, cuda, cuda:N or mps")
+@click.option("-o", "--output", "out", required=True, type=click.Path(dir_okay=False), help="output .png")
+def samples_cmd(model, count, seed, psi_text, cols, size, pad, device, out):
+    """A contact sheet of generator samples, or a truncation sweep: the pictures in README and docs/world.md.
+
+    \b
+    examples (the shipped pictures):
+      micromotion world samples --count 24 --cols 8 --psi 0.7 -o docs/img/world_samples.png
+      micromotion world samples --count 4 --psi 0,0.25,0.5,0.7,0.85,1 -o docs/img/world_truncation.png
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from ..generators import load_generator
+    from ..render import contact_sheet, save_png, to_uint8
+
+    psis = _psi_values(psi_text)
+    G = load_generator(model, device=_resolve_device(device)).eval()
+    dev = G.w_avg.device
+    z = torch.randn(count, G.z_dim, generator=torch.Generator().manual_seed(seed)).to(dev)
+    tiles = []
+    with torch.no_grad():
+        for i in range(0, count, 64):
+            ws = torch.stack([G.mapping(z[i:i + 64], truncation_psi=p) for p in psis], dim=1)  # [n, P, num_ws, w]
+            imgs = G.synthesis(ws.flatten(0, 1)).float().clamp(-1, 1)
+            if imgs.shape[-1] != size:
+                imgs = F.interpolate(imgs, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+            tiles.append(to_uint8(imgs))
+    import numpy as np
+
+    sheet = contact_sheet(np.concatenate(tiles), cols=len(psis) if len(psis) > 1 else min(cols, count), pad=pad)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    path = save_png(sheet, out)
+    kind = f"ψ {psis[0]:g}" if len(psis) == 1 else f"ψ {', '.join(f'{p:g}' for p in psis)}"
+    click.echo(f"wrote {count * len(psis)} samples ({kind}) to {path} ({sheet.shape[1]}x{sheet.shape[0]})")
+
+
+@world.command("pick-start-faces")
+@click.option("--route", type=click.Choice(["video", "text"]), required=True, help="the anchors' route")
+@click.option("--motion", required=True, help="preset name: smile, angry, aging, eyes_close or head_turn")
+@click.option("--candidates", required=True, help="start-face seeds to try, e.g. 1-60 or 16,19,31")
+@click.option("--validation-seed", type=int, default=200, show_default=True,
+              help="seed of the validation faces the choice is made on")
+@click.option("--test-seeds", default="", show_default=True,
+              help="comma-separated seeds of test faces to measure too (reported, never used to choose), e.g. 100,300")
+@click.option("--identities", type=click.IntRange(1, 10_000), default=50, show_default=True,
+              help="faces in each set")
+@click.option("--steps", type=click.IntRange(1, 100_000), default=None,
+              help="text route: optimization steps instead of the preset's (the demo's face: --steps 40)")
+@click.option("--settings", "settings_spec", default=None,
+              help='a grid of changes to the route\'s settings, JSON: \'{"image_lambda": [3, 10], "steps": [60, 100]}\'')
+@click.option("--model", default="world", show_default=True, help="the world generator (name or .safetensors)")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:N or mps")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="write every row and the choice as JSON")
+def pick_start_faces_cmd(route, motion, candidates, validation_seed, test_seeds, identities, steps, settings_spec,
+                         model, device, json_out):
+    """Choose a preset's start face (and text settings) on validation faces: the rule VIDEO_SEEDS, TEXT_SEEDS,
+    DEMO_TEXT_SEED and smile's text settings come from (docs/results.md, "Start faces").
+
+    Each candidate's motion is added at strength 1 to fresh encoded renders of --validation-seed; the highest
+    margin min(success - 0.9, 5 (0.1 - drift)) wins, ties to the lower drift. Slow: one motion per candidate
+    (video ~2 s, text ~1-3 min on a CPU).
+
+    \b
+    examples:
+      micromotion world pick-start-faces --route video --motion smile --candidates 1-60 --json video_smile.json
+      micromotion world pick-start-faces --route text --motion smile --candidates 1-120 --steps 40 --device cuda
+      micromotion world pick-start-faces --route text --motion smile --candidates 53 \\
+          --settings '{"image_lambda": [1, 3, 10], "steps": [60, 100], "l2_lambda": [0.002, 0.004]}'
+    """
+    import torch
+
+    from ..generators import load_generator
+    from ..world.start_faces import parse_candidates, pick_start_faces, settings_grid
+
+    seeds = parse_candidates(candidates)
+    try:
+        tests = [int(s) for s in test_seeds.split(",") if s.strip()]
+    except ValueError:
+        raise InputError(f"--test-seeds: cannot read '{test_seeds}'; e.g. 100,300") from None
+    grid = settings_grid(settings_spec)
+    if steps is not None:
+        if route != "text":
+            raise InputError("--steps is for the text route; the video route has no optimization steps")
+        grid = [{**cfg, "steps": steps} for cfg in grid]
+    dev = _resolve_device(device)
+    G = load_generator(model, device=dev).eval()
+    clip = None
+    if route == "text":
+        from ..models.clip import Clip
+
+        clip = Clip.load("world-clip", device=dev)
+    torch.set_grad_enabled(True)
+
+    def fmt(m):
+        return (f"{m['target_change_mean']:+.2f} {m['target_success_rate'] * 100:3.0f}% "
+                f"{m['nontarget_drift_mean']:.3f}")
+
+    def show(row):
+        tail = "".join(f" | {s} {fmt(row[str(s)])}" for s in tests)
+        cfg = f" {json.dumps(row['settings'])}" if row["settings"] else ""
+        click.echo(f"seed {row['seed']:4d}{cfg} | validation {fmt(row['validation'])}{tail}"
+                   f"{'  clears' if row['clears'] else ''}")
+
+    r = pick_start_faces(G, route, motion, seeds, clip=clip, settings=grid, validation_seed=validation_seed,
+                         test_seeds=tests, identities=identities, on_row=show)
+    c = r["chosen"]
+    cfg = f" with {json.dumps(c['settings'])}" if c["settings"] else ""
+    click.echo(f"chosen: seed {c['seed']}{cfg} (validation {fmt(c['validation'])}); "
+               f"{r['clearing']} of {len(r['rows'])} clear the bar on validation")
+    if json_out:
+        Path(json_out).write_text(json.dumps(r, indent=1))
+        click.echo(f"wrote {json_out}")
 
 
 @world.group("train")

@@ -321,8 +321,8 @@ class Motion:
               "anchors": the same direction, rescaled to the anchors' own extent along it: the last
               anchor minus the first, projected on the unit direction.
               Robust PCA's sparse part also takes some of the real motion where it is concentrated (the
-              far anchors' largest coordinates), so the low-rank span falls short of the anchors (they
-              reach 7-20 % further on the world's clips, experiments/anchor_identity); "anchors" keeps the
+              far anchors' largest coordinates), so the low-rank span falls short of the anchors (by how
+              much: docs/results.md, "Strength 1 spans the anchors"); "anchors" keeps the
               robust direction and restores the extent the anchors show. The anchor path (`coords`,
               `path`) is scaled alike. A last anchor not ahead of the first along the direction keeps
               "lowrank", with a warning; a rescaling outside `SPAN_SCALE_USUAL` warns (it rests on the

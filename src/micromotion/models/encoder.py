@@ -400,13 +400,15 @@ def generator_fingerprint(G: Generator) -> str:
     return fingerprint(G)
 
 
-def save_encoder(net: ReStyle, path: str | os.PathLike, metadata: dict | None = None) -> Path:
-    """Write a `ReStyle`'s encoder and `latent_avg` (fp32 safetensors, no decoder) with its `EncoderConfig` and
-    its decoder's shape and fingerprint in the metadata; `load_encoder(path, G)` pairs it with G again."""
+def save_encoder(net: ReStyle, path: str | os.PathLike, metadata: dict | None = None,
+                 dtype: torch.dtype = torch.float32) -> Path:
+    """Write a `ReStyle`'s encoder and `latent_avg` (safetensors of `dtype`, fp32 by default, float16 for the
+    shipped file; no decoder) with its `EncoderConfig` and its decoder's shape and fingerprint in the metadata;
+    `load_encoder(path, G)` pairs it with G again."""
     G = net.G
-    tensors = {f"encoder.{k}": v.detach().float() if v.is_floating_point() else v.detach()
+    tensors = {f"encoder.{k}": v.detach().to(dtype) if v.is_floating_point() else v.detach()
                for k, v in net.encoder.state_dict().items()}
-    tensors["latent_avg"] = net.latent_avg.detach().float()
+    tensors["latent_avg"] = net.latent_avg.detach().to(dtype)
     meta = {"format": ENCODER_FORMAT, "version": str(ENCODER_FORMAT_VERSION),
             "config": json.dumps(net.encoder.cfg.to_dict()),
             "generator": json.dumps({"resolution": G.resolution, "num_ws": G.num_ws, "w_dim": G.w_dim,

@@ -9,14 +9,14 @@ jittering by 3 %, `world.faces.motion_track`). 12 evenly spaced frames of its 48
 shipped world encoder (`anchors.video.invert_frames`) as anchors, and robust PCA decodes the motion. Strength 1
 spans the clip's motion (`Motion.from_anchors`, span "anchors").
 
-The clip's identity matters: among seeds 1-100 the same recipe moved unseen faces' anger by -0.2 to +0.7
-(previous encoder).
-`VIDEO_SEEDS` are chosen on validation faces only (50 renders of seed 200; the highest margin
-min(success - 0.9, 5 (0.1 - drift)) to the issue-10 bar, ties to the lower drift) and measured on other
-faces (seeds 100 and 300): experiments/anchor_identity/README.md, experiments/encoder_pairs/README.md.
+The clip's identity matters more than any decomposition setting: the same recipe from different identities
+moves unseen faces by very different amounts. So `VIDEO_SEEDS` are chosen on validation faces only (encoded
+renders of seed 200; the highest margin to the issue-10 bar, ties to the lower drift) and measured on other
+faces (seeds 100 and 300). `micromotion world pick-start-faces` (`world/start_faces.py`) applies that rule;
+the searches, the choices and their numbers are in docs/results.md ("Start faces").
 
 `--source text`: the text route described below. Its motions transfer less than the video ones (measured in
-docs/world.md), so it is not the shipped default.
+docs/results.md, "World text route"), so it is not the shipped default.
 
 Each preset: text anchors of the preset's template ("a person with {degree} smile", ...) at the paper's 11
 degrees for the start face of the factor's `TEXT_SEEDS` entry (chosen like `VIDEO_SEEDS`, on validation faces;
@@ -34,12 +34,10 @@ which moves the whole face, takes image weight 1; smile has its own, chosen on v
 world encoder (`anchors.text.reinvert_anchors`, the start left out), because the optimized latents move along
 directions peculiar to the anchor face; the encoder's latents move the way it represents the motion for every
 face.
-Measured in docs/world.md, experiments/text_route/README.md (sweeps 9-11), experiments/anchor_identity and
-experiments/encoder_pairs: with the shipped (pair-trained) encoder, text smile from seed 53 moves unseen faces'
-smile by about +0.66 of its range on 94 - 98 % of them at drift 0.067 (CPU), text head turn from seed 103 by
-+0.69 on 92 - 94 % at 0.080 - 0.082. The CLIP-guided optimization is chaotic (from seed 1, with the previous
-encoder, text smile landed between 80 % and 94 % from run to run), and the start face decides how much that
-matters. Before re-inversion and the image term text smile moved unseen faces by +0.01.
+The CLIP-guided optimization is chaotic (the same start face lands differently from run to run and device to
+device), and the start face decides how much that matters; re-inversion and the image term are what made the
+text anchors transfer at all. What each route reaches on unseen faces, and what was tried: docs/results.md
+("World presets", "World text route", "What was tried and did not work").
 """
 from __future__ import annotations
 
@@ -62,8 +60,9 @@ log = logging.getLogger(__name__)
 __all__ = ["VIDEO_SEEDS", "TEXT_SEEDS", "WORLD_SETTINGS", "world_text_settings", "world_text_seed",
            "world_text_motion", "world_video_motion", "build_presets"]
 
-#: Identity seed of each motion factor's world clip (see the module docstring), chosen among seeds 1-60 for the
-#: shipped encoder (experiments/encoder_pairs); other factors: 1.
+#: Identity seed of each motion factor's world clip, chosen on validation faces for the shipped encoder by
+#: `micromotion world pick-start-faces --route video` (see the module docstring; the search and its numbers:
+#: docs/results.md, "Start faces"); other factors: 1.
 VIDEO_SEEDS = {"smile": 16, "anger": 39, "age": 51, "eyes_closed": 31, "head_turn": 19}
 
 

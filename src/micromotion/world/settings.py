@@ -14,15 +14,16 @@ from ..presets import PRESETS
 __all__ = ["WORLD_SETTINGS", "TEXT_SEEDS", "world_text_settings", "world_text_seed", "template_factor"]
 
 WORLD_SETTINGS = TextAnchorSettings(steps=60, lr=0.1, l2_lambda=0.004, image_lambda=10.0, id_lambda=0.0)
-# Per motion factor. Smile: chosen on validation faces (seed 200) with the current encoder and span on the H100
-# (experiments/anchor_identity/text_settings.jsonl): 100 steps, a weaker image term and pull to the start.
-# Head turn moves the whole face: a weak image term. Its validation pick (image 3, 100 steps) collapsed on the
-# CPU (+0.16), so it keeps the earlier setting.
+# Per motion factor, changes to WORLD_SETTINGS. Smile: chosen on validation faces from a grid of image weight,
+# steps and l2 (`micromotion world pick-start-faces --route text --motion smile --candidates 53 --settings ...`):
+# more steps with a weaker image term and pull to the start let the smile open further without drift. Head turn
+# moves the whole face, which a strong image term resists: a weak one. Its validation pick did not hold up on
+# the CPU, so it keeps the earlier setting (docs/results.md, "World text route").
 _FACTOR_SETTINGS = {"smile": {"image_lambda": 3.0, "steps": 100, "l2_lambda": 0.002},
                     "head_turn": {"image_lambda": 1.0}}
-#: Start face of each motion factor's text anchors, chosen by the same rule on validation faces, for the shipped
-#: encoder, from seeds 1-100 (smile), 1-200 (head turn) or 1-60 (aging, eyes) (experiments/encoder_pairs); other
-#: factors: 1. No start face moves anger: the world CLIP's "{degree} angry" does nothing from any of them.
+#: Start face of each motion factor's text anchors, chosen by `micromotion world pick-start-faces --route text`
+#: on validation faces for the shipped encoder (searched ranges and numbers: docs/results.md, "Start faces");
+#: other factors: 1. No start face moves anger: the world CLIP's "{degree} angry" does nothing from any of them.
 TEXT_SEEDS = {"smile": 53, "age": 28, "eyes_closed": 34, "head_turn": 103}
 
 

@@ -256,3 +256,37 @@ def test_cli_train_eval_export(tmp_path, G, caplog):
         main(["--generator", str(gpath), "--out", str(out), "--tiny", "--max-steps", "1", "--device", "cpu"])
     with pytest.raises(SystemExit, match="no checkpoint here"):
         main(["--out", str(tmp_path / "none"), "--eval-only", "--device", "cpu"])
+
+
+def test_compact_export_and_fine_tune_record(tmp_path, G):
+    """--compact writes float16 tensors that invert like the fp32 export; a chain of --init runs writes the
+    `fine_tuned` record the shipped encoder carries (from, stages, device, command), extending it each time."""
+    from safetensors import safe_open
+
+    train_encoder(tmp_path / "e0", G, minutes=5, cfg=_cfg(), max_steps=1, eval_n=0, progress=False)
+    e0 = export_encoder(tmp_path / "e0", tmp_path / "e0.safetensors", G)
+    with safe_open(str(e0), "pt") as f:
+        assert "fine_tuned" not in f.metadata()
+    train_encoder(tmp_path / "e1", G, minutes=5, cfg=_cfg(lr=1e-4), max_steps=1, eval_n=0, progress=False, init=e0)
+    e1 = export_encoder(tmp_path / "e1", tmp_path / "e1.safetensors", G)
+    cfg = _cfg(lr=5e-5, batch=8, render_frac=0.25, pair_frac=0.5, pair_weight=4.0, warmup=1)
+    train_encoder(tmp_path / "e2", G, minutes=5, cfg=cfg, max_steps=1, eval_n=0, progress=False, init=e1,
+                  oracle=_oracle())
+    full = export_encoder(tmp_path / "e2", tmp_path / "e2.safetensors", G)
+    half = export_encoder(tmp_path / "e2", tmp_path / "e2h.safetensors", G, compact=True)
+    with safe_open(str(full), "pt") as f, safe_open(str(half), "pt") as h:
+        assert h.metadata() == f.metadata()
+        meta = h.metadata()
+        assert all(h.get_tensor(k).dtype == torch.float16 for k in h.keys() if f.get_tensor(k).is_floating_point())
+    tuned = json.loads(meta["fine_tuned"])
+    assert set(tuned) == {"from", "stages", "device", "command"} and tuned["device"] == "cpu"
+    assert tuned["from"] == "e0.safetensors (step 1)"
+    assert [(s["lr"], s.get("pair_frac"), s.get("pair_weight")) for s in tuned["stages"]] == [
+        (1e-4, None, None), (5e-5, 0.5, 4.0)]
+    assert all(isinstance(s["minutes"], float) for s in tuned["stages"])
+    assert meta["trained_by"] == "micromotion.world.encoder_train"
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    a = load_world_encoder(full, G).invert(x, n_iters=2).ws
+    b = load_world_encoder(half, G).invert(x, n_iters=2).ws
+    assert b.dtype == torch.float32 and (a - b).abs().max() < 2e-2
+    assert half.stat().st_size < 0.7 * full.stat().st_size

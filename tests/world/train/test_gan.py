@@ -130,3 +130,23 @@ def test_sigterm_stops_training_cleanly_with_a_checkpoint(tmp_path):
     assert time.time() - t0 < 60  # stopped by the signal, not by the 2-minute budget
     assert state["step"] >= 1 and (tmp_path / "run" / "G_ema.safetensors").is_file()
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_compact_export_is_float16_with_the_same_metadata_and_outputs(tmp_path):
+    from safetensors import safe_open
+
+    out = tmp_path / "run"
+    train(out, minutes=5, cfg=TrainConfig.tiny(), max_steps=1, progress=False)
+    full = export(out, tmp_path / "full.safetensors")
+    half = export(out, tmp_path / "half.safetensors", compact=True)
+    with safe_open(str(full), "pt") as f, safe_open(str(half), "pt") as h:
+        assert h.metadata() == f.metadata()  # format, config, w_avg_source, kimg, step, trained_by
+        assert set(h.keys()) == set(f.keys())
+        assert all(h.get_tensor(k).dtype == torch.float16 for k in h.keys() if f.get_tensor(k).is_floating_point())
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    G32, G16 = load_generator(full), load_generator(half)
+    assert G16.cfg == G32.cfg
+    ws = G32.mapping(torch.randn(2, G32.cfg.z_dim, generator=torch.Generator().manual_seed(0)))
+    a, b = G32.synthesis(ws), G16.synthesis(ws)  # constant noise: deterministic
+    assert b.dtype == torch.float32
+    assert (a - b).abs().max() < 2e-2 and (a - b).abs().mean() < 2e-3

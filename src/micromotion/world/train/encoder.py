@@ -1,6 +1,6 @@
 """Training a ReStyle encoder for the world's StyleGAN2 (issue 10): world images -> that generator's W+.
 
-`micromotion world train encoder --generator G.safetensors --out DIR --minutes M [--export FILE]`
+`micromotion world train encoder --generator G.safetensors --out DIR --minutes M [--init FILE] [--export FILE [--compact]]`
 
 The network is the issue-5 encoder (`micromotion.models.encoder.BackboneEncoder`, IR-SE units and one
 map2style head per W+ layer) with a small backbone sized for the 128² world generator (`WorldEncoderConfig`),
@@ -31,8 +31,10 @@ under 16 MB; the generator is not copied, state.json names it by path and finger
   state.json                   config, generator, counters, last evaluation
   samples.png, log.jsonl       held-out targets above their reconstructions; one JSON line per log interval
 
-Export (`--export FILE`): `encoder.safetensors` rewritten with the evaluation in its metadata; read it with
-`load_world_encoder(FILE, G)` (= `micromotion.models.encoder.load_encoder`), which pairs it with the generator.
+Export (`--export FILE`): `encoder.safetensors` rewritten with the evaluation in its metadata (and, for a run
+started with `--init`, the chain of fine-tune stages in `fine_tuned`); `--compact` stores it float16, as the
+shipped file is. Read it with `load_world_encoder(FILE, G)` (= `micromotion.models.encoder.load_encoder`),
+which pairs it with the generator.
 """
 from __future__ import annotations
 
@@ -616,7 +618,10 @@ def train_encoder(out: str | os.PathLike, generator, minutes: float = 9.0, cfg: 
              "%d render pairs), %d refinement steps, oracle %s, device %s", n_params / 1e6, n_params * 4 / 1e6,
              G.num_ws, G.w_dim, G.resolution, tr.cfg.batch, tr.n_render, tr.n_pair, tr.cfg.n_iters,
              "on" if tr.oracle is not None else "off", tr.device)
-    extra_gen = {"generator": {**tr.generator_info(), "path": gen_path}}
+    extra_gen = {"generator": {**tr.generator_info(), "path": gen_path}, "device": _device_name(tr.device)}
+    init_rec = read_state(out).get("init") if has_ckpt else _init_record(init) if init is not None else None
+    if init_rec is not None:
+        extra_gen["init"] = init_rec
 
     stop = StopOnSignals()
     t0 = last_ckpt = t_log = time.time()
@@ -687,9 +692,49 @@ def evaluate_checkpoint(out: str | os.PathLike, generator=None, device: str | to
     return ev
 
 
-def export_encoder(ckpt: str | os.PathLike, path: str | os.PathLike, generator=None) -> Path:
-    """Write the checkpoint's encoder as one `save_encoder` file (fp32 safetensors, EncoderConfig and the
-    generator's shape and fingerprint in the metadata, plus the last evaluation), checked by loading it."""
+FINE_TUNE_COMMAND = ("micromotion world train encoder --init FILE --lr LR --minutes M "
+                     "[--pair-frac P --pair-weight W]")
+
+
+def _device_name(device) -> str:
+    device = torch.device(device)
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
+
+def _init_record(init: str | os.PathLike) -> dict:
+    """What a run started with `--init FILE` keeps of FILE in state.json: its path, step and, when FILE was itself
+    a fine-tune, its `fine_tuned` record, so that the export can extend the chain of stages."""
+    from safetensors import safe_open
+
+    with safe_open(str(init), "pt") as f:
+        meta = f.metadata() or {}
+    rec = {"path": str(init), "step": meta.get("step")}
+    if "fine_tuned" in meta:
+        rec["fine_tuned"] = json.loads(meta["fine_tuned"])
+    return rec
+
+
+def fine_tuned_record(state: dict) -> dict | None:
+    """The `fine_tuned` metadata of an exported fine-tune (a run started from `--init`; None otherwise): where the
+    chain started, every stage's minutes and learning rate (and pair loss), the device, the command. The shipped
+    encoder's record (written by hand before this existed) has the same keys."""
+    init = state.get("init")
+    if not init:
+        return None
+    prev = init.get("fine_tuned") or {}
+    cfg = state["config"]
+    stage = {"minutes": round(float(state.get("train_seconds", 0.0)) / 60, 1), "lr": cfg["lr"]}
+    if cfg.get("pair_frac"):
+        stage.update(pair_frac=cfg["pair_frac"], pair_weight=cfg["pair_weight"])
+    start = prev.get("from") or f"{Path(init['path']).name} (step {init.get('step')})"
+    return {"from": start, "stages": [*prev.get("stages", []), stage], "device": state.get("device", "unknown"),
+            "command": FINE_TUNE_COMMAND}
+
+
+def export_encoder(ckpt: str | os.PathLike, path: str | os.PathLike, generator=None, compact: bool = False) -> Path:
+    """Write the checkpoint's encoder as one `save_encoder` file (EncoderConfig and the generator's shape and
+    fingerprint in the metadata, plus the last evaluation and, for a fine-tune, `fine_tuned_record`), checked by
+    loading it. compact: float16 tensors, as the shipped `world-encoder.safetensors` (default fp32)."""
     ckpt = Path(ckpt)
     state = read_state(ckpt)
     G = _generator_for(ckpt, generator)
@@ -698,7 +743,10 @@ def export_encoder(ckpt: str | os.PathLike, path: str | os.PathLike, generator=N
             "n_iters": state["config"]["n_iters"]}
     if "evaluation" in state:
         meta["evaluation"] = json.dumps(state["evaluation"])
-    save_encoder(net, path, meta)
+    tuned = fine_tuned_record(state)
+    if tuned is not None:
+        meta["fine_tuned"] = json.dumps(tuned)
+    save_encoder(net, path, meta, dtype=torch.float16 if compact else torch.float32)
     load_encoder(path, G)  # refuse to leave something unreadable unnoticed
     return Path(path)
 
@@ -722,6 +770,7 @@ def main(argv=None, prog: str = "python -m micromotion.world.encoder_train") -> 
     p.add_argument("--batch", type=int, default=None, help="batch size (default 32; 4 with --tiny)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (or start one)")
     p.add_argument("--export", default=None, help="afterwards, write the encoder as one safetensors file here")
+    p.add_argument("--compact", action="store_true", help="export float16 (the shipped world-encoder.safetensors)")
     p.add_argument("--tiny", action="store_true", help="tiny 32px encoder (tests, CPU smoke runs)")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto")
     p.add_argument("--eval-n", type=int, default=512, help="held-out renders and samples for the report (0: skip)")
@@ -763,7 +812,7 @@ def main(argv=None, prog: str = "python -m micromotion.world.encoder_train") -> 
             if "evaluation" in state:
                 log.info("evaluation: %s", json.dumps(state["evaluation"], indent=1))
         if a.export:
-            path = export_encoder(a.out, a.export, a.generator)
+            path = export_encoder(a.out, a.export, a.generator, compact=a.compact)
             log.info("exported %s (%.1f MB)", path, path.stat().st_size / 1e6)
     except MicromotionError as e:  # any user-facing error (bad input, checkpoint, missing weights): one line
         raise SystemExit(f"error: {e}") from None

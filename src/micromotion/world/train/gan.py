@@ -1,6 +1,6 @@
 """Training the world's StyleGAN2 on renders made on the fly (issue 9).
 
-`micromotion world train gan --out DIR --minutes M [--batch B] [--resume] [--export PATH]`
+`micromotion world train gan --out DIR --minutes M [--batch B] [--resume] [--export PATH [--compact]]`
 
 The generator is the project's own `micromotion.models.stylegan2.Generator` (a small 128² config, see
 `TrainConfig`), the discriminator `micromotion.models.discriminator.Discriminator` (resnet). Losses follow
@@ -501,14 +501,25 @@ class StopOnSignals:
         self._old = {}
 
 
-def export(ckpt: str | os.PathLike, path: str | os.PathLike) -> Path:
-    """Copy the checkpoint's EMA generator (already in `save_generator` format) to `path`, checked."""
+def export(ckpt: str | os.PathLike, path: str | os.PathLike, compact: bool = False) -> Path:
+    """Copy the checkpoint's EMA generator (already in `save_generator` format, fp32) to `path`, checked.
+    compact: store its floating-point tensors as float16 with the same metadata, as the shipped
+    `world.safetensors` is (half the size; loads as fp32; the difference is in docs/results.md)."""
     src = Path(ckpt) / "G_ema.safetensors"
     if not src.is_file():
         raise CheckpointError(f"{ckpt}: no G_ema.safetensors to export; train first")
     load_generator(src)  # refuse to export something unreadable
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if compact:
+        from safetensors import safe_open
+
+        with safe_open(str(src), "pt") as f:
+            meta = f.metadata()
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        save_safetensors({k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}, path, meta)
+        load_generator(path)
+        return path
     with atomic_output(path, error=CheckpointError) as tmp:
         shutil.copyfile(src, tmp)
     return path
@@ -525,6 +536,7 @@ def main(argv=None, prog: str = "python -m micromotion.world.train") -> None:
     p.add_argument("--batch", type=int, default=None, help="batch size (default 64; 4 with --tiny)")
     p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (or start one)")
     p.add_argument("--export", default=None, help="afterwards, write G_ema as a micromotion generator file here")
+    p.add_argument("--compact", action="store_true", help="export float16 (the shipped world.safetensors)")
     p.add_argument("--device", default="auto", help="cuda, cpu or auto")
     p.add_argument("--checkpoint-minutes", type=float, default=3.0)
     p.add_argument("--max-steps", type=int, default=None)
@@ -559,7 +571,7 @@ def main(argv=None, prog: str = "python -m micromotion.world.train") -> None:
                           batch=a.batch)
             log.info("done: step %d, %.1f kimg", state["step"], state["nimg"] / 1000)
         if a.export:
-            log.info("exported %s", export(a.out, a.export))
+            log.info("exported %s", export(a.out, a.export, compact=a.compact))
     except MicromotionError as e:  # any user-facing error (bad input, checkpoint, missing weights): one line
         raise SystemExit(f"error: {e}") from None
 
