@@ -72,10 +72,12 @@ def test_inversion_uses_a_cached_encoder_of_the_profile(monkeypatch):
 
 def test_auto_model(monkeypatch, tmp_path):
     import micromotion.weights.cache as W
+    from weights_helpers import hide_random_face
 
     monkeypatch.setenv("MICROMOTION_HOME", str(tmp_path))
     monkeypatch.setenv("MICROMOTION_OFFLINE", "1")
-    assert auto_model() == "world"  # FFHQ not cached here
+    hide_random_face(monkeypatch)
+    assert auto_model() == "world"  # FFHQ not cached here, random-face absent
     monkeypatch.setattr(W, "_bundled_path", lambda spec: tmp_path / "not-installed" / spec.filename)
     with pytest.raises(InputError, match="micromotion weights download stylegan2-ffhq-1024"):
         auto_model()

@@ -147,3 +147,15 @@ def lpips_bytes(tmp_path: Path, seed: int = 0) -> bytes:
     p = tmp_path / f"lpips-{seed}.pth"
     torch.save(sd, p)
     return p.read_bytes()
+
+
+def hide_random_face(monkeypatch) -> None:
+    """Make the installed random-face invisible to micromotion (as on a machine without it)."""
+    import micromotion.weights.package as package
+    from micromotion.errors import WeightsError
+
+    def absent(pkg):
+        raise WeightsError(f"the model files were not found ({pkg.distribution} is not installed); get them with "
+                           f"{pkg.how_to_get}")
+
+    monkeypatch.setattr(package, "find_installed", absent)

@@ -131,7 +131,7 @@ class Animator:
             check_ws(self.G, ws, f"{image}: the latent (model {self.model_name})")
             return ws, None
         if align is None:
-            align = self.profile.align  # e.g. world renders are already aligned crops
+            align = self.needs_alignment(image, face_index)
         method, opts = self.inversion_method()
         if method == "projector":
             opts = {"steps": self.invert_steps, "progress": progress}
@@ -139,6 +139,16 @@ class Animator:
             opts = {**opts, "progress": progress}
         inv = invert(self.G, image, method=method, align=align, face_index=face_index, **opts)
         return inv.ws.detach(), inv
+
+    def needs_alignment(self, image, face_index: int | None = None) -> bool:
+        """Whether photo `image` is aligned before inversion when the caller does not say: always for models of
+        photos (the profile's `align`); for a model whose faces are aligned crops (the world), decided by the
+        input: a photo that is not square, or a square one whose detected face is not already framed as an
+        FFHQ crop, is aligned; a square image where no face is found, or whose face already fills the FFHQ
+        square, is used as it is (recognised, not assumed)."""
+        if self.profile.align:
+            return True
+        return not _is_aligned_crop(image, face_index)
 
     def inversion_method(self) -> tuple[str, dict]:
         """An encoder trained for this generator; else the profile's encoders (for the FFHQ model ReStyle pSp,
@@ -220,3 +230,26 @@ class Animator:
 def first_frame(G, ws: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
         return to_uint8(G.synthesis(ws[:1]))[0]
+
+
+#: An image is taken for an aligned crop when its face's FFHQ square lies within this fraction of the side from
+#: the image's own corners (re-aligning such a crop would only resample it).
+ALIGNED_CROP_TOLERANCE = 0.12
+
+
+def _is_aligned_crop(image, face_index: int | None = None) -> bool:
+    """True if `image` is square and either shows no face the detector finds (e.g. a world render) or a face
+    whose FFHQ alignment square is (nearly) the image itself."""
+    from .align import detect_faces, face_landmarks, ffhq_quad
+    from .io.images import describe, load_image
+
+    im = load_image(image, name=describe(image))
+    if abs(im.width - im.height) > 1:
+        return False
+    faces = detect_faces(im, "hog")  # cheap; a crop the detector misses is used as it is
+    if not faces:
+        return True
+    i = 0 if face_index is None or not 0 <= face_index < len(faces) else face_index
+    quad = ffhq_quad(face_landmarks(im, faces[i].box))
+    corners = np.array([[0, 0], [0, im.height], [im.width, im.height], [im.width, 0]], dtype=np.float64)
+    return float(np.abs(quad - corners).max()) <= ALIGNED_CROP_TOLERANCE * im.width

@@ -69,7 +69,9 @@ def test_batch_mode_reports_failures_and_continues(files, tmp_path):
 
 def test_auto_model_without_any_weights_says_what_to_do(tmp_path, monkeypatch):
     import micromotion.weights.cache as W
+    from weights_helpers import hide_random_face
 
+    hide_random_face(monkeypatch)
     monkeypatch.setattr(W, "_bundled_path", lambda spec: tmp_path / "not-installed" / spec.filename)
     monkeypatch.setenv("MICROMOTION_HOME", str(tmp_path))
     monkeypatch.setenv("MICROMOTION_OFFLINE", "1")

@@ -448,8 +448,24 @@ def read_generator_file(path: str | os.PathLike) -> Generator:
     return G.eval().requires_grad_(False)
 
 
+def _compute_w_avg_float64(G: Generator, n: int = 10000, seed: int = 0) -> None:
+    """`compute_w_avg(n, seed)` in float64, rounded once: the same float32 bits on every CPU, so the converted
+    file, and its fingerprint that shipped motion files are stamped with, is the same everywhere."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, G.z_dim, generator=g).double()
+    net = G.mapping_net.double()
+    try:
+        with torch.no_grad():
+            w = torch.cat([net(chunk) for chunk in z.split(2048)]).mean(0)
+    finally:
+        net.float()
+    G.w_avg.copy_(w.float())
+    G.w_avg_source = f"computed({n}, seed={seed}, float64)"
+
+
 def convert_files(files: dict[str, Path], out: str | os.PathLike) -> Path:
     """The registry's converter (`weights.package`): the four verified IR files -> our file at `out`."""
-    G = load_random_face(files, verify=False)
+    G = load_random_face(files, verify=False, w_avg_samples=0)
+    _compute_w_avg_float64(G)
     return save_generator(G, out, {"converted_from": f"{RANDOM_FACE_DISTRIBUTION}=={RANDOM_FACE_VERSION}",
                                    "source_sha256": json.dumps({n: FILE_SHA256[n] for n in sorted(FILE_SHA256)})})

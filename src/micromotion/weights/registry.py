@@ -237,13 +237,13 @@ _BUILTIN = [
     # (The values are those of micromotion.models.mobilestylegan_convert, which tests keep in sync.)
     WeightSpec(
         name="mobilestylegan-ffhq-1024",
-        purpose="MobileStyleGAN FFHQ 1024x1024 generator (from the random-face PyPI package; offline photos)",
+        purpose="MobileStyleGAN FFHQ 1024x1024 generator (inside random-face on PyPI)",
         filename="mobilestylegan-ffhq-1024.safetensors",
         kind="generator",
         format="safetensors",
         license="Apache-2.0 package; model derived from NVIDIA StyleGAN2 FFHQ, NVIDIA Source Code License-NC, "
                 "non-commercial",
-        size=40_443_684,
+        size=40_443_692,
         source="https://pypi.org/project/random-face/2021.7.21.1/ (random_face/data/*Network.{xml,bin}); "
                "architecture: https://github.com/bes-dev/MobileStyleGAN.pytorch (Apache-2.0)",
         note="Converted once from the installed random-face, else `weights download` fetches its wheel with pip "
