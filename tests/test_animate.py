@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from micromotion import Generator, GeneratorConfig, InputError, save_generator
 from micromotion.animate import Animator
@@ -84,3 +85,37 @@ def test_paper_directions_import_and_normalize(reference_dir, tmp_path):
     assert set(norms) == set(PRESETS)
     for name, n in norms.items():
         assert math.isclose(n, PRESETS[name].unit_norm, rel_tol=1e-4), (name, n)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Whether a photo is aligned: per input for the world model, always for photo models
+
+
+@pytest.fixture(scope="module")
+def world_and_photos(tmp_path_factory):
+    import skimage.data
+
+    from micromotion.align import align_face
+
+    d = tmp_path_factory.mktemp("align")
+    a = Animator(model="world", device="cpu")
+    with torch.no_grad():
+        ws = a.G.mapping(torch.randn(6, a.G.z_dim, generator=torch.Generator().manual_seed(3)), 0.7)
+        renders = ((a.G.synthesis(ws).clamp(-1, 1) + 1) * 127.5).permute(0, 2, 3, 1).byte().numpy()
+    worlds = [Image.fromarray(r) for r in renders]
+    photo = Image.fromarray(skimage.data.astronaut())  # 512x512, a small face off centre
+    return a, worlds, photo, align_face(photo, size=256).image, d
+
+
+def test_world_model_decides_alignment_per_input(world_and_photos):
+    a, worlds, photo, crop, d = world_and_photos
+    assert [a.needs_alignment(w) for w in worlds] == [False] * len(worlds)  # its renders: aligned crops
+    assert a.needs_alignment(photo)  # a face is found and it is not framed as a crop
+    assert not a.needs_alignment(crop)  # an FFHQ-aligned crop of a photo is recognised
+    assert a.needs_alignment(photo.crop((0, 0, 512, 400)))  # not square
+
+
+def test_photo_models_always_align(world_and_photos, files):
+    _, worlds, *_ = world_and_photos
+    a = Animator(model=str(files["gen"]), device="cpu")  # a StyleGAN2: photos are aligned
+    assert a.profile.align and a.needs_alignment(worlds[0])

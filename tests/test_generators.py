@@ -86,3 +86,49 @@ def test_a_registered_reader_comes_first(tiny_file, monkeypatch, tmp_path):
     other.write_bytes(b"")
     assert load_generator(other) is G0 and seen == [other]
     assert load_generator(path) is not G0  # other files still go to StyleGAN2's reader
+
+
+# ----------------------------------------------------------------------------------------------------------
+# MobileStyleGAN: our safetensors of the converted random-face model (tests/weights/test_package.py converts)
+
+
+@pytest.fixture
+def tiny_msg_file(tmp_path):
+    from micromotion.models.mobilestylegan import Generator as MSG, MobileStyleGANConfig
+    from micromotion.models.mobilestylegan_convert import save_generator as save_msg
+
+    torch.manual_seed(0)
+    G = MSG(MobileStyleGANConfig.tiny()).eval()
+    G.compute_w_avg(64)
+    return save_msg(G, tmp_path / "tiny-msg.safetensors"), G
+
+
+def test_mobilestylegan_file_loads_with_its_w_avg(tiny_msg_file):
+    from micromotion.models.mobilestylegan import Generator as MSG
+
+    path, G0 = tiny_msg_file
+    assert [name for name, accepts, _ in generators.READERS if accepts(path)][0] == "mobilestylegan"
+    G = load_generator(path)
+    assert isinstance(G, MSG) and isinstance(G, GeneratorLike) and G.registry_name is None
+    assert torch.equal(G.w_avg, G0.w_avg) and G.w_avg_source == G0.w_avg_source
+    ws = G.mapping(torch.randn(2, G.z_dim, generator=torch.Generator().manual_seed(1)), 0.7)
+    with torch.no_grad():
+        assert torch.equal(G.synthesis(ws), G0.synthesis(ws))
+    # a StyleGAN2 file is not taken for one
+    sg2 = save_generator(Generator(GeneratorConfig.tiny()), path.with_name("sg2.safetensors"))
+    assert [name for name, accepts, _ in generators.READERS if accepts(sg2)][0] == "stylegan2"
+
+
+def test_mobilestylegan_wrong_ws_rows_name_both_counts(tiny_msg_file):
+    G = load_generator(tiny_msg_file[0])
+    with pytest.raises(InputError, match=rf"ws of shape \[1, 5, 16\] does not fit this generator: 5 W\+ rows, it "
+                                         rf"takes \[N, {G.num_ws}, 16\] \({G.num_ws} W\+ rows of 16\)"):
+        check_ws(G, torch.zeros(1, 5, 16))
+
+
+def test_damaged_mobilestylegan_file_is_one_line(tiny_msg_file):
+    path, _ = tiny_msg_file
+    data = bytearray(path.read_bytes())
+    path.write_bytes(bytes(data[: len(data) // 2]))
+    with pytest.raises(MicromotionError, match="tiny-msg.safetensors: not a readable safetensors file"):
+        load_generator(path)

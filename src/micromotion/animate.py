@@ -131,7 +131,7 @@ class Animator:
             check_ws(self.G, ws, f"{image}: the latent (model {self.model_name})")
             return ws, None
         if align is None:
-            align = self.profile.align  # e.g. world renders are already aligned crops
+            align = self.needs_alignment(image, face_index)
         method, opts = self.inversion_method()
         if method == "projector":
             opts = {"steps": self.invert_steps, "progress": progress}
@@ -139,6 +139,16 @@ class Animator:
             opts = {**opts, "progress": progress}
         inv = invert(self.G, image, method=method, align=align, face_index=face_index, **opts)
         return inv.ws.detach(), inv
+
+    def needs_alignment(self, image, face_index: int | None = None) -> bool:
+        """Whether photo `image` is aligned before inversion when the caller does not say: always for models of
+        photos (the profile's `align`); for a model whose faces are aligned crops (the world), decided by the
+        input: a photo that is not square, or a square one whose detected face is not already framed as an
+        FFHQ crop, is aligned; a square image where no face is found, or whose face already fills the FFHQ
+        square, is used as it is (recognised, not assumed)."""
+        if self.profile.align:
+            return True
+        return not _is_aligned_crop(image, face_index)
 
     def inversion_method(self) -> tuple[str, dict]:
         """An encoder trained for this generator; else the profile's encoders (for the FFHQ model ReStyle pSp,
@@ -220,3 +230,30 @@ class Animator:
 def first_frame(G, ws: torch.Tensor) -> np.ndarray:
     with torch.no_grad():
         return to_uint8(G.synthesis(ws[:1]))[0]
+
+
+#: An image is taken for an aligned crop when its face's FFHQ square is about the image itself: its side within
+#: these bounds of the image's and its centre within `ALIGNED_CROP_CENTRE` of the side from the image's centre.
+#: Loose, because landmarks on drawn faces (the world's) are loose: measured on world renders, sides of
+#: 0.6-0.8 and centres 0.03-0.08 off; a portrait photo's face is far smaller or off centre (the astronaut: 0.34).
+ALIGNED_CROP_SIDE = (0.55, 1.45)
+ALIGNED_CROP_CENTRE = 0.15
+
+
+def _is_aligned_crop(image, face_index: int | None = None) -> bool:
+    """True if `image` is square and either shows no face the detector finds (e.g. some world renders) or a face
+    whose FFHQ alignment square is about the image itself (re-aligning it would only resample it)."""
+    from .align import detect_faces, face_landmarks, ffhq_quad
+    from .io.images import describe, load_image
+
+    im = load_image(image, name=describe(image))
+    if abs(im.width - im.height) > 1:
+        return False
+    faces = detect_faces(im, "hog")  # cheap; a crop the detector misses is used as it is
+    if not faces:
+        return True
+    i = 0 if face_index is None or not 0 <= face_index < len(faces) else face_index
+    quad = ffhq_quad(face_landmarks(im, faces[i].box)) / im.width
+    side = (np.hypot(*(quad[3] - quad[0])) + np.hypot(*(quad[1] - quad[0]))) / 2
+    off = np.hypot(*(quad.mean(0) - [0.5, im.height / im.width / 2]))
+    return bool(ALIGNED_CROP_SIDE[0] <= side <= ALIGNED_CROP_SIDE[1] and off <= ALIGNED_CROP_CENTRE)

@@ -7,7 +7,8 @@ invert, anchors, decompose, render, animate, evaluate and the web page use nothi
     G.synthesis(ws [N, num_ws, w_dim], noise_mode="const") -> images [N, 3, resolution, resolution], about [-1, 1]
     G.z_dim, G.w_dim, G.num_ws, G.resolution: ints;  G.w_avg: [w_dim] (the truncation centre)
 
-`models.stylegan2.Generator` (the FFHQ checkpoints and the world model) implements it. A generator's identity
+`models.stylegan2.Generator` (the FFHQ checkpoints and the world model) and `models.mobilestylegan.Generator`
+(the `mobilestylegan-ffhq-1024` entry, converted once from the random-face package) implement it. A generator's identity
 (which CLIP, which encoder, which presets belong to it) is not part of the interface: `profiles.profile_for(G)`
 looks it up by the registry name it was loaded from or by its weights' fingerprint.
 
@@ -59,7 +60,8 @@ def check_generator(G) -> None:
 def check_ws(G, ws: torch.Tensor, what: str = "ws") -> torch.Tensor:
     """`ws` unchanged if it is [N, num_ws, w_dim] for `G`; else an InputError naming both shapes."""
     if ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
-        raise InputError(f"{what} of shape {list(ws.shape)} does not fit this generator: it takes "
+        rows = f"{ws.shape[1]} W+ rows, " if ws.ndim == 3 and ws.shape[1] != G.num_ws else ""
+        raise InputError(f"{what} of shape {list(ws.shape)} does not fit this generator: {rows}it takes "
                          f"[N, {G.num_ws}, {G.w_dim}] ({G.num_ws} W+ rows of {G.w_dim})")
     return ws
 
@@ -70,8 +72,21 @@ def _read_stylegan2(path: Path):
     return read_generator_file(path)
 
 
+def _is_mobilestylegan(path: Path) -> bool:
+    from .models.mobilestylegan_convert import is_generator_file
+
+    return is_generator_file(path)
+
+
+def _read_mobilestylegan(path: Path):
+    from .models.mobilestylegan_convert import read_generator_file
+
+    return read_generator_file(path)
+
+
 #: (name, accepts(path) -> bool, read(path) -> generator), tried in order; StyleGAN2 reads every other file.
 READERS: list[tuple[str, Callable[[Path], bool], Callable[[Path], torch.nn.Module]]] = [
+    ("mobilestylegan", _is_mobilestylegan, _read_mobilestylegan),  # our safetensors marked architecture=...
     ("stylegan2", lambda path: True, _read_stylegan2),
 ]
 
@@ -96,8 +111,8 @@ def _registry_name(path: Path) -> str | None:
 def load_generator(spec: str | os.PathLike, device: str | torch.device = "cpu"):
     """A generator from a weights-registry name or a file, eval mode, gradients off, on `device`.
 
-    Files: rosinality `.pt`, NVIDIA `.pkl` (read without running pickled code), our `.safetensors` (see
-    `READERS`). The generator remembers the registry name it came from (`G.registry_name`, None for other
+    Files: rosinality `.pt`, NVIDIA `.pkl` (read without running pickled code), our `.safetensors` of either
+    architecture (see `READERS`). The generator remembers the registry name it came from (`G.registry_name`, None for other
     files), which `profiles.profile_for` reads.
     """
     from .weights import resolve

@@ -69,6 +69,8 @@ class Profile:
     #                             (real faces); None: by resolution (evaluate.resolve_measure)
     shipped_presets: Path | None = None  # folder of preset motions shipped for it (`presets.preset_motion` checks
     #                                      each file's generator fingerprint before using it)
+    shape: tuple[int, int, int] | None = None  # (resolution, num_ws, w_dim) of `fingerprint_of`: other shapes are
+    #                                            not it, so its weights are not even loaded to compare
 
     def inversion_method(self, G, refine_steps: int = 0) -> tuple[str, dict]:
         """The inversion method for photos into `G`: an encoder trained for exactly this generator, else the
@@ -97,9 +99,16 @@ WORLD = Profile("world", models=("world",), clip="world-clip", align=False, arcf
                 motion_generator_name="world", text_settings=_world_text_settings, text_seed=_world_text_seed,
                 fingerprint_of="world", measure="oracle", shipped_presets=packaged_dir())
 
-PROFILES: tuple[Profile, ...] = (WORLD, FFHQ)
-#: `--model auto` takes the first of these whose weights are here, without downloading.
-AUTO_MODELS: tuple[str, ...] = ("stylegan2-ffhq-1024", "world")
+#: MobileStyleGAN FFHQ-1024 (random-face on PyPI): a student of StyleGAN2 FFHQ sharing its W space, so FFHQ's CLIP
+#: and landmark measures; photos aligned; no encoder yet (the projector); presets shipped for its 23 W+ rows.
+MOBILESTYLEGAN = Profile("mobilestylegan-ffhq", models=("mobilestylegan-ffhq-1024",), clip=FFHQ.clip,
+                         measure="landmarks", fingerprint_of="mobilestylegan-ffhq-1024", shape=(1024, 23, 512),
+                         shipped_presets=Path(__file__).parent / "data" / "mobilestylegan" / "presets")
+
+PROFILES: tuple[Profile, ...] = (WORLD, FFHQ, MOBILESTYLEGAN)
+#: `--model auto` takes the first of these that can be used without network: the official FFHQ generator when
+#: cached, else MobileStyleGAN (random-face installed, or converted in the cache), else the shipped world.
+AUTO_MODELS: tuple[str, ...] = ("stylegan2-ffhq-1024", "mobilestylegan-ffhq-1024", "world")
 
 
 _FINGERPRINTS: dict[str, tuple[tuple[int, int, int], str]] = {}
@@ -110,8 +119,11 @@ def _known_fingerprint(name: str) -> tuple[tuple[int, int, int], str] | None:
     (remembered once found)."""
     if name not in _FINGERPRINTS:
         from .generators import load_generator
+        from .weights import available
 
         try:
+            if not available(name):  # never downloads to compare
+                return None
             G = load_generator(name)
         except MicromotionError:
             return None
@@ -127,6 +139,8 @@ def profile_for(G) -> Profile:
             return p
     fp = None
     for p in PROFILES:
+        if p.shape is not None and p.shape != (G.resolution, G.num_ws, G.w_dim):
+            continue
         known = _known_fingerprint(p.fingerprint_of) if p.fingerprint_of else None
         if known is None or known[0] != (G.resolution, G.num_ws, G.w_dim):
             continue  # shapes differ: not this generator, nothing hashed
@@ -136,16 +150,26 @@ def profile_for(G) -> Profile:
     return STYLEGAN2
 
 
-def auto_model() -> str:
-    """The first model of `AUTO_MODELS` whose weights are here (nothing downloaded); InputError if none is."""
-    from .weights import resolve
+def model_available(name: str) -> bool:
+    """`name` can be loaded without network: a cached file that verifies, or (package entries such as
+    MobileStyleGAN) its package's files to convert. What `auto_model` asks of each of `AUTO_MODELS`."""
+    from .weights import available, get_spec, resolve
 
+    try:
+        if get_spec(name).package is not None:
+            return available(name)
+        resolve(name, download=False)
+        return True
+    except MicromotionError:
+        return False
+
+
+def auto_model() -> str:
+    """The first model of `AUTO_MODELS` that is here (nothing downloaded); InputError if none is."""
     for name in AUTO_MODELS:
-        try:
-            resolve(name, download=False)
+        if model_available(name):
             return name
-        except MicromotionError:
-            continue
     raise InputError("no model to use: the FFHQ generator is not cached (`micromotion weights download "
-                     "stylegan2-ffhq-1024`) and the bundled world generator is missing from this "
+                     "stylegan2-ffhq-1024`), random-face is not installed (`micromotion weights download "
+                     "mobilestylegan-ffhq-1024`) and the bundled world generator is missing from this "
                      "installation; or pass --model FILE")

@@ -72,8 +72,9 @@ def align_command(image: Path, output: Path, size: int, face_index: int | None, 
 
 @click.command("invert")
 @click.argument("image", type=_IMAGE)
-@click.option("--model", default="stylegan2-ffhq-1024", show_default=True,
-              help="Generator: a weights-registry name or a checkpoint file.")
+@click.option("--model", default="auto", show_default=True,
+              help="Generator: a weights-registry name or a checkpoint file; auto: stylegan2-ffhq-1024 if cached, "
+                   "else mobilestylegan-ffhq-1024 if random-face is here, else world.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Latent file to write: .safetensors (ws + metadata) or .pt (a plain ws tensor).")
 @click.option("--method", type=click.Choice(["auto", "projector", "restyle-psp", "restyle-e4e", "encoder"]),
@@ -125,6 +126,10 @@ def invert_command(image: Path, model: str, output: Path, method: str, encoder: 
     if composite is not None and no_align:
         raise InputError("--composite needs the photo's alignment; it cannot be used with --no-align")
     dev = resolve_device(device)
+    if model == "auto":
+        from ..profiles import auto_model
+
+        model = auto_model()
     G = load_generator(model, device=dev)
     if method == "auto":
         from ..invert import auto_method

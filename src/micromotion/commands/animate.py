@@ -32,7 +32,9 @@ def _inputs(spec: str) -> list[Path]:
                    "file, or several comma-separated (batch mode).")
 @click.option("-o", "--output", "output", required=True, help="Video file (.mp4/.gif/.webp), PNG folder, or, in "
                                                             "batch mode, an existing output folder.")
-@click.option("--model", default="auto", show_default=True, help="auto | registry name | generator file.")
+@click.option("--model", default="auto", show_default=True,
+              help="auto (stylegan2-ffhq-1024 if cached, else mobilestylegan-ffhq-1024 if random-face is here, "
+                   "else world) | registry name | generator file.")
 @click.option("--strength", type=float, default=1.0, show_default=True,
               help="How far to move: 1 is the full motion of a preset (normalized per preset).")
 @click.option("--frames", type=int, default=100, show_default=True)
@@ -43,13 +45,17 @@ def _inputs(spec: str) -> list[Path]:
 @click.option("--paste-back", is_flag=True, help="Put the edited face back into the whole photo.")
 @click.option("--side-by-side", is_flag=True, help="Show the input next to the result.")
 @click.option("--face-index", type=int, default=None, help="Which face (0 = largest) when there are several.")
+@click.option("--align/--no-align", "align", default=None,
+              help="Detect and FFHQ-align the face before inversion, or use the photo as an aligned square crop. "
+                   "Default: per input (always for photo models; for the world model when the photo is not "
+                   "square or its detected face is not already an aligned crop).")
 @click.option("--steps", type=int, default=300, show_default=True, help="Projector steps (when no encoder).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | mps")
 @click.option("--dtype", default="auto", show_default=True, help="auto (bf16 on CUDA) | fp32 | bf16")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Frames rendered per batch.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 def animate(input, motion, output, model, strength, frames, fps, loop, path_kind, paste_back, side_by_side,
-            face_index, steps, device, dtype, batch_size, overwrite):
+            face_index, align, steps, device, dtype, batch_size, overwrite):
     """Make a face in INPUT (photo, folder, glob, or latent file) perform a micromotion; write a video.
 
     \b
@@ -93,7 +99,7 @@ def animate(input, motion, output, model, strength, frames, fps, loop, path_kind
         try:
             res = animator.animate(src, m, out, strength=strength, frames=frames, fps=fps, loop=loop,
                                    path=path_kind, paste_back=paste_back, side_by_side=side_by_side,
-                                   overwrite=overwrite, face_index=face_index, batch_size=batch_size,
+                                   overwrite=overwrite, face_index=face_index, align=align, batch_size=batch_size,
                                    progress=len(jobs) == 1)
             secs = ", ".join(f"{k} {v:.2f}s" for k, v in res.seconds.items())
             click.echo(f"wrote {res.out} ({res.frames} frames, motion {res.motion}; {secs})")

@@ -109,8 +109,9 @@ _SOURCES["video"] = _from_video
               help="Face of the text anchors: z from this seed (video: the projector's seed). Default 0; on the world "
                    "model a preset's template starts from that preset's chosen face (world/settings.py TEXT_SEEDS).")
 @click.option("--degrees", metavar="LIST", help="Comma-separated degrees [default: no,10%,20%,...,100%].")
-@click.option("-m", "--model", default="stylegan2-ffhq-1024", show_default=True,
-              help="Generator: registry name or file.")
+@click.option("-m", "--model", default="auto", show_default=True,
+              help="Generator: registry name or file; auto: stylegan2-ffhq-1024 if cached, else "
+                   "mobilestylegan-ffhq-1024 if random-face is here, else world.")
 @click.option("--clip", default="auto", show_default=True,
               help="CLIP: registry name or file; auto: world-clip for the world model, else clip-vit-b-32.")
 @click.option("--arcface", default="auto", show_default=True,
@@ -166,6 +167,10 @@ def extract(**p) -> None:
     if not out.parent.is_dir():
         raise click.ClickException(f"{out.parent}: output folder does not exist")
 
+    if p["model"] == "auto":
+        from ..profiles import auto_model
+
+        p["model"] = auto_model()
     anchors, G, *writer = _SOURCES[given[0]](p)
     anchors.save(out)
     msg = f"wrote {out}: {len(anchors)} anchors [{anchors.num_ws}, {anchors.w_dim}] ({', '.join(map(str, anchors.labels))})"

