@@ -30,7 +30,6 @@ Like `world.train.gan`: stops cleanly after `--minutes` (or SIGTERM/SIGINT), che
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -44,12 +43,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ...errors import CheckpointError, InputError, MicromotionError
+from ...errors import CheckpointError, InputError
 from ...io.files import save_safetensors, write_text
 from ...models.clip import Clip, ClipConfig
 from ..captions import ANCHOR_TEMPLATES, caption, captions, degree_word, phrases
 from ..faces import MOTION_FACTORS, render, sample_factors
-from .gan import StopOnSignals
+from .common import StopOnSignals, override, read_checkpoint_state, run_main, trainer_parser
 
 log = logging.getLogger(__name__)
 
@@ -311,8 +310,6 @@ class ClipTrainer:
 
 def read_state(out: str | os.PathLike) -> dict:
     """The state.json of a world-CLIP checkpoint folder; `CheckpointError` if missing or not ours."""
-    from .gan import read_checkpoint_state
-
     return read_checkpoint_state(out, STATE_FORMAT, STATE_VERSION, "world CLIP training")
 
 
@@ -466,22 +463,11 @@ def train_world_clip(out: str | os.PathLike, minutes: float = 9.0, cfg: WorldCli
 
 
 def main(argv=None, prog: str = "python -m micromotion.world.clip_train") -> None:
-    p = argparse.ArgumentParser(
-        prog=prog,
-        description="Train the face world's CLIP on (render, caption) pairs made on the fly; resumable.",
-        epilog="example: micromotion world train clip --out runs/wclip --minutes 9 --resume "
-               "--export runs/world-clip.safetensors")
-    p.add_argument("--out", required=True, help="checkpoint folder")
-    p.add_argument("--minutes", type=float, default=9.0, help="wall-clock training time of this invocation")
-    p.add_argument("--batch", type=int, default=None, help="batch size (default 256; 4 with --tiny)")
-    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (or start one)")
-    p.add_argument("--export", default=None, help="afterwards, write the model as a Clip file (Clip.load) here")
-    p.add_argument("--compact", action="store_true",
-                   help="export float16 with only the world vocabulary's token embeddings (the shipped file)")
-    p.add_argument("--tiny", action="store_true", help="tiny 32px model (tests, CPU smoke runs)")
-    p.add_argument("--device", default="auto", help="cuda, cpu or auto")
-    p.add_argument("--checkpoint-minutes", type=float, default=3.0)
-    p.add_argument("--max-steps", type=int, default=None, help="at most this many steps in this invocation")
+    p = trainer_parser(prog, "Train the face world's CLIP on (render, caption) pairs made on the fly; resumable.",
+                       "micromotion world train clip --out runs/wclip --minutes 9 --resume "
+                       "--export runs/world-clip.safetensors",
+                       what="model", batch=256, export="the model as a Clip file (Clip.load)",
+                       compact="export float16 with only the world vocabulary's token embeddings (the shipped file)")
     p.add_argument("--steps", type=int, default=None, help="schedule length of a new run (default 20000)")
     p.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate of a new run (default 5e-4)")
     p.add_argument("--warmup", type=int, default=None, help="warmup steps of a new run (default 500)")
@@ -500,19 +486,12 @@ def main(argv=None, prog: str = "python -m micromotion.world.clip_train") -> Non
     p.add_argument("--adv-clean", type=float, default=None,
                    help="weight of the clean-image loss beside the adversarial one (default 0.5)")
     p.add_argument("--init", default=None, help="a new run starts from this Clip file's weights")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
-    if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    cfg = WorldClipConfig.tiny() if a.tiny else WorldClipConfig()
-    for k, v in (("steps", a.steps), ("lr", a.lr), ("group", a.group), ("multi_positive", a.multi_positive or None),
-                 ("warmup", a.warmup), ("motion_groups", a.motion_groups), ("adv_eps", a.adv_eps),
-                 ("adv_steps", a.adv_steps), ("adv_clean", a.adv_clean)):
-        if v is not None:
-            setattr(cfg, k, v)
-    try:
+
+    def run(a, device: str) -> None:
+        cfg = WorldClipConfig.tiny() if a.tiny else WorldClipConfig()
+        override(cfg, steps=a.steps, lr=a.lr, group=a.group, multi_positive=a.multi_positive or None,
+                 warmup=a.warmup, motion_groups=a.motion_groups, adv_eps=a.adv_eps, adv_steps=a.adv_steps,
+                 adv_clean=a.adv_clean)
         cfg.__post_init__()
         if a.minutes > 0 or a.max_steps:
             state = train_world_clip(a.out, a.minutes, cfg, device, a.resume, a.batch, a.checkpoint_minutes,
@@ -522,8 +501,8 @@ def main(argv=None, prog: str = "python -m micromotion.world.clip_train") -> Non
                 log.info("evaluation: %s", json.dumps(state["evaluation"], indent=1))
         if a.export:
             log.info("exported %s", export_clip(a.out, a.export, compact=a.compact))
-    except MicromotionError as e:  # any user-facing error (bad input, checkpoint, missing weights): one line
-        raise SystemExit(f"error: {e}") from None
+
+    run_main(p, argv, run, cudnn_benchmark=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,14 +22,12 @@ checkpoint is a folder of safetensors files (no pickle), each under 16 MB:
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
 import math
 import os
 import shutil
-import signal
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -38,13 +36,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ...errors import CheckpointError, InputError, MicromotionError
+from ...errors import CheckpointError, InputError
 from ...generators import load_generator
 from ...io.files import atomic_output, save_safetensors, write_text
 from ...models.discriminator import Discriminator, DiscriminatorConfig
 from ...models.stylegan2 import Generator, GeneratorConfig
 from ...models.stylegan2_convert import save_generator
 from ..faces import FACTOR_SPECS, render, sample_factors
+from .common import StopOnSignals, adam_step, override, read_checkpoint_state, run_main, trainer_parser
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +293,7 @@ class Trainer:
         save_png(contact_sheet(to_uint8(self.samples()), 8), out / "samples.png")
         state = {"format": STATE_FORMAT, "version": STATE_VERSION, "config": self.cfg.to_dict(),
                  "step": self.step_count, "nimg": self.nimg, "pl_mean": float(self.pl_mean),
-                 "adam_step_G": _adam_step(self.opt_G), "adam_step_D": _adam_step(self.opt_D), **(extra or {})}
+                 "adam_step_G": adam_step(self.opt_G), "adam_step_D": adam_step(self.opt_D), **(extra or {})}
         write_text(out / "state.json", json.dumps(state, indent=1))
 
     @classmethod
@@ -331,28 +330,6 @@ class Trainer:
         tr.pl_mean = torch.tensor(float(state.get("pl_mean", 0.0)), device=dev)
         tr.G_ema.eval().requires_grad_(False)
         return tr, state
-
-
-def _adam_step(opt: torch.optim.Optimizer) -> int:
-    for st in opt.state.values():
-        return int(float(st["step"]))
-    return 0
-
-
-def read_checkpoint_state(out: str | os.PathLike, fmt: str, version: int, what: str) -> dict:
-    """The state.json of a checkpoint folder of format `fmt`; `CheckpointError` if missing or not that."""
-    p = Path(out) / "state.json"
-    if not p.is_file():
-        raise CheckpointError(f"{out}: no checkpoint here (state.json missing)")
-    try:
-        state = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{p}: unreadable ({e})") from None
-    if state.get("format") != fmt:
-        raise CheckpointError(f"{p}: not a {what} checkpoint (format={state.get('format')!r})")
-    if int(state.get("version", 0)) > version:
-        raise CheckpointError(f"{p}: checkpoint version {state['version']} is newer than this micromotion supports")
-    return state
 
 
 def read_state(out: str | os.PathLike) -> dict:
@@ -478,29 +455,6 @@ def train(out: str | os.PathLike, minutes: float = 9.0, cfg: TrainConfig | None 
     return read_state(out)
 
 
-class StopOnSignals:
-    """SIGTERM/SIGINT set `requested` instead of killing the run, so a training loop can finish its step,
-    checkpoint and exit cleanly (e.g. when a device's time limit ends a command). Handlers are installed on
-    construction (from the main thread only; elsewhere signals are left alone) and put back by `restore()`."""
-
-    def __init__(self):
-        import threading
-
-        self.requested = False
-        self._old = {}
-        if threading.current_thread() is threading.main_thread():
-            self._old = {s: signal.signal(s, self._handler) for s in (signal.SIGTERM, signal.SIGINT)}
-
-    def _handler(self, signum, frame):
-        log.warning("signal %d: stopping after this step", signum)
-        self.requested = True
-
-    def restore(self) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-        self._old = {}
-
-
 def export(ckpt: str | os.PathLike, path: str | os.PathLike, compact: bool = False) -> Path:
     """Copy the checkpoint's EMA generator (already in `save_generator` format, fp32) to `path`, checked.
     compact: store its floating-point tensors as float16 with the same metadata, as the shipped
@@ -526,54 +480,36 @@ def export(ckpt: str | os.PathLike, path: str | os.PathLike, compact: bool = Fal
 
 
 def main(argv=None, prog: str = "python -m micromotion.world.train") -> None:
-    p = argparse.ArgumentParser(
-        prog=prog,
-        description="Train the face world's StyleGAN2 on renders made on the fly; resumable.",
-        epilog="example: micromotion world train gan --out runs/world --minutes 8 --resume "
-               "--export runs/world.safetensors")
-    p.add_argument("--out", required=True, help="checkpoint folder")
-    p.add_argument("--minutes", type=float, default=9.0, help="wall-clock training time of this invocation")
-    p.add_argument("--batch", type=int, default=None, help="batch size (default 64; 4 with --tiny)")
-    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (or start one)")
-    p.add_argument("--export", default=None, help="afterwards, write G_ema as a micromotion generator file here")
-    p.add_argument("--compact", action="store_true", help="export float16 (the shipped world.safetensors)")
-    p.add_argument("--device", default="auto", help="cuda, cpu or auto")
-    p.add_argument("--checkpoint-minutes", type=float, default=3.0)
-    p.add_argument("--max-steps", type=int, default=None)
+    p = trainer_parser(prog, "Train the face world's StyleGAN2 on renders made on the fly; resumable.",
+                       "micromotion world train gan --out runs/world --minutes 8 --resume "
+                       "--export runs/world.safetensors",
+                       what="networks", batch=64, export="G_ema as a micromotion generator file",
+                       compact="export float16 (the shipped world.safetensors)")
     p.add_argument("--r1-gamma", type=float, default=None, help="R1 weight of a new run (default 0.25)")
     p.add_argument("--pl-weight", type=float, default=None, help="path-length regularization weight of a new run (default off)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate of a new run (default 0.0025)")
     p.add_argument("--seed", type=int, default=None, help="seed of a new run (default 0)")
     p.add_argument("--compile", action="store_true", help="torch.compile the main forward passes")
     p.add_argument("--oracle", default="auto", help="oracle file for the quality report; 'none' to skip")
-    p.add_argument("--tiny", action="store_true", help="tiny 32px networks (tests, CPU smoke runs)")
     p.add_argument("--resolution", type=int, choices=[64, 128], default=128,
                    help="resolution of a new run (64: TrainConfig.small64, for very short runs)")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
-    if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-    cfg = TrainConfig.tiny() if a.tiny else TrainConfig.small64() if a.resolution == 64 else TrainConfig()
-    for k, v in (("r1_gamma", a.r1_gamma), ("pl_weight", a.pl_weight), ("lr", a.lr), ("seed", a.seed)):
-        if v is not None:
-            setattr(cfg, k, v)
-    oracle = None
-    if a.oracle != "none" and not a.tiny:
-        from ..oracle import DEFAULT_PATH
 
-        oracle = DEFAULT_PATH if a.oracle == "auto" else Path(a.oracle)  # read after training
-    try:
+    def run(a, device: str) -> None:
+        cfg = TrainConfig.tiny() if a.tiny else TrainConfig.small64() if a.resolution == 64 else TrainConfig()
+        override(cfg, r1_gamma=a.r1_gamma, pl_weight=a.pl_weight, lr=a.lr, seed=a.seed)
+        oracle = None
+        if a.oracle != "none" and not a.tiny:
+            from ..oracle import DEFAULT_PATH
+
+            oracle = DEFAULT_PATH if a.oracle == "auto" else Path(a.oracle)  # read after training
         if a.minutes > 0 or a.max_steps:
             state = train(a.out, a.minutes, cfg, device, a.resume, a.checkpoint_minutes, a.max_steps, a.compile, oracle,
                           batch=a.batch)
             log.info("done: step %d, %.1f kimg", state["step"], state["nimg"] / 1000)
         if a.export:
             log.info("exported %s", export(a.out, a.export, compact=a.compact))
-    except MicromotionError as e:  # any user-facing error (bad input, checkpoint, missing weights): one line
-        raise SystemExit(f"error: {e}") from None
+
+    run_main(p, argv, run)
 
 
 if __name__ == "__main__":  # pragma: no cover
