@@ -35,7 +35,6 @@ import json
 import logging
 import math
 import os
-import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,11 +43,11 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import CheckpointError, InputError
-from ...io.files import save_safetensors, write_text
+from ...io.files import config_from_dict, save_safetensors, write_text
 from ...models.clip import Clip, ClipConfig
 from ..captions import ANCHOR_TEMPLATES, caption, captions, degree_word, phrases
 from ..faces import MOTION_FACTORS, render, sample_factors
-from .common import StopOnSignals, override, read_checkpoint_state, run_main, trainer_parser
+from .common import Clock, existing_checkpoint, override, read_checkpoint_state, run_main, run_steps, trainer_parser
 
 log = logging.getLogger(__name__)
 
@@ -118,10 +117,7 @@ class WorldClipConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "WorldClipConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise CheckpointError(f"unknown world CLIP config keys {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "world CLIP", CheckpointError)
 
 
 def _lr(cfg: WorldClipConfig, step: int) -> float:
@@ -394,12 +390,8 @@ def train_world_clip(out: str | os.PathLike, minutes: float = 9.0, cfg: WorldCli
     wins; only `batch` may change) or starts fresh; without it an existing checkpoint is an error. `init`: a
     Clip file whose weights a new run starts from (ignored when resuming). At the end, evaluates on held-out
     renders (`eval_n`, 0 to skip) into state.json. Returns the final state."""
-    from tqdm import tqdm
-
     out = Path(out)
-    has_ckpt = (out / "state.json").is_file()
-    if has_ckpt and not resume:
-        raise InputError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
+    has_ckpt = existing_checkpoint(out, resume)
     if has_ckpt:
         tr, state = ClipTrainer.load(out, device)
         if init is not None:
@@ -423,35 +415,17 @@ def train_world_clip(out: str | os.PathLike, minutes: float = 9.0, cfg: WorldCli
     log.info("world CLIP %.2fM params, batch %d, device %s",
              sum(p.numel() for p in tr.model.parameters()) / 1e6, tr.cfg.batch, tr.device)
 
-    stop = StopOnSignals()
-    t0 = last_ckpt = t_log = time.time()
-    deadline = t0 + minutes * 60
-    steps_here, acc = 0, {}
-    bar = tqdm(total=max_steps, desc="world CLIP", disable=not progress, dynamic_ncols=True)
-    try:
-        with open(out / "log.jsonl", "a") as logf:
-            while (not stop.requested and time.time() < deadline and tr.step_count < tr.cfg.steps
-                   and (max_steps is None or steps_here < max_steps)):
-                stats = tr.step()
-                steps_here += 1
-                bar.update(1)
-                for k, v in stats.items():
-                    acc.setdefault(k, []).append(v)
-                if steps_here % log_every == 0 or steps_here == max_steps:
-                    means = {k: round(float(torch.stack(v).float().mean()), 5) for k, v in acc.items()}
-                    rec = {"step": tr.step_count, "nimg": tr.nimg, **means,
-                           "sec_per_step": round((time.time() - t_log) / len(acc["loss"]), 4)}
-                    logf.write(json.dumps(rec) + "\n")
-                    logf.flush()
-                    bar.set_description(f"world CLIP loss {means['loss']:.3f} scale {means['logit_scale']:.1f}")
-                    acc, t_log = {}, time.time()
-                if time.time() - last_ckpt > checkpoint_minutes * 60:
-                    tr.save(out, {"train_seconds": round(elapsed_before + time.time() - t0, 1)})
-                    last_ckpt = time.time()
-    finally:
-        bar.close()
-        stop.restore()
-    extra = {"train_seconds": round(elapsed_before + time.time() - t0, 1)}
+    clock = Clock(elapsed_before)
+
+    def record(means: dict, n: int, seconds: float) -> tuple[dict, str]:
+        rec = {"step": tr.step_count, "nimg": tr.nimg, **means, "sec_per_step": round(seconds / n, 4)}
+        return rec, f"world CLIP loss {means['loss']:.3f} scale {means['logit_scale']:.1f}"
+
+    run_steps(tr.step, out / "log.jsonl", clock, desc="world CLIP", minutes=minutes, max_steps=max_steps,
+              checkpoint_minutes=checkpoint_minutes, log_every=log_every, progress=progress, record=record,
+              save=lambda: tr.save(out, {"train_seconds": clock.train_seconds()}),
+              more=lambda: tr.step_count < tr.cfg.steps)
+    extra = {"train_seconds": clock.train_seconds()}
     if eval_n > 0:
         tr.model.eval()
         extra["evaluation"] = evaluate_clip(tr.clip, n=eval_n, render_size=tr.cfg.render_size,

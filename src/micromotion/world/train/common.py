@@ -1,7 +1,7 @@
 """What the three world trainers (`gan`, `clip`, `encoder`) share: the options every one of their command lines
 takes (--out, --minutes, --batch, --resume, --export, --compact, --tiny, --device, --checkpoint-minutes,
---max-steps), its logging and one-line errors, stopping cleanly on SIGTERM/SIGINT, and the checkpoint folder's
-state.json."""
+--max-steps), its logging and one-line errors; the training loop of one invocation (wall-clock budget, stopping
+cleanly on SIGTERM/SIGINT, log.jsonl, periodic checkpoints); and the checkpoint folder's state.json."""
 from __future__ import annotations
 
 import argparse
@@ -9,13 +9,14 @@ import json
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from ...devices import resolve_device
-from ...errors import CheckpointError, MicromotionError
+from ...errors import CheckpointError, InputError, MicromotionError
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,64 @@ def override(cfg, **values) -> None:
     for k, v in values.items():
         if v is not None:
             setattr(cfg, k, v)
+
+
+def existing_checkpoint(out: Path, resume: bool) -> bool:
+    """Whether folder `out` holds a checkpoint to continue; `InputError` if it does and `resume` is off."""
+    has_ckpt = (out / "state.json").is_file()
+    if has_ckpt and not resume:
+        raise InputError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
+    return has_ckpt
+
+
+class Clock:
+    """A run's training time: `before` seconds of earlier invocations plus this one's, since `t0`."""
+
+    def __init__(self, before: float = 0.0):
+        self.before, self.t0 = before, time.time()
+
+    def train_seconds(self) -> float:
+        return round(self.before + time.time() - self.t0, 1)
+
+
+def run_steps(step: Callable[[], dict[str, torch.Tensor]], log_path: Path, clock: Clock, *, desc: str,
+              minutes: float, max_steps: int | None, checkpoint_minutes: float, log_every: int, progress: bool,
+              record: Callable[[dict[str, float], int, float], tuple[dict, str]], save: Callable[[], None],
+              more: Callable[[], bool] | None = None, digits: int = 5) -> int:
+    """Call `step()` (-> statistics, tensors) until `minutes` after `clock.t0`, `max_steps` steps of this call,
+    `more()` is false, or SIGTERM/SIGINT (the step in progress finishes; the caller then checkpoints). Every
+    `log_every` steps (and at `max_steps`) the statistics' means (rounded to `digits`; one device sync) go to
+    `record(means, steps, seconds)`, which returns the line appended to `log_path` and the progress bar's text;
+    every `checkpoint_minutes`, `save()`. Returns the number of steps taken."""
+    from tqdm import tqdm
+
+    stop = StopOnSignals()  # finish the step, checkpoint, exit
+    deadline = clock.t0 + minutes * 60
+    last_ckpt = t_log = time.time()
+    steps, acc = 0, {}
+    bar = tqdm(total=max_steps, desc=desc, disable=not progress, dynamic_ncols=True)
+    try:
+        with open(log_path, "a") as logf:
+            while (not stop.requested and time.time() < deadline and (max_steps is None or steps < max_steps)
+                   and (more is None or more())):
+                for k, v in step().items():
+                    acc.setdefault(k, []).append(v)
+                steps += 1
+                bar.update(1)
+                if steps % log_every == 0 or steps == max_steps:
+                    means = {k: round(float(torch.stack(v).float().mean()), digits) for k, v in acc.items()}
+                    rec, description = record(means, len(next(iter(acc.values()))), time.time() - t_log)
+                    logf.write(json.dumps(rec) + "\n")
+                    logf.flush()
+                    bar.set_description(description)
+                    acc, t_log = {}, time.time()
+                if time.time() - last_ckpt > checkpoint_minutes * 60:
+                    save()
+                    last_ckpt = time.time()
+    finally:
+        bar.close()
+        stop.restore()
+    return steps
 
 
 def read_checkpoint_state(out: str | os.PathLike, fmt: str, version: int, what: str) -> dict:

@@ -53,14 +53,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import CheckpointError, InputError
-from ...io.files import fingerprint_matches, save_safetensors, write_text
+from ...io.files import config_from_dict, fingerprint_matches, save_safetensors, write_text
 from ...generators import load_generator
 from ...models.encoder import (EncoderConfig, ReStyle, build_encoder, generator_fingerprint, load_encoder,
                               save_encoder)
 from ...models.stylegan2 import Generator
 from ..faces import FACTOR_SPECS, MOTION_FACTORS, render, sample_factors
 from ..oracle import Oracle, load_oracle
-from .common import StopOnSignals, adam_step, override, read_checkpoint_state, run_main, trainer_parser
+from .common import (Clock, adam_step, existing_checkpoint, override, read_checkpoint_state, run_main, run_steps,
+                     trainer_parser)
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +137,7 @@ class WorldEncoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "WorldEncoderConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise CheckpointError(f"unknown world encoder config keys {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "world encoder", CheckpointError)
 
 
 def _resolve_oracle(spec, device: torch.device):
@@ -567,12 +565,8 @@ def train_encoder(out: str | os.PathLike, generator, minutes: float = 9.0, cfg: 
     format, e.g. the shipped world-encoder) whose weights a new run starts from (ignored when resuming). At
     the end, `evaluate_encoder` on `eval_n`
     held-out renders and samples (0: skip) goes into state.json. Returns the final state."""
-    from tqdm import tqdm
-
     out = Path(out)
-    has_ckpt = (out / "state.json").is_file()
-    if has_ckpt and not resume:
-        raise InputError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
+    has_ckpt = existing_checkpoint(out, resume)
     gen_path = None if isinstance(generator, Generator) or generator is None else str(Path(generator).resolve())
     if generator is None and not has_ckpt:
         raise InputError("no generator: pass --generator with the world generator file")
@@ -614,48 +608,29 @@ def train_encoder(out: str | os.PathLike, generator, minutes: float = 9.0, cfg: 
     if init_rec is not None:
         extra_gen["init"] = init_rec
 
-    stop = StopOnSignals()
-    t0 = last_ckpt = t_log = time.time()
-    deadline = t0 + minutes * 60
-    steps_here, acc = 0, {}
-    bar = tqdm(total=max_steps, desc="world encoder", disable=not progress, dynamic_ncols=True)
+    clock = Clock(elapsed_before)
 
-    def elapsed() -> float:
-        return round(elapsed_before + time.time() - t0, 1)
+    def record(means: dict, n: int, seconds: float) -> tuple[dict, str]:
+        rec = {"step": tr.step_count, "kimg": round(tr.nimg / 1000, 2), **means,
+               "sec_per_step": round(seconds / n, 4), "img_per_sec": round(n * tr.cfg.batch / seconds, 1),
+               "train_seconds": clock.train_seconds()}
+        log.info("step %d: loss %.4f, l2 %.4f (first step %.4f), PSNR %.2f dB; %.1f img/s (%.0f ms/step)",
+                 tr.step_count, means["loss"], means["l2"], means["l2_first"], means["psnr"],
+                 rec["img_per_sec"], 1000 * rec["sec_per_step"])
+        return rec, f"world encoder loss {means['loss']:.3f} PSNR {means['psnr']:.1f}"
 
-    try:
-        with open(out / "log.jsonl", "a") as logf:
-            while not stop.requested and time.time() < deadline and (max_steps is None or steps_here < max_steps):
-                stats = tr.step()
-                steps_here += 1
-                bar.update(1)
-                for k, v in stats.items():
-                    acc.setdefault(k, []).append(v)
-                if steps_here % log_every == 0 or steps_here == max_steps:
-                    means = {k: round(float(torch.stack(v).float().mean()), 5) for k, v in acc.items()}  # one sync
-                    dt = time.time() - t_log
-                    k_steps = len(acc["loss"])
-                    rec = {"step": tr.step_count, "kimg": round(tr.nimg / 1000, 2), **means,
-                           "sec_per_step": round(dt / k_steps, 4), "img_per_sec": round(k_steps * tr.cfg.batch / dt, 1),
-                           "train_seconds": elapsed()}
-                    logf.write(json.dumps(rec) + "\n")
-                    logf.flush()
-                    bar.set_description(f"world encoder loss {means['loss']:.3f} PSNR {means['psnr']:.1f}")
-                    log.info("step %d: loss %.4f, l2 %.4f (first step %.4f), PSNR %.2f dB; %.1f img/s (%.0f ms/step)",
-                             tr.step_count, means["loss"], means["l2"], means["l2_first"], means["psnr"],
-                             rec["img_per_sec"], 1000 * rec["sec_per_step"])
-                    acc, t_log = {}, time.time()
-                if time.time() - last_ckpt > checkpoint_minutes * 60:
-                    tr.save(out, {"train_seconds": elapsed(), **extra_gen})
-                    last_ckpt = time.time()
-                    log.info("checkpoint at step %d", tr.step_count)
-    finally:
-        bar.close()
-        stop.restore()
-    extra = {"train_seconds": elapsed(), **extra_gen}
+    def save() -> None:
+        tr.save(out, {"train_seconds": clock.train_seconds(), **extra_gen})
+        log.info("checkpoint at step %d", tr.step_count)
+
+    steps_here = run_steps(tr.step, out / "log.jsonl", clock, desc="world encoder", minutes=minutes,
+                           max_steps=max_steps, checkpoint_minutes=checkpoint_minutes, log_every=log_every,
+                           progress=progress, record=record, save=save)
+    extra = {"train_seconds": clock.train_seconds(), **extra_gen}
     if steps_here:
-        log.info("%d steps in %.1f s of this call (%.1f img/s with start-up)", steps_here, time.time() - t0,
-                 steps_here * tr.cfg.batch / max(time.time() - t0, 1e-9))
+        seconds = time.time() - clock.t0
+        log.info("%d steps in %.1f s of this call (%.1f img/s with start-up)", steps_here, seconds,
+                 steps_here * tr.cfg.batch / max(seconds, 1e-9))
     if eval_n > 0:
         tr.train_mode(False)
         try:

@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import shutil
-import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,12 +37,14 @@ import torch.nn.functional as F
 
 from ...errors import CheckpointError, InputError
 from ...generators import load_generator
-from ...io.files import atomic_output, save_safetensors, write_text
+from ...io.files import atomic_output, config_from_dict, save_safetensors, write_text
 from ...models.discriminator import Discriminator, DiscriminatorConfig
 from ...models.stylegan2 import Generator, GeneratorConfig
 from ...models.stylegan2_convert import save_generator
 from ..faces import FACTOR_SPECS, render, sample_factors
-from .common import StopOnSignals, adam_step, override, read_checkpoint_state, run_main, trainer_parser
+from .common import (Clock, adam_step, existing_checkpoint, override, read_checkpoint_state, run_main, run_steps,
+                     trainer_parser)
+from .common import StopOnSignals  # noqa: F401  (its name here before common.py)
 
 log = logging.getLogger(__name__)
 
@@ -113,10 +114,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise CheckpointError(f"unknown training config keys {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "training", CheckpointError)
 
 
 def _adam(params, lr, beta1, beta2, interval: int | None, device) -> torch.optim.Adam:
@@ -375,12 +373,8 @@ def train(out: str | os.PathLike, minutes: float = 9.0, cfg: TrainConfig | None 
     (an `Oracle`, or the path of an oracle file, read at the end if it exists by then), the final
     state.json holds a `quality_report`. Returns the final state dict.
     """
-    from tqdm import tqdm
-
     out = Path(out)
-    has_ckpt = (out / "state.json").is_file()
-    if has_ckpt and not resume:
-        raise InputError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
+    has_ckpt = existing_checkpoint(out, resume)
     if has_ckpt:
         tr, state = Trainer.load(out, device, compile)
         if cfg is not None and {**cfg.to_dict(), "batch": 0} != {**tr.cfg.to_dict(), "batch": 0}:
@@ -403,40 +397,21 @@ def train(out: str | os.PathLike, minutes: float = 9.0, cfg: TrainConfig | None 
     n_d = sum(p.numel() for p in tr.D.parameters())
     log.info("G %.2fM params, D %.2fM params, batch %d, device %s", n_g / 1e6, n_d / 1e6, tr.cfg.batch, tr.device)
 
-    stop = StopOnSignals()  # finish the step, checkpoint, exit
-    t0 = last_ckpt = time.time()
-    deadline = t0 + minutes * 60
-    logf = open(out / "log.jsonl", "a")
-    bar = tqdm(total=max_steps, desc="world GAN", disable=not progress, dynamic_ncols=True)
-    acc: dict[str, list] = {}
-    steps_here = 0
-    t_log = time.time()
-    try:
-        while not stop.requested and time.time() < deadline and (max_steps is None or steps_here < max_steps):
-            stats = tr.step()
-            steps_here += 1
-            for k, v in stats.items():
-                acc.setdefault(k, []).append(v)
-            bar.update(1)
-            if steps_here % log_every == 0 or steps_here == max_steps:
-                means = {k: round(float(torch.stack(v).mean()), 4) for k, v in acc.items()}
-                dt = time.time() - t_log
-                rec = {"step": tr.step_count, "kimg": round(tr.nimg / 1000, 2), **means,
-                       "sec_per_step": round(dt / max(1, len(acc.get("loss_G", [1]))), 4),
-                       "train_seconds": round(elapsed_before + time.time() - t0, 1)}
-                logf.write(json.dumps(rec) + "\n")
-                logf.flush()
-                bar.set_description(f"world GAN kimg {rec['kimg']} G {means['loss_G']:.3f} D {means['loss_D']:.3f}")
-                acc, t_log = {}, time.time()
-            if time.time() - last_ckpt > checkpoint_minutes * 60:
-                tr.save(out, {"train_seconds": round(elapsed_before + time.time() - t0, 1)})
-                last_ckpt = time.time()
-                log.info("checkpoint at step %d (%.1f kimg)", tr.step_count, tr.nimg / 1000)
-    finally:
-        bar.close()
-        logf.close()
-        stop.restore()
-    extra = {"train_seconds": round(elapsed_before + time.time() - t0, 1)}
+    clock = Clock(elapsed_before)
+
+    def record(means: dict, n: int, seconds: float) -> tuple[dict, str]:
+        rec = {"step": tr.step_count, "kimg": round(tr.nimg / 1000, 2), **means,
+               "sec_per_step": round(seconds / n, 4), "train_seconds": clock.train_seconds()}
+        return rec, f"world GAN kimg {rec['kimg']} G {means['loss_G']:.3f} D {means['loss_D']:.3f}"
+
+    def save() -> None:
+        tr.save(out, {"train_seconds": clock.train_seconds()})
+        log.info("checkpoint at step %d (%.1f kimg)", tr.step_count, tr.nimg / 1000)
+
+    run_steps(tr.step, out / "log.jsonl", clock, desc="world GAN", minutes=minutes, max_steps=max_steps,
+              checkpoint_minutes=checkpoint_minutes, log_every=log_every, progress=progress, record=record, save=save,
+              digits=4)
+    extra = {"train_seconds": clock.train_seconds()}
     if isinstance(oracle, (str, os.PathLike)):
         from ..oracle import load_oracle
 
