@@ -24,3 +24,15 @@ def test_anchors_file_errors(tmp_path):
         Anchors.load(tmp_path / "bad.safetensors")
     with pytest.raises(InputError, match="no such anchors file"):
         Anchors.load(tmp_path / "missing.safetensors")
+
+
+def test_load_refuses_another_format_or_version(tmp_path):
+    from safetensors.torch import save_file
+
+    for meta, message in (({"format": "other", "version": "1"}, "not a micromotion anchors"),
+                          ({"format": "micromotion-anchors", "version": "99"}, "version 99 is newer"),
+                          ({"format": "micromotion-anchors", "version": "0"}, "bad anchors format version 0")):
+        save_file({"anchors": torch.zeros(2, 4, 8)}, str(tmp_path / "a.safetensors"),
+                  metadata={**meta, "labels": "[0, 1]"})
+        with pytest.raises(InputError, match=message):
+            Anchors.load(tmp_path / "a.safetensors")

@@ -58,6 +58,17 @@ def test_read_safetensors_refusals(tmp_path):
         files.read_safetensors(tmp_path / "junk.safetensors", "micromotion-x", 1, "thing")
 
 
+def test_check_header_and_config_from_dict():
+    assert files.check_header(files.header("x", 2), "f", "x", 3, "thing") == 2
+    with pytest.raises(InputError, match="f: safetensors file is not a micromotion thing"):
+        files.check_header(files.header("y", 1), "f", "x", 3, "thing", error=InputError)
+    with pytest.raises(CheckpointError, match="bad thing format version 0"):
+        files.check_header({"format": "x"}, "f", "x", 3, "thing", minimum=1)
+    assert files.config_from_dict(GeneratorConfig, {"resolution": 32}, "generator").resolution == 32
+    with pytest.raises(CheckpointError, match=r"unknown generator config keys \['nope'\]"):
+        files.config_from_dict(GeneratorConfig, {"nope": 1}, "generator", CheckpointError)
+
+
 def test_every_writer_uses_the_one_header(tmp_path):
     """Files written now carry `version` (motions used to write `format_version`); old ones still load."""
     from safetensors import safe_open

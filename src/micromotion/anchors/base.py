@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
-from ..io.files import atomic_output, header, header_version, home
+from ..io.files import atomic_output, check_header, header, home
 from ..io.files import fingerprint as module_fingerprint
 from ..io.files import tensor_fingerprint
 
@@ -116,15 +116,7 @@ class Anchors:
             if isinstance(e, InputError):
                 raise
             raise InputError(f"{path}: not a readable anchors file ({str(e).splitlines()[0][:160]})") from None
-        if meta.get("format") != FORMAT_NAME:
-            raise InputError(f"{path}: not a micromotion anchors file (format {meta.get('format')!r})")
-        try:
-            version = header_version(meta)
-        except ValueError:
-            version = -1
-        if version < 1 or version > FORMAT_VERSION:
-            raise InputError(f"{path}: anchors format version {meta.get('version')!r} is not supported by this "
-                             f"micromotion (reads 1..{FORMAT_VERSION}); upgrade micromotion")
+        check_header(meta, path, FORMAT_NAME, FORMAT_VERSION, "anchors", error=InputError, minimum=1)
         try:
             labels, source = json.loads(meta["labels"]), json.loads(meta.get("source", "{}"))
         except (KeyError, ValueError) as e:

@@ -133,6 +133,14 @@ def read_safetensors(path: str | os.PathLike, format_name: str, version: int, wh
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise error(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:160]})") from None
+    check_header(meta, path, format_name, version, what, error=error, minimum=minimum)
+    return tensors, meta
+
+
+def check_header(meta: dict, path, format_name: str, version: int, what: str, *,
+                 error: type[Exception] = CheckpointError, minimum: int = 0) -> int:
+    """The version of header `meta` of file `path`; `error` (naming the file) if it is of another format
+    (`meta['format'] != format_name`), older than `minimum` or newer than `version`."""
     if meta.get("format") != format_name:
         raise error(f"{path}: safetensors file is not a micromotion {what} (format={meta.get('format')!r})")
     try:
@@ -144,7 +152,16 @@ def read_safetensors(path: str | os.PathLike, format_name: str, version: int, wh
                     f"({version}); upgrade micromotion")
     if v < minimum:
         raise error(f"{path}: bad {what} format version {v} (this micromotion reads {minimum}..{version})")
-    return tensors, meta
+    return v
+
+
+def config_from_dict(cls, d: dict, what: str, error: type[Exception] = ValueError):
+    """`cls(**d)` for a config dataclass read back from a file's metadata or a state.json; `error` naming the keys
+    `cls` does not have (a file of a newer or another program)."""
+    unknown = set(d) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise error(f"unknown {what} config keys {sorted(unknown)}")
+    return cls(**d)
 
 
 def check_state_dict(own: dict[str, torch.Tensor], sd: dict, path, what: str, *, prefix: str = "",

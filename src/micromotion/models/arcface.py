@@ -100,6 +100,17 @@ class BottleneckIR(nn.Module):
         return self.res_layer(x) + shortcut
 
 
+def ir_units(cfg) -> nn.Sequential:
+    """The IR / IR-SE body of `cfg` (`stem_width`, `units` and `widths` per stage, `se`, `se_reduction`): each
+    stage's first unit has stride 2. ArcFace's and the ReStyle encoders' backbone."""
+    units, in_ch = [], cfg.stem_width
+    for n, depth in zip(cfg.units, cfg.widths):
+        for k in range(n):
+            units.append(BottleneckIR(in_ch, depth, 2 if k == 0 else 1, cfg.se, cfg.se_reduction))
+            in_ch = depth
+    return nn.Sequential(*units)
+
+
 class ArcFace(nn.Module):
     """Face crops [N, 3, 112, 112] (RGB, in [-1, 1]) -> unit-length identity embeddings [N, embed_dim].
 
@@ -112,12 +123,8 @@ class ArcFace(nn.Module):
         self.cfg = cfg = cfg or ArcFaceConfig()
         self.input_layer = nn.Sequential(nn.Conv2d(3, cfg.stem_width, 3, 1, 1, bias=False),
                                          nn.BatchNorm2d(cfg.stem_width), nn.PReLU(cfg.stem_width))
-        units, in_ch = [], cfg.stem_width
-        for n, depth in zip(cfg.units, cfg.widths):
-            for k in range(n):
-                units.append(BottleneckIR(in_ch, depth, 2 if k == 0 else 1, cfg.se, cfg.se_reduction))
-                in_ch = depth
-        self.body = nn.Sequential(*units)
+        self.body = ir_units(cfg)
+        in_ch = cfg.widths[-1]
         s = cfg.output_size
         self.output_layer = nn.Sequential(nn.BatchNorm2d(in_ch), nn.Dropout(0.6), nn.Flatten(),
                                           nn.Linear(in_ch * s * s, cfg.embed_dim),
@@ -158,25 +165,51 @@ def _describe(cfg: ArcFaceConfig) -> str:
 
 def infer_config(sd: dict, path: str | os.PathLike = "state dict") -> ArcFaceConfig:
     """The `ArcFaceConfig` of a TreB1eN-layout state dict, from its tensor shapes."""
-    def shape(key: str) -> tuple[int, ...]:
-        t = sd.get(key)
-        if not isinstance(t, torch.Tensor):
-            raise CheckpointError(f"{path}: no tensor '{key}'; not an IR-SE50 (TreB1eN InsightFace_Pytorch) "
-                                  f"state dict such as model_ir_se50.pth")
-        return tuple(t.shape)
+    shape = tensor_shapes(sd, lambda key: f"{path}: no tensor '{key}'; not an IR-SE50 (TreB1eN InsightFace_Pytorch) "
+                                          f"state dict such as model_ir_se50.pth")
 
     stem = shape("input_layer.0.weight")
     if len(stem) != 4 or stem[1:] != (3, 3, 3):
         raise CheckpointError(f"{path}: 'input_layer.0.weight' has shape {list(stem)}, expected [C, 3, 3, 3]")
-    try:
-        idx = sorted({int(k.split(".")[1]) for k in sd if isinstance(k, str) and k.startswith("body.")})
-    except ValueError:
-        idx = []
-    if not idx or idx != list(range(len(idx))):
+    idx = numbered(sd, "body")
+    if not idx:
         raise CheckpointError(f"{path}: the 'body.*' units are missing or not numbered 0..n-1")
-    # A stage starts where the width changes (true of every TreB1eN configuration); its first unit has stride 2.
+    body = ir_body(sd, shape, idx)
+    units, widths = body["units"], body["widths"]
+    lin_out, lin_in = shape("output_layer.3.weight")
+    spatial = round((lin_in / widths[-1]) ** 0.5)
+    if spatial * spatial * widths[-1] != lin_in:
+        raise CheckpointError(f"{path}: 'output_layer.3.weight' has {lin_in} inputs, not {widths[-1]} x s x s")
+    return ArcFaceConfig(**body, stem_width=stem[0], input_size=spatial * 2 ** len(units), embed_dim=lin_out,
+                         affine_output="output_layer.4.weight" in sd)
+
+
+def tensor_shapes(sd: dict, missing):
+    """`shape(key)` -> the shape of tensor `sd[key]`, raising `CheckpointError(missing(key))` where there is none."""
+    def shape(key: str) -> tuple[int, ...]:
+        t = sd.get(key)
+        if not isinstance(t, torch.Tensor):
+            raise CheckpointError(missing(key))
+        return tuple(t.shape)
+
+    return shape
+
+
+def numbered(sd: dict, prefix: str) -> list[int]:
+    """The indices i of the `prefix.{i}.*` keys of a state dict, [] unless they are 0..n-1."""
+    try:
+        idx = sorted({int(k.split(".")[1]) for k in sd if isinstance(k, str) and k.startswith(prefix + ".")})
+    except ValueError:
+        return []
+    return idx if idx == list(range(len(idx))) else []
+
+
+def ir_body(sd: dict, shape, idx: list[int]) -> dict:
+    """The IR / IR-SE body `body.{i}` (units `idx`) of a state dict as `units`, `widths`, `se`, `se_reduction`,
+    from tensor shapes (`shape(key)`, raising the caller's error for a missing key). Shared by ArcFace and the
+    ReStyle encoders, whose backbones are these units."""
     units, widths = [], []
-    for i in idx:
+    for i in idx:  # a stage starts where the width changes (true of every TreB1eN and ReStyle configuration)
         depth = shape(f"body.{i}.res_layer.1.weight")[0]
         if not widths or depth != widths[-1]:
             units.append(0)
@@ -185,14 +218,9 @@ def infer_config(sd: dict, path: str | os.PathLike = "state dict") -> ArcFaceCon
     se = "body.0.res_layer.5.fc1.weight" in sd
     reduction = 16
     if se:
-        reduction = shape("body.0.res_layer.5.fc1.weight")[1] // shape("body.0.res_layer.5.fc1.weight")[0]
-    lin_out, lin_in = shape("output_layer.3.weight")
-    spatial = round((lin_in / widths[-1]) ** 0.5)
-    if spatial * spatial * widths[-1] != lin_in:
-        raise CheckpointError(f"{path}: 'output_layer.3.weight' has {lin_in} inputs, not {widths[-1]} x s x s")
-    return ArcFaceConfig(units=tuple(units), widths=tuple(widths), stem_width=stem[0], se=se, se_reduction=reduction,
-                         input_size=spatial * 2 ** len(units), embed_dim=lin_out,
-                         affine_output="output_layer.4.weight" in sd)
+        fc1 = shape("body.0.res_layer.5.fc1.weight")
+        reduction = fc1[1] // fc1[0]
+    return {"units": tuple(units), "widths": tuple(widths), "se": se, "se_reduction": reduction}
 
 
 def identity_crop(images: torch.Tensor, size: int = 112) -> torch.Tensor:

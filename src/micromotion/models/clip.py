@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, MicromotionError
-from ..io.files import check_state_dict, header_version
+from ..io.files import check_state_dict, config_from_dict, header_version
 # _IGNORED_KEYS: tensors of OpenAI's files that are not weights (hyper-parameters kept as tensors, the causal mask)
 from .clip_native import _IGNORED_KEYS, HEAD_WIDTH, NativeClip, NativeClipConfig
 
@@ -113,10 +113,7 @@ class ClipConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ClipConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown CLIP config keys {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "CLIP")
 
     @classmethod
     def from_openai_state_dict(cls, sd: dict, path: str | os.PathLike = "state dict") -> "ClipConfig":

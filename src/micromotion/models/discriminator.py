@@ -8,17 +8,15 @@ generator (`micromotion.world.train`); the same ops as the generator (`micromoti
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import ops
-
-
-def _default_channels(resolution: int, channel_base: int = 32768, channel_max: int = 512) -> dict[int, int]:
-    return {2 ** i: min(channel_base // 2 ** i, channel_max) for i in range(2, int(math.log2(resolution)) + 1)}
+from ..io.files import config_from_dict
+from .stylegan2 import check_channels, config_dict
 
 
 @dataclass
@@ -34,15 +32,7 @@ class DiscriminatorConfig:
     conv_clamp: float | None = None
 
     def __post_init__(self):
-        r = self.resolution
-        if r < 4 or r & (r - 1):
-            raise ValueError(f"resolution must be a power of two >= 4, got {r}")
-        if not self.channels:
-            self.channels = _default_channels(r)
-        self.channels = {int(k): int(v) for k, v in self.channels.items()}
-        missing = [2 ** i for i in range(2, int(math.log2(r)) + 1) if 2 ** i not in self.channels]
-        if missing:
-            raise ValueError(f"channels missing for resolutions {missing}")
+        self.channels = check_channels(self.resolution, self.channels)
         self.resample_filter = tuple(float(t) for t in self.resample_filter)
 
     @classmethod
@@ -51,17 +41,11 @@ class DiscriminatorConfig:
         return cls(resolution=resolution, channels={2 ** i: 8 for i in range(2, int(math.log2(resolution)) + 1)})
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["channels"] = {str(k): v for k, v in self.channels.items()}
-        d["resample_filter"] = list(self.resample_filter)
-        return d
+        return config_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "DiscriminatorConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown discriminator config keys {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "discriminator")
 
 
 class Conv2dLayer(nn.Module):

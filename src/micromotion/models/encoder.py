@@ -28,8 +28,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError
-from ..io.files import check_state_dict, fingerprint, fingerprint_matches, read_safetensors, save_safetensors
-from .arcface import BottleneckIR
+from ..io.files import (check_state_dict, config_from_dict, fingerprint, fingerprint_matches, read_safetensors,
+                        save_safetensors)
+from .arcface import ir_body, ir_units, numbered, tensor_shapes
 from .stylegan2 import FullyConnected, Generator
 
 log = logging.getLogger(__name__)
@@ -87,10 +88,7 @@ class EncoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "EncoderConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown encoder config keys {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "encoder")
 
 
 class GradualStyleBlock(nn.Module):
@@ -121,12 +119,8 @@ class BackboneEncoder(nn.Module):
         self.cfg = cfg = cfg or EncoderConfig()
         self.input_layer = nn.Sequential(nn.Conv2d(cfg.input_nc, cfg.stem_width, 3, 1, 1, bias=False),
                                          nn.BatchNorm2d(cfg.stem_width), nn.PReLU(cfg.stem_width))
-        units, in_ch = [], cfg.stem_width
-        for n, depth in zip(cfg.units, cfg.widths):
-            for k in range(n):
-                units.append(BottleneckIR(in_ch, depth, 2 if k == 0 else 1, cfg.se, cfg.se_reduction))
-                in_ch = depth
-        self.body = nn.Sequential(*units)
+        self.body = ir_units(cfg)
+        in_ch = cfg.widths[-1]
         self.styles = nn.ModuleList([GradualStyleBlock(in_ch, cfg.w_dim, cfg.feature_size)
                                      for _ in range(cfg.n_styles)])
         self.eval()
@@ -168,12 +162,8 @@ def _describe(cfg: EncoderConfig) -> str:
 
 def infer_config(sd: dict, variant: str = "psp", path: str | os.PathLike = "state dict") -> EncoderConfig:
     """The `EncoderConfig` of a ReStyle IR-SE encoder state dict (keys without the `encoder.` prefix)."""
-    def shape(key: str) -> tuple[int, ...]:
-        t = sd.get(key)
-        if not isinstance(t, torch.Tensor):
-            raise CheckpointError(f"{path}: missing key 'encoder.{key}'; not a ReStyle IR-SE encoder "
-                                  f"(BackboneEncoder / ProgressiveBackboneEncoder)")
-        return tuple(t.shape)
+    shape = tensor_shapes(sd, lambda key: f"{path}: missing key 'encoder.{key}'; not a ReStyle IR-SE encoder "
+                                          f"(BackboneEncoder / ProgressiveBackboneEncoder)")
 
     stem = shape("input_layer.0.weight")
     if len(stem) != 4 or stem[2:] != (3, 3):
@@ -182,36 +172,21 @@ def infer_config(sd: dict, variant: str = "psp", path: str | os.PathLike = "stat
         raise CheckpointError(f"{path}: the encoder takes {stem[1]} input channels, not 6 (image + reconstruction); "
                               f"not a ReStyle encoder")
 
-    def numbered(prefix: str) -> list[int]:
-        try:
-            idx = sorted({int(k.split(".")[1]) for k in sd if isinstance(k, str) and k.startswith(prefix + ".")})
-        except ValueError:
-            idx = []
-        if not idx or idx != list(range(len(idx))):
+    def indices(prefix: str) -> list[int]:
+        idx = numbered(sd, prefix)
+        if not idx:
             raise CheckpointError(f"{path}: the 'encoder.{prefix}.*' modules are missing or not numbered 0..n-1; "
                                   f"not a ReStyle IR-SE encoder")
         return idx
 
-    units, widths = [], []
-    for i in numbered("body"):  # a stage starts where the width changes
-        depth = shape(f"body.{i}.res_layer.1.weight")[0]
-        if not widths or depth != widths[-1]:
-            units.append(0)
-            widths.append(depth)
-        units[-1] += 1
-    se = "body.0.res_layer.5.fc1.weight" in sd
-    reduction = 16
-    if se:
-        fc1 = shape("body.0.res_layer.5.fc1.weight")
-        reduction = fc1[1] // fc1[0]
-    n_styles = len(numbered("styles"))
+    body = ir_body(sd, shape, indices("body"))
+    n_styles = len(indices("styles"))
     w_dim = shape("styles.0.linear.weight")[0]
     n_convs = len({k.split(".")[3] for k in sd if isinstance(k, str) and k.startswith("styles.0.convs.")})
     # the heads pool the backbone's s x s map to 1x1 with log2(s) stride-2 convs
-    input_size = 2 ** max(1, n_convs) * 2 ** len(units)
+    input_size = 2 ** max(1, n_convs) * 2 ** len(body["units"])
     return EncoderConfig(variant=variant, n_styles=n_styles, w_dim=w_dim, input_nc=stem[1], input_size=input_size,
-                         units=tuple(units), widths=tuple(widths), stem_width=stem[0], se=se,
-                         se_reduction=reduction)
+                         stem_width=stem[0], **body)
 
 
 def encoder_from_state_dict(sd: dict[str, torch.Tensor], variant: str = "psp",

@@ -29,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .. import ops
+from ..io.files import config_from_dict
 from . import stylegan2 as _sg2
 
 
@@ -76,10 +77,7 @@ class MobileStyleGANConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "MobileStyleGANConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown MobileStyleGAN config keys {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "MobileStyleGAN")
 
 
 def idwt_haar(x: torch.Tensor, scale: float = 0.5) -> torch.Tensor:
@@ -183,12 +181,7 @@ class StyledConv(nn.Module):
             x = ops.conv2d(x * styles.to(x.dtype).view(*styles.shape, 1, 1), self.weight.to(x.dtype),
                            self.bias.to(x.dtype), padding=1)
         if self.use_noise and noise_mode != "none":
-            if noise_mode == "const":
-                noise = self.noise_const.to(x.dtype)
-            else:
-                noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device,
-                                    generator=generator).to(x.dtype)
-            x = x.add_(noise * self.noise_strength.to(x.dtype))
+            x = x.add_(_sg2.layer_noise(self, x, noise_mode, generator))
         return F.leaky_relu_(x, 0.2)
 
 

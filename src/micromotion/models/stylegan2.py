@@ -16,10 +16,43 @@ import torch
 import torch.nn as nn
 
 from .. import ops
+from ..io.files import config_from_dict
 
 
 def _default_channels(resolution: int, channel_base: int = 32768, channel_max: int = 512) -> dict[int, int]:
     return {2 ** i: min(channel_base // 2 ** i, channel_max) for i in range(2, int(math.log2(resolution)) + 1)}
+
+
+def config_dict(cfg) -> dict:
+    """`asdict(cfg)` of a config with `channels` and `resample_filter`, as JSON (string keys, a list)."""
+    d = asdict(cfg)
+    d["channels"] = {str(k): v for k, v in cfg.channels.items()}
+    d["resample_filter"] = list(cfg.resample_filter)
+    return d
+
+
+def layer_noise(layer: nn.Module, x: torch.Tensor, noise_mode: str, generator: torch.Generator | None) -> torch.Tensor:
+    """The noise a synthesis layer adds to its output `x` [N, C, R, R]: its `noise_const` [R, R] ("const") or
+    fresh N(0, 1) per sample [N, 1, R, R] ("random"), times its `noise_strength`, in `x`'s dtype."""
+    if noise_mode == "const":
+        noise = layer.noise_const.to(x.dtype)
+    else:
+        noise = torch.randn(x.shape[0], 1, layer.resolution, layer.resolution, device=x.device,
+                            generator=generator).to(x.dtype)
+    return noise * layer.noise_strength.to(x.dtype)
+
+
+def check_channels(resolution: int, channels: dict) -> dict[int, int]:
+    """`channels` (resolution -> channels; empty: the config-f rule) of a network at `resolution`, with int keys,
+    checked to cover every resolution 4..`resolution` (a power of two); ValueError otherwise."""
+    r = resolution
+    if r < 4 or r & (r - 1):
+        raise ValueError(f"resolution must be a power of two >= 4, got {r}")
+    channels = {int(k): int(v) for k, v in (channels or _default_channels(r)).items()}
+    missing = [2 ** i for i in range(2, int(math.log2(r)) + 1) if 2 ** i not in channels]
+    if missing:
+        raise ValueError(f"channels missing for resolutions {missing}")
+    return channels
 
 
 @dataclass
@@ -38,15 +71,7 @@ class GeneratorConfig:
     use_noise: bool = True
 
     def __post_init__(self):
-        r = self.resolution
-        if r < 4 or r & (r - 1):
-            raise ValueError(f"resolution must be a power of two >= 4, got {r}")
-        if not self.channels:
-            self.channels = _default_channels(r)
-        self.channels = {int(k): int(v) for k, v in self.channels.items()}
-        missing = [2 ** i for i in range(2, int(math.log2(r)) + 1) if 2 ** i not in self.channels]
-        if missing:
-            raise ValueError(f"channels missing for resolutions {missing}")
+        self.channels = check_channels(self.resolution, self.channels)
         self.resample_filter = tuple(float(t) for t in self.resample_filter)
 
     @classmethod
@@ -65,18 +90,11 @@ class GeneratorConfig:
         return 2 * int(math.log2(self.resolution)) - 2
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["channels"] = {str(k): v for k, v in self.channels.items()}
-        d["resample_filter"] = list(self.resample_filter)
-        return d
+        return config_dict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "GeneratorConfig":
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown generator config keys {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "generator")
 
 
 class FullyConnected(nn.Module):
@@ -139,12 +157,7 @@ class SynthesisLayer(nn.Module):
         x = ops.modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up,
                                  resample_filter=self.resample_filter, fused=fused)
         if self.use_noise and noise_mode != "none":
-            if noise_mode == "const":
-                noise = self.noise_const.to(x.dtype)
-            else:
-                noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device,
-                                    generator=generator).to(x.dtype)
-            x = x + noise * self.noise_strength.to(x.dtype)
+            x = x + layer_noise(self, x, noise_mode, generator)
         return ops.bias_lrelu(x, self.bias, clamp=self.conv_clamp)
 
 

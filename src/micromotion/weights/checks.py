@@ -81,6 +81,13 @@ def _torch_object(path: Path):
         raise WeightsError(str(e).removeprefix(f"{path}: ")) from None
 
 
+def _state_dict(path: Path, what: str) -> Mapping:
+    sd = _torch_object(path)
+    if not isinstance(sd, Mapping):
+        raise WeightsError(f"the file holds a {type(sd).__name__}; expected {what}")
+    return sd
+
+
 def _check_generator(path: Path, spec: WeightSpec) -> None:
     from ..models.stylegan2_convert import read_generator_file
 
@@ -133,9 +140,7 @@ def _check_encoder(path: Path, spec: WeightSpec) -> None:
 
 def _check_arcface(path: Path, spec: WeightSpec) -> None:
     what = "an IR-SE50 (TreB1eN InsightFace_Pytorch) state dict"
-    sd = _torch_object(path)
-    if not isinstance(sd, Mapping):
-        raise WeightsError(f"the file holds a {type(sd).__name__}; expected {what}")
+    sd = _state_dict(path, what)
     if _tensor_shape(sd, "input_layer.0.weight", what) != (64, 3, 3, 3):
         raise WeightsError(f"'input_layer.0.weight' has the wrong shape; expected {what}")
     if _tensor_shape(sd, "output_layer.3.weight", what) != (512, 512 * 7 * 7):
@@ -147,9 +152,7 @@ def _check_arcface(path: Path, spec: WeightSpec) -> None:
 
 def _check_lpips(path: Path, spec: WeightSpec) -> None:
     what = "LPIPS VGG linear layers (lin0..lin4)"
-    sd = _torch_object(path)
-    if not isinstance(sd, Mapping):
-        raise WeightsError(f"the file holds a {type(sd).__name__}; expected {what}")
+    sd = _state_dict(path, what)
     for i, ch in enumerate((64, 128, 256, 512, 512)):
         if _tensor_shape(sd, f"lin{i}.model.1.weight", what) != (1, ch, 1, 1):
             raise WeightsError(f"'lin{i}.model.1.weight' is not [1, {ch}, 1, 1]; expected {what}")
@@ -157,9 +160,7 @@ def _check_lpips(path: Path, spec: WeightSpec) -> None:
 
 def _check_backbone(path: Path, spec: WeightSpec) -> None:
     what = "a torchvision VGG16 state dict"
-    sd = _torch_object(path)
-    if not isinstance(sd, Mapping):
-        raise WeightsError(f"the file holds a {type(sd).__name__}; expected {what}")
+    sd = _state_dict(path, what)
     if _tensor_shape(sd, "features.0.weight", what) != (64, 3, 3, 3):
         raise WeightsError(f"'features.0.weight' is not [64, 3, 3, 3]; expected {what}")
     if _tensor_shape(sd, "classifier.6.weight", what) != (1000, 4096):

@@ -22,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, InputError
-from ..io.files import check_state_dict, read_safetensors, save_safetensors
+from ..io.files import check_state_dict, config_from_dict, read_safetensors, save_safetensors
 from .faces import FACTOR_SPECS, MOTION_FACTORS, Factors, render, sample_factors
 
 log = logging.getLogger(__name__)
@@ -79,10 +79,7 @@ class OracleConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "OracleConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown oracle config keys {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "oracle")
 
 
 def _conv_bn(cin: int, cout: int, stride: int) -> nn.Sequential:

@@ -30,13 +30,11 @@ Like `world.train.gan`: stops cleanly after `--minutes` (or SIGTERM/SIGINT), che
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
 import math
 import os
-import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,12 +42,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ...errors import CheckpointError, InputError, MicromotionError
-from ...io.files import save_safetensors, write_text
+from ...errors import CheckpointError, InputError
+from ...io.files import config_from_dict, save_safetensors, write_text
 from ...models.clip import Clip, ClipConfig
 from ..captions import ANCHOR_TEMPLATES, caption, captions, degree_word, phrases
 from ..faces import MOTION_FACTORS, render, sample_factors
-from .gan import StopOnSignals
+from .common import Clock, existing_checkpoint, override, read_checkpoint_state, run_main, run_steps, trainer_parser
 
 log = logging.getLogger(__name__)
 
@@ -119,10 +117,7 @@ class WorldClipConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "WorldClipConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise CheckpointError(f"unknown world CLIP config keys {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "world CLIP", CheckpointError)
 
 
 def _lr(cfg: WorldClipConfig, step: int) -> float:
@@ -311,8 +306,6 @@ class ClipTrainer:
 
 def read_state(out: str | os.PathLike) -> dict:
     """The state.json of a world-CLIP checkpoint folder; `CheckpointError` if missing or not ours."""
-    from .gan import read_checkpoint_state
-
     return read_checkpoint_state(out, STATE_FORMAT, STATE_VERSION, "world CLIP training")
 
 
@@ -397,12 +390,8 @@ def train_world_clip(out: str | os.PathLike, minutes: float = 9.0, cfg: WorldCli
     wins; only `batch` may change) or starts fresh; without it an existing checkpoint is an error. `init`: a
     Clip file whose weights a new run starts from (ignored when resuming). At the end, evaluates on held-out
     renders (`eval_n`, 0 to skip) into state.json. Returns the final state."""
-    from tqdm import tqdm
-
     out = Path(out)
-    has_ckpt = (out / "state.json").is_file()
-    if has_ckpt and not resume:
-        raise InputError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
+    has_ckpt = existing_checkpoint(out, resume)
     if has_ckpt:
         tr, state = ClipTrainer.load(out, device)
         if init is not None:
@@ -426,35 +415,17 @@ def train_world_clip(out: str | os.PathLike, minutes: float = 9.0, cfg: WorldCli
     log.info("world CLIP %.2fM params, batch %d, device %s",
              sum(p.numel() for p in tr.model.parameters()) / 1e6, tr.cfg.batch, tr.device)
 
-    stop = StopOnSignals()
-    t0 = last_ckpt = t_log = time.time()
-    deadline = t0 + minutes * 60
-    steps_here, acc = 0, {}
-    bar = tqdm(total=max_steps, desc="world CLIP", disable=not progress, dynamic_ncols=True)
-    try:
-        with open(out / "log.jsonl", "a") as logf:
-            while (not stop.requested and time.time() < deadline and tr.step_count < tr.cfg.steps
-                   and (max_steps is None or steps_here < max_steps)):
-                stats = tr.step()
-                steps_here += 1
-                bar.update(1)
-                for k, v in stats.items():
-                    acc.setdefault(k, []).append(v)
-                if steps_here % log_every == 0 or steps_here == max_steps:
-                    means = {k: round(float(torch.stack(v).float().mean()), 5) for k, v in acc.items()}
-                    rec = {"step": tr.step_count, "nimg": tr.nimg, **means,
-                           "sec_per_step": round((time.time() - t_log) / len(acc["loss"]), 4)}
-                    logf.write(json.dumps(rec) + "\n")
-                    logf.flush()
-                    bar.set_description(f"world CLIP loss {means['loss']:.3f} scale {means['logit_scale']:.1f}")
-                    acc, t_log = {}, time.time()
-                if time.time() - last_ckpt > checkpoint_minutes * 60:
-                    tr.save(out, {"train_seconds": round(elapsed_before + time.time() - t0, 1)})
-                    last_ckpt = time.time()
-    finally:
-        bar.close()
-        stop.restore()
-    extra = {"train_seconds": round(elapsed_before + time.time() - t0, 1)}
+    clock = Clock(elapsed_before)
+
+    def record(means: dict, n: int, seconds: float) -> tuple[dict, str]:
+        rec = {"step": tr.step_count, "nimg": tr.nimg, **means, "sec_per_step": round(seconds / n, 4)}
+        return rec, f"world CLIP loss {means['loss']:.3f} scale {means['logit_scale']:.1f}"
+
+    run_steps(tr.step, out / "log.jsonl", clock, desc="world CLIP", minutes=minutes, max_steps=max_steps,
+              checkpoint_minutes=checkpoint_minutes, log_every=log_every, progress=progress, record=record,
+              save=lambda: tr.save(out, {"train_seconds": clock.train_seconds()}),
+              more=lambda: tr.step_count < tr.cfg.steps)
+    extra = {"train_seconds": clock.train_seconds()}
     if eval_n > 0:
         tr.model.eval()
         extra["evaluation"] = evaluate_clip(tr.clip, n=eval_n, render_size=tr.cfg.render_size,
@@ -466,22 +437,11 @@ def train_world_clip(out: str | os.PathLike, minutes: float = 9.0, cfg: WorldCli
 
 
 def main(argv=None, prog: str = "python -m micromotion.world.clip_train") -> None:
-    p = argparse.ArgumentParser(
-        prog=prog,
-        description="Train the face world's CLIP on (render, caption) pairs made on the fly; resumable.",
-        epilog="example: micromotion world train clip --out runs/wclip --minutes 9 --resume "
-               "--export runs/world-clip.safetensors")
-    p.add_argument("--out", required=True, help="checkpoint folder")
-    p.add_argument("--minutes", type=float, default=9.0, help="wall-clock training time of this invocation")
-    p.add_argument("--batch", type=int, default=None, help="batch size (default 256; 4 with --tiny)")
-    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (or start one)")
-    p.add_argument("--export", default=None, help="afterwards, write the model as a Clip file (Clip.load) here")
-    p.add_argument("--compact", action="store_true",
-                   help="export float16 with only the world vocabulary's token embeddings (the shipped file)")
-    p.add_argument("--tiny", action="store_true", help="tiny 32px model (tests, CPU smoke runs)")
-    p.add_argument("--device", default="auto", help="cuda, cpu or auto")
-    p.add_argument("--checkpoint-minutes", type=float, default=3.0)
-    p.add_argument("--max-steps", type=int, default=None, help="at most this many steps in this invocation")
+    p = trainer_parser(prog, "Train the face world's CLIP on (render, caption) pairs made on the fly; resumable.",
+                       "micromotion world train clip --out runs/wclip --minutes 9 --resume "
+                       "--export runs/world-clip.safetensors",
+                       what="model", batch=256, export="the model as a Clip file (Clip.load)",
+                       compact="export float16 with only the world vocabulary's token embeddings (the shipped file)")
     p.add_argument("--steps", type=int, default=None, help="schedule length of a new run (default 20000)")
     p.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate of a new run (default 5e-4)")
     p.add_argument("--warmup", type=int, default=None, help="warmup steps of a new run (default 500)")
@@ -500,19 +460,12 @@ def main(argv=None, prog: str = "python -m micromotion.world.clip_train") -> Non
     p.add_argument("--adv-clean", type=float, default=None,
                    help="weight of the clean-image loss beside the adversarial one (default 0.5)")
     p.add_argument("--init", default=None, help="a new run starts from this Clip file's weights")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
-    if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    cfg = WorldClipConfig.tiny() if a.tiny else WorldClipConfig()
-    for k, v in (("steps", a.steps), ("lr", a.lr), ("group", a.group), ("multi_positive", a.multi_positive or None),
-                 ("warmup", a.warmup), ("motion_groups", a.motion_groups), ("adv_eps", a.adv_eps),
-                 ("adv_steps", a.adv_steps), ("adv_clean", a.adv_clean)):
-        if v is not None:
-            setattr(cfg, k, v)
-    try:
+
+    def run(a, device: str) -> None:
+        cfg = WorldClipConfig.tiny() if a.tiny else WorldClipConfig()
+        override(cfg, steps=a.steps, lr=a.lr, group=a.group, multi_positive=a.multi_positive or None,
+                 warmup=a.warmup, motion_groups=a.motion_groups, adv_eps=a.adv_eps, adv_steps=a.adv_steps,
+                 adv_clean=a.adv_clean)
         cfg.__post_init__()
         if a.minutes > 0 or a.max_steps:
             state = train_world_clip(a.out, a.minutes, cfg, device, a.resume, a.batch, a.checkpoint_minutes,
@@ -522,8 +475,8 @@ def main(argv=None, prog: str = "python -m micromotion.world.clip_train") -> Non
                 log.info("evaluation: %s", json.dumps(state["evaluation"], indent=1))
         if a.export:
             log.info("exported %s", export_clip(a.out, a.export, compact=a.compact))
-    except MicromotionError as e:  # any user-facing error (bad input, checkpoint, missing weights): one line
-        raise SystemExit(f"error: {e}") from None
+
+    run_main(p, argv, run, cudnn_benchmark=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

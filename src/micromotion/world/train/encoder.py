@@ -38,7 +38,6 @@ which pairs it with the generator.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
@@ -53,15 +52,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...errors import CheckpointError, InputError, MicromotionError
-from ...io.files import fingerprint_matches, save_safetensors, write_text
+from ...errors import CheckpointError, InputError
+from ...io.files import config_from_dict, fingerprint_matches, save_safetensors, write_text
 from ...generators import load_generator
 from ...models.encoder import (EncoderConfig, ReStyle, build_encoder, generator_fingerprint, load_encoder,
                               save_encoder)
 from ...models.stylegan2 import Generator
 from ..faces import FACTOR_SPECS, MOTION_FACTORS, render, sample_factors
 from ..oracle import Oracle, load_oracle
-from .gan import StopOnSignals
+from .common import (Clock, adam_step, existing_checkpoint, override, read_checkpoint_state, run_main, run_steps,
+                     trainer_parser)
 
 log = logging.getLogger(__name__)
 
@@ -137,10 +137,7 @@ class WorldEncoderConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "WorldEncoderConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise CheckpointError(f"unknown world encoder config keys {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "world encoder", CheckpointError)
 
 
 def _resolve_oracle(spec, device: torch.device):
@@ -385,7 +382,7 @@ class EncoderTrainer:
                 avg[pname] = st["exp_avg"].float()
                 avg_sq[pname] = st["exp_avg_sq"].float()
         avg["rng.device"] = self.gen.get_state()
-        avg_sq["adam_step"] = torch.tensor(_adam_step(self.opt))  # never an empty file (unreadable)
+        avg_sq["adam_step"] = torch.tensor(adam_step(self.opt))  # never an empty file (unreadable)
         meta = {"format": "micromotion-world-encoder-optim", "step": str(self.step_count)}
         save_safetensors(avg, out / "optim_avg.safetensors", meta)
         save_safetensors(avg_sq, out / "optim_avg_sq.safetensors", meta)
@@ -395,7 +392,7 @@ class EncoderTrainer:
             log.warning("could not write samples.png (%s)", e)
         state = {"format": STATE_FORMAT, "version": STATE_VERSION, "config": self.cfg.to_dict(),
                  "generator": self.generator_info(), "step": self.step_count, "nimg": self.nimg,
-                 "adam_step": _adam_step(self.opt), **(extra or {})}
+                 "adam_step": adam_step(self.opt), **(extra or {})}
         write_text(out / "state.json", json.dumps(state, indent=1))
 
     @torch.no_grad()
@@ -448,16 +445,8 @@ class EncoderTrainer:
         return tr, state
 
 
-def _adam_step(opt: torch.optim.Optimizer) -> int:
-    for st in opt.state.values():
-        return int(float(st["step"]))
-    return 0
-
-
 def read_state(out: str | os.PathLike) -> dict:
     """The state.json of a world-encoder checkpoint folder; `CheckpointError` if missing or not ours."""
-    from .gan import read_checkpoint_state
-
     return read_checkpoint_state(out, STATE_FORMAT, STATE_VERSION, "world encoder training")
 
 
@@ -576,12 +565,8 @@ def train_encoder(out: str | os.PathLike, generator, minutes: float = 9.0, cfg: 
     format, e.g. the shipped world-encoder) whose weights a new run starts from (ignored when resuming). At
     the end, `evaluate_encoder` on `eval_n`
     held-out renders and samples (0: skip) goes into state.json. Returns the final state."""
-    from tqdm import tqdm
-
     out = Path(out)
-    has_ckpt = (out / "state.json").is_file()
-    if has_ckpt and not resume:
-        raise InputError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
+    has_ckpt = existing_checkpoint(out, resume)
     gen_path = None if isinstance(generator, Generator) or generator is None else str(Path(generator).resolve())
     if generator is None and not has_ckpt:
         raise InputError("no generator: pass --generator with the world generator file")
@@ -623,48 +608,29 @@ def train_encoder(out: str | os.PathLike, generator, minutes: float = 9.0, cfg: 
     if init_rec is not None:
         extra_gen["init"] = init_rec
 
-    stop = StopOnSignals()
-    t0 = last_ckpt = t_log = time.time()
-    deadline = t0 + minutes * 60
-    steps_here, acc = 0, {}
-    bar = tqdm(total=max_steps, desc="world encoder", disable=not progress, dynamic_ncols=True)
+    clock = Clock(elapsed_before)
 
-    def elapsed() -> float:
-        return round(elapsed_before + time.time() - t0, 1)
+    def record(means: dict, n: int, seconds: float) -> tuple[dict, str]:
+        rec = {"step": tr.step_count, "kimg": round(tr.nimg / 1000, 2), **means,
+               "sec_per_step": round(seconds / n, 4), "img_per_sec": round(n * tr.cfg.batch / seconds, 1),
+               "train_seconds": clock.train_seconds()}
+        log.info("step %d: loss %.4f, l2 %.4f (first step %.4f), PSNR %.2f dB; %.1f img/s (%.0f ms/step)",
+                 tr.step_count, means["loss"], means["l2"], means["l2_first"], means["psnr"],
+                 rec["img_per_sec"], 1000 * rec["sec_per_step"])
+        return rec, f"world encoder loss {means['loss']:.3f} PSNR {means['psnr']:.1f}"
 
-    try:
-        with open(out / "log.jsonl", "a") as logf:
-            while not stop.requested and time.time() < deadline and (max_steps is None or steps_here < max_steps):
-                stats = tr.step()
-                steps_here += 1
-                bar.update(1)
-                for k, v in stats.items():
-                    acc.setdefault(k, []).append(v)
-                if steps_here % log_every == 0 or steps_here == max_steps:
-                    means = {k: round(float(torch.stack(v).float().mean()), 5) for k, v in acc.items()}  # one sync
-                    dt = time.time() - t_log
-                    k_steps = len(acc["loss"])
-                    rec = {"step": tr.step_count, "kimg": round(tr.nimg / 1000, 2), **means,
-                           "sec_per_step": round(dt / k_steps, 4), "img_per_sec": round(k_steps * tr.cfg.batch / dt, 1),
-                           "train_seconds": elapsed()}
-                    logf.write(json.dumps(rec) + "\n")
-                    logf.flush()
-                    bar.set_description(f"world encoder loss {means['loss']:.3f} PSNR {means['psnr']:.1f}")
-                    log.info("step %d: loss %.4f, l2 %.4f (first step %.4f), PSNR %.2f dB; %.1f img/s (%.0f ms/step)",
-                             tr.step_count, means["loss"], means["l2"], means["l2_first"], means["psnr"],
-                             rec["img_per_sec"], 1000 * rec["sec_per_step"])
-                    acc, t_log = {}, time.time()
-                if time.time() - last_ckpt > checkpoint_minutes * 60:
-                    tr.save(out, {"train_seconds": elapsed(), **extra_gen})
-                    last_ckpt = time.time()
-                    log.info("checkpoint at step %d", tr.step_count)
-    finally:
-        bar.close()
-        stop.restore()
-    extra = {"train_seconds": elapsed(), **extra_gen}
+    def save() -> None:
+        tr.save(out, {"train_seconds": clock.train_seconds(), **extra_gen})
+        log.info("checkpoint at step %d", tr.step_count)
+
+    steps_here = run_steps(tr.step, out / "log.jsonl", clock, desc="world encoder", minutes=minutes,
+                           max_steps=max_steps, checkpoint_minutes=checkpoint_minutes, log_every=log_every,
+                           progress=progress, record=record, save=save)
+    extra = {"train_seconds": clock.train_seconds(), **extra_gen}
     if steps_here:
-        log.info("%d steps in %.1f s of this call (%.1f img/s with start-up)", steps_here, time.time() - t0,
-                 steps_here * tr.cfg.batch / max(time.time() - t0, 1e-9))
+        seconds = time.time() - clock.t0
+        log.info("%d steps in %.1f s of this call (%.1f img/s with start-up)", steps_here, seconds,
+                 steps_here * tr.cfg.batch / max(seconds, 1e-9))
     if eval_n > 0:
         tr.train_mode(False)
         try:
@@ -758,21 +724,13 @@ def load_world_encoder(path: str | os.PathLike, G: Generator, device: str | torc
 
 
 def main(argv=None, prog: str = "python -m micromotion.world.encoder_train") -> None:
-    p = argparse.ArgumentParser(
-        prog=prog,
-        description="Train a ReStyle encoder into the world generator's W+ on its samples and on renders; "
-                    "resumable.",
-        epilog="example: micromotion world train encoder --generator world.safetensors --out "
-               "runs/wenc --minutes 8 --resume --export runs/world-encoder.safetensors")
+    p = trainer_parser(prog, "Train a ReStyle encoder into the world generator's W+ on its samples and on renders; "
+                             "resumable.",
+                       "micromotion world train encoder --generator world.safetensors --out "
+                       "runs/wenc --minutes 8 --resume --export runs/world-encoder.safetensors",
+                       what="encoder", batch=32, export="the encoder as one safetensors file",
+                       compact="export float16 (the shipped world-encoder.safetensors)")
     p.add_argument("--generator", default=None, help="the world generator file (default on resume: the run's)")
-    p.add_argument("--out", required=True, help="checkpoint folder")
-    p.add_argument("--minutes", type=float, default=9.0, help="wall-clock training time of this invocation")
-    p.add_argument("--batch", type=int, default=None, help="batch size (default 32; 4 with --tiny)")
-    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (or start one)")
-    p.add_argument("--export", default=None, help="afterwards, write the encoder as one safetensors file here")
-    p.add_argument("--compact", action="store_true", help="export float16 (the shipped world-encoder.safetensors)")
-    p.add_argument("--tiny", action="store_true", help="tiny 32px encoder (tests, CPU smoke runs)")
-    p.add_argument("--device", default="auto", help="cuda, cpu or auto")
     p.add_argument("--eval-n", type=int, default=512, help="held-out renders and samples for the report (0: skip)")
     p.add_argument("--eval-only", action="store_true", help="only evaluate the checkpoint in --out")
     p.add_argument("--n-iters", type=int, default=None, help="refinement steps (training of a new run; evaluation)")
@@ -785,23 +743,13 @@ def main(argv=None, prog: str = "python -m micromotion.world.encoder_train") -> 
                    "run's batches (default 0)")
     p.add_argument("--pair-weight", type=float, default=None, help="weight of the pairs' factor-difference loss "
                    "(default 1)")
-    p.add_argument("--checkpoint-minutes", type=float, default=3.0)
-    p.add_argument("--max-steps", type=int, default=None, help="at most this many steps in this invocation")
     p.add_argument("--log-every", type=int, default=50)
     p.add_argument("--init", default=None, help="a new run starts from this encoder file's weights")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
-    if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-    try:
+
+    def run(a, device: str) -> None:
         cfg = WorldEncoderConfig.tiny() if a.tiny else WorldEncoderConfig()
-        for k, v in (("n_iters", a.n_iters), ("lr", a.lr), ("seed", a.seed), ("oracle", a.oracle),
-                     ("render_frac", a.render_frac), ("pair_frac", a.pair_frac), ("pair_weight", a.pair_weight)):
-            if v is not None:
-                setattr(cfg, k, v)
+        override(cfg, n_iters=a.n_iters, lr=a.lr, seed=a.seed, oracle=a.oracle, render_frac=a.render_frac,
+                 pair_frac=a.pair_frac, pair_weight=a.pair_weight)
         if a.eval_only:
             evaluate_checkpoint(a.out, a.generator, device, a.eval_n, a.n_iters)
         elif a.minutes > 0 or a.max_steps:
@@ -814,8 +762,8 @@ def main(argv=None, prog: str = "python -m micromotion.world.encoder_train") -> 
         if a.export:
             path = export_encoder(a.out, a.export, a.generator, compact=a.compact)
             log.info("exported %s (%.1f MB)", path, path.stat().st_size / 1e6)
-    except MicromotionError as e:  # any user-facing error (bad input, checkpoint, missing weights): one line
-        raise SystemExit(f"error: {e}") from None
+
+    run_main(p, argv, run)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,15 +22,12 @@ checkpoint is a folder of safetensors files (no pickle), each under 16 MB:
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import logging
 import math
 import os
 import shutil
-import signal
-import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -38,13 +35,16 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ...errors import CheckpointError, InputError, MicromotionError
+from ...errors import CheckpointError, InputError
 from ...generators import load_generator
-from ...io.files import atomic_output, save_safetensors, write_text
+from ...io.files import atomic_output, config_from_dict, save_safetensors, write_text
 from ...models.discriminator import Discriminator, DiscriminatorConfig
 from ...models.stylegan2 import Generator, GeneratorConfig
 from ...models.stylegan2_convert import save_generator
 from ..faces import FACTOR_SPECS, render, sample_factors
+from .common import (Clock, adam_step, existing_checkpoint, override, read_checkpoint_state, run_main, run_steps,
+                     trainer_parser)
+from .common import StopOnSignals  # noqa: F401  (its name here before common.py)
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +114,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise CheckpointError(f"unknown training config keys {sorted(unknown)}")
-        return cls(**d)
+        return config_from_dict(cls, d, "training", CheckpointError)
 
 
 def _adam(params, lr, beta1, beta2, interval: int | None, device) -> torch.optim.Adam:
@@ -294,7 +291,7 @@ class Trainer:
         save_png(contact_sheet(to_uint8(self.samples()), 8), out / "samples.png")
         state = {"format": STATE_FORMAT, "version": STATE_VERSION, "config": self.cfg.to_dict(),
                  "step": self.step_count, "nimg": self.nimg, "pl_mean": float(self.pl_mean),
-                 "adam_step_G": _adam_step(self.opt_G), "adam_step_D": _adam_step(self.opt_D), **(extra or {})}
+                 "adam_step_G": adam_step(self.opt_G), "adam_step_D": adam_step(self.opt_D), **(extra or {})}
         write_text(out / "state.json", json.dumps(state, indent=1))
 
     @classmethod
@@ -331,28 +328,6 @@ class Trainer:
         tr.pl_mean = torch.tensor(float(state.get("pl_mean", 0.0)), device=dev)
         tr.G_ema.eval().requires_grad_(False)
         return tr, state
-
-
-def _adam_step(opt: torch.optim.Optimizer) -> int:
-    for st in opt.state.values():
-        return int(float(st["step"]))
-    return 0
-
-
-def read_checkpoint_state(out: str | os.PathLike, fmt: str, version: int, what: str) -> dict:
-    """The state.json of a checkpoint folder of format `fmt`; `CheckpointError` if missing or not that."""
-    p = Path(out) / "state.json"
-    if not p.is_file():
-        raise CheckpointError(f"{out}: no checkpoint here (state.json missing)")
-    try:
-        state = json.loads(p.read_text())
-    except (OSError, ValueError) as e:
-        raise CheckpointError(f"{p}: unreadable ({e})") from None
-    if state.get("format") != fmt:
-        raise CheckpointError(f"{p}: not a {what} checkpoint (format={state.get('format')!r})")
-    if int(state.get("version", 0)) > version:
-        raise CheckpointError(f"{p}: checkpoint version {state['version']} is newer than this micromotion supports")
-    return state
 
 
 def read_state(out: str | os.PathLike) -> dict:
@@ -398,12 +373,8 @@ def train(out: str | os.PathLike, minutes: float = 9.0, cfg: TrainConfig | None 
     (an `Oracle`, or the path of an oracle file, read at the end if it exists by then), the final
     state.json holds a `quality_report`. Returns the final state dict.
     """
-    from tqdm import tqdm
-
     out = Path(out)
-    has_ckpt = (out / "state.json").is_file()
-    if has_ckpt and not resume:
-        raise InputError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
+    has_ckpt = existing_checkpoint(out, resume)
     if has_ckpt:
         tr, state = Trainer.load(out, device, compile)
         if cfg is not None and {**cfg.to_dict(), "batch": 0} != {**tr.cfg.to_dict(), "batch": 0}:
@@ -426,40 +397,21 @@ def train(out: str | os.PathLike, minutes: float = 9.0, cfg: TrainConfig | None 
     n_d = sum(p.numel() for p in tr.D.parameters())
     log.info("G %.2fM params, D %.2fM params, batch %d, device %s", n_g / 1e6, n_d / 1e6, tr.cfg.batch, tr.device)
 
-    stop = StopOnSignals()  # finish the step, checkpoint, exit
-    t0 = last_ckpt = time.time()
-    deadline = t0 + minutes * 60
-    logf = open(out / "log.jsonl", "a")
-    bar = tqdm(total=max_steps, desc="world GAN", disable=not progress, dynamic_ncols=True)
-    acc: dict[str, list] = {}
-    steps_here = 0
-    t_log = time.time()
-    try:
-        while not stop.requested and time.time() < deadline and (max_steps is None or steps_here < max_steps):
-            stats = tr.step()
-            steps_here += 1
-            for k, v in stats.items():
-                acc.setdefault(k, []).append(v)
-            bar.update(1)
-            if steps_here % log_every == 0 or steps_here == max_steps:
-                means = {k: round(float(torch.stack(v).mean()), 4) for k, v in acc.items()}
-                dt = time.time() - t_log
-                rec = {"step": tr.step_count, "kimg": round(tr.nimg / 1000, 2), **means,
-                       "sec_per_step": round(dt / max(1, len(acc.get("loss_G", [1]))), 4),
-                       "train_seconds": round(elapsed_before + time.time() - t0, 1)}
-                logf.write(json.dumps(rec) + "\n")
-                logf.flush()
-                bar.set_description(f"world GAN kimg {rec['kimg']} G {means['loss_G']:.3f} D {means['loss_D']:.3f}")
-                acc, t_log = {}, time.time()
-            if time.time() - last_ckpt > checkpoint_minutes * 60:
-                tr.save(out, {"train_seconds": round(elapsed_before + time.time() - t0, 1)})
-                last_ckpt = time.time()
-                log.info("checkpoint at step %d (%.1f kimg)", tr.step_count, tr.nimg / 1000)
-    finally:
-        bar.close()
-        logf.close()
-        stop.restore()
-    extra = {"train_seconds": round(elapsed_before + time.time() - t0, 1)}
+    clock = Clock(elapsed_before)
+
+    def record(means: dict, n: int, seconds: float) -> tuple[dict, str]:
+        rec = {"step": tr.step_count, "kimg": round(tr.nimg / 1000, 2), **means,
+               "sec_per_step": round(seconds / n, 4), "train_seconds": clock.train_seconds()}
+        return rec, f"world GAN kimg {rec['kimg']} G {means['loss_G']:.3f} D {means['loss_D']:.3f}"
+
+    def save() -> None:
+        tr.save(out, {"train_seconds": clock.train_seconds()})
+        log.info("checkpoint at step %d (%.1f kimg)", tr.step_count, tr.nimg / 1000)
+
+    run_steps(tr.step, out / "log.jsonl", clock, desc="world GAN", minutes=minutes, max_steps=max_steps,
+              checkpoint_minutes=checkpoint_minutes, log_every=log_every, progress=progress, record=record, save=save,
+              digits=4)
+    extra = {"train_seconds": clock.train_seconds()}
     if isinstance(oracle, (str, os.PathLike)):
         from ..oracle import load_oracle
 
@@ -476,29 +428,6 @@ def train(out: str | os.PathLike, minutes: float = 9.0, cfg: TrainConfig | None 
     log.info("saved %s: step %d, %.1f kimg, %.1f min of training in total", out, tr.step_count, tr.nimg / 1000,
              extra["train_seconds"] / 60)
     return read_state(out)
-
-
-class StopOnSignals:
-    """SIGTERM/SIGINT set `requested` instead of killing the run, so a training loop can finish its step,
-    checkpoint and exit cleanly (e.g. when a device's time limit ends a command). Handlers are installed on
-    construction (from the main thread only; elsewhere signals are left alone) and put back by `restore()`."""
-
-    def __init__(self):
-        import threading
-
-        self.requested = False
-        self._old = {}
-        if threading.current_thread() is threading.main_thread():
-            self._old = {s: signal.signal(s, self._handler) for s in (signal.SIGTERM, signal.SIGINT)}
-
-    def _handler(self, signum, frame):
-        log.warning("signal %d: stopping after this step", signum)
-        self.requested = True
-
-    def restore(self) -> None:
-        for s, h in self._old.items():
-            signal.signal(s, h)
-        self._old = {}
 
 
 def export(ckpt: str | os.PathLike, path: str | os.PathLike, compact: bool = False) -> Path:
@@ -526,54 +455,36 @@ def export(ckpt: str | os.PathLike, path: str | os.PathLike, compact: bool = Fal
 
 
 def main(argv=None, prog: str = "python -m micromotion.world.train") -> None:
-    p = argparse.ArgumentParser(
-        prog=prog,
-        description="Train the face world's StyleGAN2 on renders made on the fly; resumable.",
-        epilog="example: micromotion world train gan --out runs/world --minutes 8 --resume "
-               "--export runs/world.safetensors")
-    p.add_argument("--out", required=True, help="checkpoint folder")
-    p.add_argument("--minutes", type=float, default=9.0, help="wall-clock training time of this invocation")
-    p.add_argument("--batch", type=int, default=None, help="batch size (default 64; 4 with --tiny)")
-    p.add_argument("--resume", action="store_true", help="continue the checkpoint in --out (or start one)")
-    p.add_argument("--export", default=None, help="afterwards, write G_ema as a micromotion generator file here")
-    p.add_argument("--compact", action="store_true", help="export float16 (the shipped world.safetensors)")
-    p.add_argument("--device", default="auto", help="cuda, cpu or auto")
-    p.add_argument("--checkpoint-minutes", type=float, default=3.0)
-    p.add_argument("--max-steps", type=int, default=None)
+    p = trainer_parser(prog, "Train the face world's StyleGAN2 on renders made on the fly; resumable.",
+                       "micromotion world train gan --out runs/world --minutes 8 --resume "
+                       "--export runs/world.safetensors",
+                       what="networks", batch=64, export="G_ema as a micromotion generator file",
+                       compact="export float16 (the shipped world.safetensors)")
     p.add_argument("--r1-gamma", type=float, default=None, help="R1 weight of a new run (default 0.25)")
     p.add_argument("--pl-weight", type=float, default=None, help="path-length regularization weight of a new run (default off)")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate of a new run (default 0.0025)")
     p.add_argument("--seed", type=int, default=None, help="seed of a new run (default 0)")
     p.add_argument("--compile", action="store_true", help="torch.compile the main forward passes")
     p.add_argument("--oracle", default="auto", help="oracle file for the quality report; 'none' to skip")
-    p.add_argument("--tiny", action="store_true", help="tiny 32px networks (tests, CPU smoke runs)")
     p.add_argument("--resolution", type=int, choices=[64, 128], default=128,
                    help="resolution of a new run (64: TrainConfig.small64, for very short runs)")
-    a = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
-    if device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-    cfg = TrainConfig.tiny() if a.tiny else TrainConfig.small64() if a.resolution == 64 else TrainConfig()
-    for k, v in (("r1_gamma", a.r1_gamma), ("pl_weight", a.pl_weight), ("lr", a.lr), ("seed", a.seed)):
-        if v is not None:
-            setattr(cfg, k, v)
-    oracle = None
-    if a.oracle != "none" and not a.tiny:
-        from ..oracle import DEFAULT_PATH
 
-        oracle = DEFAULT_PATH if a.oracle == "auto" else Path(a.oracle)  # read after training
-    try:
+    def run(a, device: str) -> None:
+        cfg = TrainConfig.tiny() if a.tiny else TrainConfig.small64() if a.resolution == 64 else TrainConfig()
+        override(cfg, r1_gamma=a.r1_gamma, pl_weight=a.pl_weight, lr=a.lr, seed=a.seed)
+        oracle = None
+        if a.oracle != "none" and not a.tiny:
+            from ..oracle import DEFAULT_PATH
+
+            oracle = DEFAULT_PATH if a.oracle == "auto" else Path(a.oracle)  # read after training
         if a.minutes > 0 or a.max_steps:
             state = train(a.out, a.minutes, cfg, device, a.resume, a.checkpoint_minutes, a.max_steps, a.compile, oracle,
                           batch=a.batch)
             log.info("done: step %d, %.1f kimg", state["step"], state["nimg"] / 1000)
         if a.export:
             log.info("exported %s", export(a.out, a.export, compact=a.compact))
-    except MicromotionError as e:  # any user-facing error (bad input, checkpoint, missing weights): one line
-        raise SystemExit(f"error: {e}") from None
+
+    run_main(p, argv, run)
 
 
 if __name__ == "__main__":  # pragma: no cover
