@@ -10,8 +10,8 @@ from micromotion.decompose import Motion, load_motion
 from micromotion.evaluate import evaluate_motion, evaluate_motions
 from micromotion.io.files import fingerprint
 from micromotion.models.mobilestylegan import Generator, MobileStyleGANConfig
-from micromotion.presets import (PAPER_CREDIT, PRESETS, carried_paper_motion, carry_direction,
-                                 mobilestylegan_row_map, write_carried_presets)
+from micromotion.presets import (PAPER_CREDIT, PRESETS, SHIPPED_ROWS, carried_paper_motion, carry_direction,
+                                 mobilestylegan_row_map, shipped_dir_for, write_carried_presets)
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +87,20 @@ def test_write_carried_presets_and_cli(G, direction_file, tmp_path, monkeypatch)
     assert r.exit_code != 0 and "nearest" in r.output
 
 
+def test_import_paper_direction_carries_to_a_mobilestylegan(tmp_path):
+    from micromotion.presets import import_paper_direction
+
+    torch.manual_seed(0)
+    G = Generator(MobileStyleGANConfig(z_dim=16, w_dim=16, mapping_layers=2, channels=(16, 16, 16, 8))).eval()
+    d = torch.randn(10, 16)  # a StyleGAN2 of the same 64² output has 10 rows; this MobileStyleGAN 11
+    torch.save(d[None], tmp_path / "smile.pt")
+    out = import_paper_direction(tmp_path / "smile.pt", G, cache_dir=tmp_path)  # `presets import ... --model`
+    m = load_motion(out, generator=G)
+    assert m.num_ws == G.num_ws and m.meta.source["rows"] == SHIPPED_ROWS["smile"]
+    want = carry_direction(d * (PRESETS["smile"].unit_norm / float(d.norm())), G.num_ws, SHIPPED_ROWS["smile"])
+    assert torch.allclose(m.direction, want, atol=1e-6)
+
+
 def test_evaluate_motions_matches_evaluate_motion_on_shared_faces():
     torch.manual_seed(0)
     G = StyleGAN2(GeneratorConfig.tiny(32)).eval()
@@ -106,7 +120,6 @@ def test_evaluate_motions_matches_evaluate_motion_on_shared_faces():
 
 # -- the presets shipped for the real FFHQ-1024 MobileStyleGAN (random-face) --------------------------------
 
-from micromotion.presets import SHIPPED_ROWS, shipped_dir_for  # noqa: E402
 
 PAPER_FILES = {"smile": "smile", "angry": "angry", "aging": "aging", "eyes_close": "eyesClose",
                "head_turn": "headsTurn"}

@@ -176,13 +176,22 @@ def normalize_to_unit(motion: Motion, unit_norm: float) -> Motion:
     return out
 
 
-def import_paper_direction(path: str | os.PathLike, G, name: str | None = None, cache_dir=None) -> Path:
-    """Import one of the authors' direction files (`pregen_latents/<name>/d_latent`) as `G`'s preset."""
+def import_paper_direction(path: str | os.PathLike, G, name: str | None = None, cache_dir=None,
+                           rows: str = "shipped") -> Path:
+    """Import one of the authors' direction files (`pregen_latents/<name>/d_latent`) as `G`'s preset. For a
+    MobileStyleGAN `G` (3 rows per block + 2, from the 18 rows of StyleGAN2 at the same resolution) the direction
+    is carried to its rows (`carried_paper_motion`; rows 'shipped': the scheme of the shipped preset)."""
+    from .decompose.formats import read_paper_direction
+
     path = Path(path)
     guess = name or (path.parent.name if path.stem == "d_latent" else path.stem)
     preset = PRESETS[canonical(guess)]
-    motion = load_motion(path, generator=G, name=preset.name)
-    motion = normalize_to_unit(motion, preset.unit_norm)
+    src_rows = read_paper_direction(path).shape[0]
+    if G.num_ws != src_rows and G.num_ws == 3 * ((src_rows - 4) // 2) + 2:
+        motion = carried_paper_motion(path, G, rows=SHIPPED_ROWS[preset.name] if rows == "shipped" else rows,
+                                      name=preset.name)
+    else:
+        motion = normalize_to_unit(load_motion(path, generator=G, name=preset.name), preset.unit_norm)
     out = cache_path(preset.name, G, cache_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     motion.save(out)
