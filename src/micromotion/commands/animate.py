@@ -42,7 +42,7 @@ def _inputs(spec: str) -> list[Path]:
               help="Straight line along the direction, or the decoded anchor trajectory.")
 @click.option("--paste-back", is_flag=True, help="Put the edited face back into the whole photo.")
 @click.option("--side-by-side", is_flag=True, help="Show the input next to the result.")
-@click.option("--face-index", type=int, default=None, help="Which face (0 = largest) when there are several.")
+@click.option("--face-index", type=click.IntRange(min=0), default=None, help="Which face (0 = largest) when there are several.")
 @click.option("--steps", type=int, default=300, show_default=True, help="Projector steps (when no encoder).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | mps")
 @click.option("--dtype", default="auto", show_default=True, help="auto (bf16 on CUDA) | fp32 | bf16")
@@ -104,7 +104,7 @@ def animate(input, motion, output, model, strength, frames, fps, loop, path_kind
             click.echo(f"failed: {src} [{m}]: {e}", err=True)
     if batch:
         click.echo(f"done: {len(jobs) - failures} of {len(jobs)} videos written, {failures} failed")
-        if failures == len(jobs):
+        if failures:  # the summary stays, but a batch with a failure is not a success
             raise click.exceptions.Exit(1)
 
 
