@@ -139,7 +139,7 @@ def validate_template(template: str) -> None:
             continue
         if field_name != "degree" or conversion is not None or spec:
             shown = "{" + field_name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
-            raise InputError(f"text template {_shown(template)}: {_shown(shown, 40)} is not allowed; the only placeholder is "
+            raise InputError(f"text template {_shown(template)}: {shown[:40]} is not allowed; the only placeholder is "
                              f"{{degree}} (no attributes, indexing, conversions or format specs); write literal "
                              f"braces as '{{{{' and '}}}}'")
         found = True
