@@ -155,8 +155,12 @@ def detect_faces(image: ImageSource, detector: str = "auto", *, min_faces: int =
             rects, scores, _ = _hog_detector().run(arr, upsample, 0.0)
             found = [FaceDetection(_to_photo(r, sx, sy), float(s), "hog") for r, s in zip(rects, scores)]
         else:
-            found = [FaceDetection(_to_photo(d.rect, sx, sy), float(d.confidence), "cnn")
-                     for d in _cnn_detector()(arr, upsample)]
+            try:
+                found = [FaceDetection(_to_photo(d.rect, sx, sy), float(d.confidence), "cnn")
+                         for d in _cnn_detector()(arr, upsample)]
+            except RuntimeError as e:  # dlib: "Filter windows must be small enough..." on a tiny image: no face
+                log.debug("cnn on %dx%d: %s", arr.shape[1], arr.shape[0], " ".join(str(e).split())[:200])
+                found = []
         log.debug("%s (upsample %d, %dx%d): %d face(s)", name, upsample, arr.shape[1], arr.shape[0], len(found))
         # Largest first; weak detections (upsampled HOG's false positives on small images) after confident ones.
         found.sort(key=lambda d: (d.score >= WEAK_SCORE, d.area), reverse=True)

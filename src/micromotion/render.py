@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
-from .io.files import atomic_output
+from .io.files import atomic_output, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -128,16 +128,6 @@ def _check_replaceable(out: Path) -> None:
                          f"the file, choose another name, or add .mp4/.gif/.webp")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
-
-
 def clean_stale_parts(out: Path) -> list[Path]:
     """Remove the partial outputs `.NAME.partPID…` / `.NAME.oldPID` that a killed run (SIGKILL, power loss)
     left beside `out`; only those of processes that no longer run, and a folder only if it holds just what
@@ -148,7 +138,7 @@ def clean_stale_parts(out: Path) -> list[Path]:
         for p in parent.glob(f".{glob_escape(out.name)}.{kind}*"):
             rest = p.name[len(out.name) + len(kind) + 2:]
             digits = rest[:len(rest) - len(out.suffix)] if out.suffix and rest.endswith(out.suffix) else rest
-            if not digits.isdigit() or int(digits) == os.getpid() or _pid_alive(int(digits)):
+            if not digits.isdigit() or int(digits) == os.getpid() or pid_alive(int(digits)):
                 continue
             try:
                 if p.is_symlink():

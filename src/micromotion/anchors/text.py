@@ -43,12 +43,13 @@ from .base import Anchors, anchors_cache_dir, module_fingerprint, tensor_fingerp
 log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_DEGREES", "TextAnchorSettings", "text_anchors", "optimize_latents", "validate_template",
-           "render_template", "check_degrees", "get_lr", "start_latent", "clip_loss", "CLIP_LOSSES",
+           "check_prompts_differ", "MAX_TEMPLATE_CHARS", "render_template", "check_degrees", "get_lr", "start_latent", "clip_loss", "CLIP_LOSSES",
            "reinvert_anchors"]
 
 DEFAULT_DEGREES = ("no", "10%", "20%", "30%", "40%", "50%", "60%", "70%", "80%", "90%", "100%")
 CLIP_LOSSES = ("logits", "cosine")
 CACHE_VERSION = 1
+MAX_TEMPLATE_CHARS = 500  # CLIP reads 77 tokens (about 300 characters of English); longer is a mistake or an attack
 
 
 @dataclass(frozen=True)
@@ -123,23 +124,51 @@ def validate_template(template: str) -> None:
     """
     if not isinstance(template, str) or not template.strip():
         raise InputError("the text template is empty; give one like 'a person with {degree} smile'")
+    if len(template) > MAX_TEMPLATE_CHARS:
+        raise InputError(f"the text template is {len(template)} characters long; CLIP reads about 300, so keep it "
+                         f"under {MAX_TEMPLATE_CHARS} (e.g. 'a person with {{degree}} smile')")
+    if any(c in template for c in "\r\n\x0b\x0c\x85\u2028\u2029"):
+        raise InputError(f"text template {_shown(template)}: write it on one line")
     try:
         parts = list(string.Formatter().parse(template))
     except ValueError as e:
-        raise InputError(f"text template {template!r}: {e}; write literal braces as '{{{{' and '}}}}'") from None
+        raise InputError(f"text template {_shown(template)}: {e}; write literal braces as '{{{{' and '}}}}'") from None
     found = False
     for _literal, field_name, spec, conversion in parts:
         if field_name is None:
             continue
         if field_name != "degree" or conversion is not None or spec:
             shown = "{" + field_name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
-            raise InputError(f"text template {template!r}: {shown} is not allowed; the only placeholder is "
+            raise InputError(f"text template {_shown(template)}: {shown[:40]} is not allowed; the only placeholder is "
                              f"{{degree}} (no attributes, indexing, conversions or format specs); write literal "
                              f"braces as '{{{{' and '}}}}'")
         found = True
     if not found:
-        raise InputError(f"text template {template!r} has no {{degree}} placeholder; e.g. 'a person with {{degree}} "
+        raise InputError(f"text template {_shown(template)} has no {{degree}} placeholder; e.g. 'a person with {{degree}} "
                          f"smile'")
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """`text` quoted for a one-line message, cut to about `limit` characters."""
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def check_prompts_differ(template: str, texts: Sequence[str], degrees: Sequence[str], tokenizer) -> None:
+    """Refuse prompts that CLIP would read as the same text: `{degree}` past the tokenizer's context length
+    (77 tokens) is cut off, and every degree would then optimize toward one prompt (no motion, only noise).
+
+    texts: the template rendered at each degree; tokenizer: `list[str] -> LongTensor [T, context_length]`.
+    """
+    ids = tokenizer(list(texts))
+    rows = [tuple(r.tolist()) for r in ids]
+    seen: dict[tuple, str] = {}
+    for row, degree in zip(rows, degrees):
+        if row in seen:
+            raise InputError(f"text template {_shown(template)}: CLIP reads the prompts for degrees "
+                             f"{seen[row]!r} and {degree!r} as the same text (only the first {ids.shape[1]} tokens "
+                             f"count, so {{degree}} must come early); shorten the template or move {{degree}} "
+                             f"forward")
+        seen[row] = degree
 
 
 def render_template(template: str, degree: str) -> str:
@@ -349,6 +378,7 @@ def text_anchors(G, clip: Clip, template: str, *, degrees: Sequence[str] = DEFAU
     degrees = check_degrees(degrees)
     seed = int(seed)
     texts = [render_template(template, d) for d in degrees]
+    check_prompts_differ(template, texts, degrees, clip.tokenizer)
     device = G.w_avg.device
     net = _resolve_arcface(arcface, settings, device)
     if start is not None:

@@ -96,6 +96,19 @@ class VideoInfo:
     size: tuple[int, int]
     codec: str
     truncated: bool = False
+    decode_error: str | None = None  # why decoding stopped early (a truncated or corrupt file), else None
+    announced_frames: int = 0  # what the container says it holds (0: it does not say)
+    announced_seconds: float | None = None
+
+    def read_span(self) -> str:
+        """What was actually read, for messages: '13 frames, 0.00-0.52 s of the 2.00 s the file announces'."""
+        span = f"{self.num_frames} frames, {self.times[0]:.2f}-{self.duration:.2f} s" if self.num_frames else "0 frames"
+        of = []
+        if self.announced_frames:
+            of.append(f"{self.announced_frames} frames")
+        if self.announced_seconds:
+            of.append(f"{self.announced_seconds:.2f} s")
+        return span + (f" of the {' / '.join(of)} the file announces" if of else "")
 
     @property
     def num_frames(self) -> int:
@@ -130,9 +143,9 @@ def _check_path(path) -> Path:
     return path
 
 
-def _decode(path: Path) -> Iterator[tuple[int, object]]:
+def _decode(path: Path, errors: list[str] | None = None) -> Iterator[tuple[int, object]]:
     """(decode counter, av.VideoFrame) for every frame of the first video stream, until the end or the first
-    undecodable packet (logged)."""
+    undecodable packet (appended to `errors`; `probe_video` reports it once)."""
     av = _av()
     with _open(path) as container:
         stream = container.streams.video[0]
@@ -143,8 +156,24 @@ def _decode(path: Path) -> Iterator[tuple[int, object]]:
                 yield k, frame
                 k += 1
         except (av.FFmpegError, OSError, ValueError) as e:
-            log.warning("%s: decoding stopped after %d frames (%s); using the frames before it", path, k,
-                        _one_line(e))
+            log.debug("%s: decoding stopped after %d frames (%s)", path, k, _one_line(e))
+            if errors is not None:
+                errors.append(f"decoding stopped after {k} frames: {_one_line(e)}")
+
+
+_WARNED: dict[tuple, None] = {}
+
+
+def _first_time(path: Path) -> bool:
+    """True once per file version: a clip is probed by several steps, its damage is reported once."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key in _WARNED:
+        return False
+    _WARNED[key] = None
+    while len(_WARNED) > 256:
+        _WARNED.pop(next(iter(_WARNED)))
+    return True
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
@@ -159,15 +188,18 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         fps = float(rate) if rate else None
         codec = stream.codec_context.name
         announced = stream.frames  # 0 when the container does not say
+        seconds = (float(stream.duration * stream.time_base) if stream.duration and stream.time_base else
+                   container.duration / 1e6 if container.duration else None)
     fps = fps if fps and math.isfinite(fps) and fps > 0 else None
-    stamps, size = [], None
-    for k, frame in _decode(path):
+    stamps, size, errors = [], None, []
+    for k, frame in _decode(path, errors):
         t = frame.time
         stamps.append((float(t) if t is not None else math.nan, k))
         size = size or (frame.width, frame.height)
-    truncated = bool(announced) and len(stamps) < 0.9 * announced
+    truncated = bool(errors) or (bool(announced) and len(stamps) < 0.9 * announced)
     if not stamps:
-        raise InputError(f"{path}: no video frames could be decoded; the file is empty or corrupt")
+        why = f" ({errors[0]})" if errors else ""
+        raise InputError(f"{path}: no video frames could be decoded{why}; the file is empty or corrupt")
     times = np.array([t for t, _ in stamps])
     if np.isnan(times).any() or len(np.unique(times)) != len(times):
         # no (or repeated) timestamps: decode order at the nominal rate
@@ -177,8 +209,14 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         order = np.argsort(times, kind="stable")
         times = times[order]
     times = times - times[0]
-    return VideoInfo(path=str(path), times=times, order=np.asarray(order, dtype=np.int64), fps=fps, size=size,
-                     codec=codec, truncated=truncated)
+    info = VideoInfo(path=str(path), times=times, order=np.asarray(order, dtype=np.int64), fps=fps, size=size,
+                     codec=codec, truncated=truncated, decode_error=errors[0] if errors else None,
+                     announced_frames=int(announced or 0),
+                     announced_seconds=seconds if seconds and math.isfinite(seconds) and seconds > 0 else None)
+    if truncated and _first_time(path):
+        log.warning("%s: truncated or corrupt (%s); read %s", path, info.decode_error or "fewer frames than announced",
+                    info.read_span())
+    return info
 
 
 _POSITION = re.compile(r"^\s*(?:(?P<frames>\d+)\s*f|(?:(?P<min>\d+):)?(?P<sec>\d+(?:\.\d*)?|\.\d+)\s*s?)\s*$")
@@ -474,6 +512,11 @@ def video_anchors(G, path: str | os.PathLike, *, start=None, end=None, stride: i
         tracked = select_frames(info, start, end, stride)
         chosen = spread(len(tracked), max_frames)
         indices = tracked[chosen]
+    if info.truncated and max_frames is not None and len(indices) < max_frames:
+        # half a clip, silently, would be a different motion: refuse unless the frames read are enough
+        why = info.decode_error or "fewer frames than announced"
+        raise InputError(f"{label}: the file is truncated or corrupt ({why}); read only {info.read_span()}, which gives {len(indices)} of the "
+                         f"{max_frames} anchors asked for; re-export the clip, or ask for fewer anchors")
     if len(indices) < 2:
         raise InputError(f"{label}: only {len(indices)} frame(s) with a face; a motion needs at least 2 anchors "
                          f"(choose a longer stretch of the clip or a smaller stride)")
@@ -502,6 +545,8 @@ def video_anchors(G, path: str | os.PathLike, *, start=None, end=None, stride: i
         "size": list(info.size),
         "codec": info.codec,
         "clip_frames": info.num_frames,
+        "truncated": info.truncated,
+        "decode_error": info.decode_error,
         "start": None if start is None else str(start),
         "end": None if end is None else str(end),
         "stride": int(stride),

@@ -44,7 +44,8 @@ def _inputs(spec: str) -> list[Path]:
               help="Straight line along the direction, or the decoded anchor trajectory.")
 @click.option("--paste-back", is_flag=True, help="Put the edited face back into the whole photo.")
 @click.option("--side-by-side", is_flag=True, help="Show the input next to the result.")
-@click.option("--face-index", type=int, default=None, help="Which face (0 = largest) when there are several.")
+@click.option("--face-index", type=click.IntRange(min=0), default=None,
+              help="Which face (0 = largest) when there are several.")
 @click.option("--align/--no-align", "align", default=None,
               help="Detect and FFHQ-align the face before inversion, or use the photo as an aligned square crop. "
                    "Default: per input (always for photo models; for the world model when the photo is not "
@@ -110,7 +111,7 @@ def animate(input, motion, output, model, strength, frames, fps, loop, path_kind
             click.echo(f"failed: {src} [{m}]: {e}", err=True)
     if batch:
         click.echo(f"done: {len(jobs) - failures} of {len(jobs)} videos written, {failures} failed")
-        if failures == len(jobs):
+        if failures:  # the summary stays, but a batch with a failure is not a success
             raise click.exceptions.Exit(1)
 
 

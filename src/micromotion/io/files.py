@@ -288,3 +288,14 @@ def _hash_tensor(h, t: torch.Tensor) -> None:
         flat = t.to("cpu").contiguous().reshape(-1)
         flat = flat.to(torch.uint8) if flat.dtype == torch.bool else flat.view(torch.uint8)
         h.update(flat.numpy())
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs (on this machine); unknown (no permission to ask) counts as running."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True

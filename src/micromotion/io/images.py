@@ -110,6 +110,9 @@ def load_image(source: ImageSource, *, max_pixels: int | None = None, name: str 
             except (OSError, SyntaxError, ValueError, EOFError) as e:
                 raise InputError(f"{label}: truncated or corrupt image ({_one_line(e)}); re-export or "
                                  f"re-download it") from None
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:  # an animation (GIF, APNG, WebP) or a multi-page TIFF: say which frame is the photo
+                log.warning("%s: has %d frames; using frame 1 as the photo", label, frames)
             out = to_rgb(im, name=label)
             return im.copy() if out is im else out  # closing `im` below destroys its pixels
         finally:

@@ -12,6 +12,7 @@ import argparse
 import io
 import os
 import pickle
+import re
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -118,8 +119,12 @@ def read_torch_file(path: str | os.PathLike):
             warnings.filterwarnings("ignore", message=".*pickle protocol.*", category=UserWarning)
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        msg = str(e).splitlines()[0] if str(e) else "unsupported content"
-        raise CheckpointError(f"{path}: refusing to load: the torch file holds more than tensors ({msg})") from None
+        # torch's text goes on to suggest weights_only=False, which would run the file's code: keep only what it
+        # found ("Unsupported global: GLOBAL posix.system ...")
+        found = re.search(r"Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+", str(e))
+        msg = found.group(0) if found else "unsupported content"
+        raise CheckpointError(f"{path}: refusing to load: the torch file holds more than tensors ({msg}); no code "
+                              f"in it was run") from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as e:
         raise CheckpointError(f"{path}: not a readable torch file ({type(e).__name__}: {str(e)[:200]}); "
                               f"the file may be truncated") from None

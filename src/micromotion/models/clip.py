@@ -394,10 +394,11 @@ class Clip(nn.Module):
         ctx = getattr(self.tokenizer, "context_length", None)
         encode = getattr(self.tokenizer, "encode", None)
         if ctx and callable(encode):
-            for t in texts:
-                n = len(encode(t)) + 2
-                if n > ctx:
-                    log.warning("text %r is %d tokens long, CLIP reads only the first %d", t, n, ctx)
+            long = [(t, n) for t in texts if (n := len(encode(t)) + 2) > ctx]
+            if long:  # one line, the text cut short: a long template must not flood the log
+                t, n = long[0]
+                log.warning("%d of %d texts are longer than CLIP's %d tokens (e.g. %r, %d tokens); only the first %d "
+                            "count", len(long), len(texts), ctx, t[:60] + ("…" if len(t) > 60 else ""), n, ctx)
         return torch.as_tensor(self.tokenizer(list(texts))).to(self.device)
 
     def encode_text(self, texts: Sequence[str]) -> torch.Tensor:

@@ -10,6 +10,8 @@ are computed once per (model, template) or (model, clip contents) and kept in me
 """
 from __future__ import annotations
 
+import contextvars
+import ctypes
 import hashlib
 import logging
 import math
@@ -33,6 +35,8 @@ from ..errors import InputError, MicromotionError, MissingDependencyError
 log = logging.getLogger(__name__)
 
 KINDS = ("Preset", "Text template", "Video")
+FACE_MODES = ("Auto (detect a face)", "An aligned face crop", "Detect and align")  # the "Face" radio
+MIN_PHOTO_SIDE = 32  # below this no detector finds a face and no crop shows one
 INSTALL_HINT = "the web app needs Gradio: pip install 'micromotion[web]'"
 
 
@@ -60,10 +64,11 @@ class Limits:
     max_frames: int = 120
     max_strength: float = 5.0
     max_template_chars: int = 200
+    max_seconds: float = 600.0  # one request's time limit; past it its work is stopped
 
     @property
     def max_upload_bytes(self) -> int:
-        return int(self.max_upload_mb * 1e6)
+        return int(self.max_upload_mb * 2**20)  # Gradio's "MB" (its refusal message) counts 1024 x 1024 bytes
 
 
 class _LRU(OrderedDict):
@@ -84,8 +89,8 @@ class WebService:
     model, device: as for `Animator` ('auto' | registry name | generator file). animator: use this one instead
     (or `animator_factory()`, called once, on first use). invert_steps: projector steps per photo.
     text_steps, video_steps, video_anchors: anchor optimization for custom motions (kept moderate for CPUs).
-    clip: CLIP for text templates (registry name or file; never downloaded by a request). aligned: default of
-    the "aligned crop" box (None: True for the world model, whose faces are crops). workdir: where outputs go
+    clip: CLIP for text templates (registry name or file; never downloaded by a request). aligned: the "Face"
+    choice of requests that name none (None: auto, a detected face decides per input). workdir: where outputs go
     (default a fresh temp folder).
     """
 
@@ -111,6 +116,7 @@ class WebService:
         self._clip = None
         self._examples: list[Path] | None = None
         self._outputs: list[Path] = []
+        self.last_stop_seconds: float | None = None  # how long the last stopped request took to stop
 
     # -- the model, loaded once --------------------------------------------------------------------------------
 
@@ -139,9 +145,50 @@ class WebService:
         return a.profile
 
     @property
-    def default_aligned(self) -> bool:
-        # the box says "the photo is already an aligned crop": ticked for models whose faces are crops (world)
-        return self._aligned if self._aligned is not None else not self.profile.align
+    def default_aligned(self) -> bool | None:
+        """The "Face" choice a request gets when it names none: None (auto: a detected face decides, per
+        input), unless the service was made with `aligned=True/False`."""
+        return self._aligned
+
+    def face_mode(self, image: Image.Image, aligned) -> tuple[bool, str]:
+        """-> (align the photo?, a note for the status line). aligned: True (an aligned crop: no detection),
+        False (detect and align), None or a `FACE_MODES` string.
+
+        Auto: a detected face whose alignment square is about the photo itself (centred, 55-115% of its side:
+        FFHQ crops and the world's) is recognised as an aligned crop and used as it is; another detected face
+        is aligned; a photo without one is used as a crop only when it is square and the model's faces are
+        crops (the world model), else refused in the page's terms.
+        """
+        mode = _face_mode(aligned)
+        name = getattr(image, "filename", "") or "the photo"
+        if mode is True:
+            if abs(image.width - image.height) > 1:
+                raise InputError(f"{name}: {image.width}x{image.height} is not square, so it is not an aligned face "
+                                 f"crop; choose '{FACE_MODES[0]}' under Face")
+            return False, "used as an aligned crop"
+        if mode is False:
+            return True, "face detected and aligned"
+        from ..align import align_face
+
+        try:
+            quad = np.asarray(align_face(image, size=64).quad, dtype=np.float64)
+        except MissingDependencyError:  # no detector installed: the model's default
+            quad = None
+            if self.profile.align:
+                return True, "aligned (no face detector installed to check)"
+        except InputError:  # no face found
+            quad = None
+        if quad is not None:
+            side = float(max(image.size))
+            span = float(np.linalg.norm(quad[3] - quad[0]) + np.linalg.norm(quad[2] - quad[1])) / 2 / side
+            off = float(np.abs(quad.mean(0) - np.array(image.size) / 2).max()) / side
+            if abs(image.width - image.height) <= 1 and 0.55 <= span <= 1.15 and off <= 0.08:
+                return False, "recognised as an aligned crop"
+            return True, "face detected and aligned"
+        if not self.profile.align and abs(image.width - image.height) <= 1:
+            return False, "no face detected: used as an aligned crop"
+        raise InputError(f"{name}: no face found; upload a photo where a face is clearly visible, or choose "
+                         f"'{FACE_MODES[1]}' under Face if it is one")
 
     def examples(self) -> list[Path]:
         """World faces (aligned crops at the generator's resolution), rendered once into the work folder."""
@@ -171,7 +218,7 @@ class WebService:
             raise InputError(f"{p.name}: the uploaded {what} is gone from the server; upload it again")
         size = p.stat().st_size
         if size > self.limits.max_upload_bytes:
-            raise InputError(f"{p.name}: {size / 1e6:.1f} MB is above the upload limit of "
+            raise InputError(f"{p.name}: {size / 2**20:.1f} MB is above the upload limit of "
                              f"{self.limits.max_upload_mb:g} MB; use a smaller file")
         return p
 
@@ -179,7 +226,16 @@ class WebService:
         from ..io.images import load_image
 
         p = self._upload(photo, "photo", "upload a photo of a face or pick an example")
-        im = load_image(p, max_pixels=self.limits.max_pixels, name=p.name)
+        try:
+            im = load_image(p, max_pixels=self.limits.max_pixels, name=p.name)
+        except InputError as e:  # the library's advice names an environment variable; the page has its own limit
+            if "megapixels is above the limit" in str(e):
+                raise InputError(f"{p.name}: {str(e).split(': ', 1)[1].split(' (')[0]} megapixels of this page; "
+                                 f"downscale the photo") from None
+            raise
+        if min(im.size) < MIN_PHOTO_SIDE:
+            raise InputError(f"{p.name}: {im.width}x{im.height} pixels is too small to show a face; upload a photo "
+                             f"of at least {MIN_PHOTO_SIDE}x{MIN_PHOTO_SIDE} pixels")
         im.filename = p.name  # later errors (no face, ...) name the upload, not "<image>"
         return im
 
@@ -261,15 +317,32 @@ class WebService:
                              f"{lim.max_video_seconds:g} s / {lim.max_video_frames} frames; trim the clip")
         digest = hashlib.sha256(p.read_bytes()).hexdigest()
         a = self.animator
-        key = ("video", a.model_name, digest, bool(aligned), self.video_steps, self.video_anchors)
+        align = self._video_align(info, aligned)
+        key = ("video", a.model_name, digest, align, self.video_steps, self.video_anchors)
         with self._motion_lock:
             if key not in self._motions:
                 _say(progress, 0.05, f"video anchors from {p.name} ({self.video_anchors} frames)")
-                va = video_anchors(a.G, p, max_frames=self.video_anchors, align=not aligned, steps=self.video_steps,
+                va = video_anchors(a.G, p, max_frames=self.video_anchors, align=align, steps=self.video_steps,
                                    progress=progress is not None, generator_name=a.model_name)
                 m = Motion.from_anchors(va.anchors, generator=a.G, name=p.stem)
                 self._motions.put(key, (m, va.preview(size=96), self._save_motion(m, "video")))
             return self._motions[key]
+
+    def _video_align(self, info, aligned) -> bool:
+        """Align the clip's frames? The same choice as the photo's, made on the clip's first frame."""
+        from ..anchors.video import iter_frames
+
+        mode = _face_mode(aligned)
+        if mode is not None:
+            return not mode
+        first = next(iter_frames(info, [0]))[1]
+        im = Image.fromarray(first, "RGB")
+        im.filename = Path(info.path).name
+        try:
+            return self.face_mode(im, None)[0]
+        except InputError:
+            raise InputError(f"{im.filename}: no face found in the clip's first frame; upload a clip where a face "
+                             f"is clearly visible, or choose '{FACE_MODES[1]}' under Face") from None
 
     def _load_clip(self):
         if self._clip is None:
@@ -308,25 +381,30 @@ class WebService:
         """
         t0 = time.perf_counter()
         strength, frames = self._options(strength, frames)
-        aligned = self.default_aligned if aligned is None else bool(aligned)
+        aligned = self.default_aligned if aligned is None else aligned
         image = self.load_photo(photo)  # before the slow motion work
+        align, note = self.face_mode(image, aligned)
         m, preview, motion_file = self.motion(kind, preset, template, video, aligned, progress)
         _say(progress, 0.1, "inverting the photo, then rendering")
         out = self._new_output()
         res = self.animator.animate(image, m, out, strength=strength, frames=frames, fps=self.fps, loop=loop,
-                                    align=not aligned, progress=progress is not None)
+                                    align=align, progress=progress is not None)
         secs = ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items())
         psnr = res.inversion.get("psnr")
         quality = f"; inversion PSNR {psnr:.1f} dB" if isinstance(psnr, float) else ""
-        status = (f"**{res.motion}**, {frames} frames at {self.fps:g} fps, strength {strength:g}{quality}; "
+        status = (f"**{res.motion}**, {frames} frames at {self.fps:g} fps, strength {strength:g}; photo: {note}{quality}; "
                   f"{time.perf_counter() - t0:.1f} s ({secs})")
         return str(res.out), (str(motion_file) if motion_file else None), preview, status
 
-    def predict(self, *args, **kw):
-        """`run`, with every error turned into one line for the page (`gr.Error`), never a traceback."""
+    def predict(self, *args, cancelled: Callable[[], bool] | None = None, **kw):
+        """`run`, with every error turned into one line for the page (`gr.Error`), never a traceback.
+
+        The work runs in its own thread, stopped (between two Python steps, so within about a second) when
+        `cancelled()` turns true (the visitor pressed Stop or closed the tab) or after `limits.max_seconds`.
+        """
         gr = require_gradio()
         try:
-            return self.run(*args, **kw)
+            return self._guarded(cancelled, *args, **kw)
         except MicromotionError as e:
             raise gr.Error(one_line(e), print_exception=False) from None
         except gr.Error:
@@ -336,6 +414,43 @@ class WebService:
             raise gr.Error(f"internal error ({type(e).__name__}) while making the video; it was logged on the "
                            f"server; try again, or another photo", print_exception=False) from None
 
+    def _guarded(self, cancelled, *args, **kw):
+        box: dict = {}
+        ctx = contextvars.copy_context()  # Gradio's progress reads its request from context variables
+
+        def work():
+            try:
+                box["result"] = ctx.run(self.run, *args, **kw)
+            except _Stop:
+                pass
+            except BaseException as e:  # noqa: BLE001 -- handed to the request's thread
+                box["error"] = e
+
+        t = threading.Thread(target=work, name="micromotion-request", daemon=True)
+        t0 = time.monotonic()
+        t.start()
+        reason, stopped_at = None, None
+        while t.is_alive():
+            t.join(0.1)
+            if reason is None and t.is_alive():
+                if cancelled is not None and cancelled():
+                    reason = "cancelled"
+                elif time.monotonic() - t0 > self.limits.max_seconds:
+                    reason = "time"
+            if reason is not None and t.is_alive() and (stopped_at is None or time.monotonic() - stopped_at > 1):
+                stopped_at = stopped_at or time.monotonic()
+                _raise_in(t, _Stop)  # again each second, in case it landed where it was caught
+        if reason is not None:
+            self.last_stop_seconds = time.monotonic() - (stopped_at or time.monotonic())
+            log.info("request %s; its work stopped %.2f s later", reason, self.last_stop_seconds)
+            if reason == "time":
+                raise InputError(f"the request took longer than this page's limit of {self.limits.max_seconds:g} s "
+                                 f"and was stopped; try fewer frames or a preset motion")
+            raise InputError("the request was cancelled")
+        if "error" in box:
+            raise box["error"]
+        return box["result"]
+
     def _new_output(self) -> Path:
         folder = self.workdir / "out" / uuid.uuid4().hex[:12]
         folder.mkdir(parents=True)
@@ -343,6 +458,38 @@ class WebService:
         while len(self._outputs) > self.keep_outputs:  # Gradio has copied older results into its own cache
             shutil.rmtree(self._outputs.pop(0), ignore_errors=True)
         return folder / "micromotion.mp4"
+
+
+class _Stop(BaseException):
+    """Raised inside a request's thread to stop its work (a BaseException: `except Exception` lets it through)."""
+
+
+def _raise_in(thread: threading.Thread, exc: type[BaseException]) -> None:
+    # CPython delivers it at the thread's next bytecode: between two torch ops, never inside one
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(exc))
+
+
+def _cancel_check() -> Callable[[], bool] | None:
+    """In a Gradio request: a function telling whether the request was cancelled (Stop, a closed tab)."""
+    try:
+        from gradio.context import LocalContext
+
+        blocks, event_id = LocalContext.blocks.get(None), LocalContext.event_id.get(None)
+        events = blocks._queue.event_ids_to_events  # the queue drops an event when its task ends or is cancelled
+    except (ImportError, AttributeError):
+        return None
+    if not event_id:
+        return None
+    return lambda: event_id not in events
+
+
+def _face_mode(aligned) -> bool | None:
+    """True (an aligned crop), False (detect and align) or None (auto) from a bool, None or a FACE_MODES label."""
+    if aligned is None or isinstance(aligned, bool):
+        return aligned
+    if aligned in FACE_MODES:
+        return (None, True, False)[FACE_MODES.index(aligned)]
+    raise InputError(f"unknown Face choice {aligned!r}; choose one of: {', '.join(FACE_MODES)}")
 
 
 def _say(progress, fraction: float, text: str) -> None:
@@ -372,6 +519,7 @@ def build_app(service: WebService | None = None, *, concurrency: int = 1, max_qu
     svc = service or WebService(**service_kw)
     lim = svc.limits
     examples = [str(p) for p in svc.examples()]
+    svc_on_cpu = str(getattr(svc.animator, "device", "cpu")).startswith("cpu")
 
     def show(kind):
         return (gr.update(visible=kind == "Preset"), gr.update(visible=kind == "Text template"),
@@ -391,11 +539,13 @@ def build_app(service: WebService | None = None, *, concurrency: int = 1, max_qu
 
     def animate(photo, kind, preset, template, video, strength, frames, loop, aligned,
                 progress=gr.Progress(track_tqdm=True)):
-        return svc.predict(photo, kind, preset, template, video, strength, frames, loop, aligned, progress=progress)
+        return svc.predict(photo, kind, preset, template, video, strength, frames, loop, aligned, progress=progress,
+                           cancelled=_cancel_check())
 
     with gr.Blocks(title="micromotion", analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
         gr.Markdown("## micromotion\nA photo of a face in, a short video of it smiling, frowning, ageing, closing "
-                    f"its eyes or turning its head out. Model: `{Path(svc.animator.model_name).name}`.")
+                    f"its eyes or turning its head out. Model: `{Path(svc.animator.model_name).name}`. Each request "
+                    f"may run up to {lim.max_seconds:g} s; Stop ends it.")
         with gr.Row():
             with gr.Column():
                 photo = gr.File(label=f"Photo (JPEG, PNG, WebP; up to {lim.max_upload_mb:g} MB, "
@@ -406,7 +556,9 @@ def build_app(service: WebService | None = None, *, concurrency: int = 1, max_qu
                                      height=140, allow_preview=False, elem_id="examples")
                 kind = gr.Radio(list(KINDS), value="Preset", label="Motion from", elem_id="kind")
                 preset = gr.Radio(list(PRESETS), value="smile", label="Preset", elem_id="preset")
-                template = gr.Textbox(label="Text template (slow on a CPU: anchors are optimized once)",
+                budget = f"{svc.text_steps} optimization steps" + (" (a CPU budget)" if svc_on_cpu else "")
+                template = gr.Textbox(label=f"Text template (slow on a CPU: anchors are optimized once, {budget}; "
+                                            f"up to {lim.max_template_chars} characters)",
                                       placeholder="a person with {degree} smile", visible=False, elem_id="template")
                 video = gr.File(label=f"Clip of a face doing the motion (up to {lim.max_video_seconds:g} s; slow on "
                                       f"a CPU)", type="filepath", visible=False, elem_id="video")
@@ -415,9 +567,11 @@ def build_app(service: WebService | None = None, *, concurrency: int = 1, max_qu
                 frames = gr.Slider(2, lim.max_frames, value=min(48, lim.max_frames), step=1, label="Frames",
                                    elem_id="frames")
                 loop = gr.Checkbox(False, label="Loop (there and back)")
-                aligned = gr.Checkbox(svc.default_aligned, label="The photo is an aligned face crop (skip face "
-                                                                 "detection)", elem_id="aligned")
-                button = gr.Button("Animate", variant="primary", elem_id="animate")
+                default_face = {None: FACE_MODES[0], True: FACE_MODES[1], False: FACE_MODES[2]}[svc.default_aligned]
+                aligned = gr.Radio(list(FACE_MODES), value=default_face, label="Face", elem_id="aligned")
+                with gr.Row():
+                    button = gr.Button("Animate", variant="primary", elem_id="animate")
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop")
             with gr.Column():
                 result = gr.Video(label="Result", autoplay=True, loop=True, buttons=["download"], elem_id="result")
                 status = gr.Markdown(elem_id="status")
@@ -426,8 +580,9 @@ def build_app(service: WebService | None = None, *, concurrency: int = 1, max_qu
         kind.change(show, kind, [preset, template, video], queue=False)
         photo.change(preview, photo, [shown, photo_error], queue=False)
         gallery.select(pick, None, photo, queue=False)
-        button.click(animate, [photo, kind, preset, template, video, strength, frames, loop, aligned],
-                     [result, motion_file, strip, status], api_name="animate")
+        run = button.click(animate, [photo, kind, preset, template, video, strength, frames, loop, aligned],
+                           [result, motion_file, strip, status], api_name="animate")
+        stop.click(None, None, None, cancels=[run], queue=False)
     demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
     demo.micromotion = svc  # for launch() and tests
     return demo

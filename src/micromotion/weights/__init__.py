@@ -30,8 +30,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from ..errors import WeightsError
-from .cache import (CHUNK, bundled_file, cache_path, cache_root, expected_sha256, is_offline, make_weights_dir,
-                    sha256_file, weights_dir)
+from .cache import (CHUNK, bundled_file, cache_path, cache_root, clean_dead_stages, expected_sha256, is_offline,
+                    make_weights_dir, sha256_file, weights_dir)
 from .cache import (_RECORDS, _STAMPS, _check_tofu, _clean_stale, _describe, _discard, _expected_sha256, _locked,
                     _part_path, _record_sha256, _stage_name, _stamp_ok, _update_json, _verify_cached, _write_stamp)
 from .checks import _check_basic
@@ -216,6 +216,7 @@ def remove(name: str, cache_dir: str | os.PathLike | None = None, *, forget: boo
     target = wdir / spec.filename
     if not wdir.is_dir():
         return False
+    clean_dead_stages(wdir)
     with _locked(wdir, spec.name):
         existed = target.exists()
         part = _part_path(target)
@@ -254,6 +255,7 @@ class WeightStatus:
 
 def list_weights(cache_dir: str | os.PathLike | None = None) -> list[WeightStatus]:
     wdir = weights_dir(cache_dir)
+    clean_dead_stages(wdir)
     out = []
     for spec in list(REGISTRY.values()):
         if spec.kind == "bundled":

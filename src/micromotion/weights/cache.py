@@ -17,7 +17,7 @@ from filelock import FileLock, Timeout
 from tqdm.auto import tqdm
 
 from ..errors import WeightsError
-from ..io.files import home, write_text
+from ..io.files import home, pid_alive, write_text
 from .checks import _check_structure
 from .registry import WeightSpec, get_spec
 
@@ -233,6 +233,25 @@ def _clean_stale(wdir: Path, spec: WeightSpec) -> None:
     for p in wdir.glob(f".*-*-{spec.filename}"):
         log.debug("removing stale %s", p)
         _discard(p)
+
+
+def clean_dead_stages(wdir: Path) -> list[Path]:
+    """Remove the staging files `.PID-TID-NAME` that processes which no longer run (SIGKILL, power loss) left in
+    the weights folder; a running process's are kept, and so are `.part` files (a later download resumes them).
+    Needs no lock: a dead process's files have no owner. Returns what was removed."""
+    removed = []
+    if not wdir.is_dir():
+        return removed
+    for p in wdir.glob(".*-*-*"):
+        pid, _, rest = p.name[1:].partition("-")
+        tid, _, _name = rest.partition("-")
+        if not (pid.isdigit() and tid.isdigit()) or int(pid) == os.getpid() or pid_alive(int(pid)):
+            continue
+        if p.is_file() and not p.is_symlink():
+            log.info("removing %s, left by an interrupted process %s", p, pid)
+            _discard(p)
+            removed.append(p)
+    return removed
 
 
 def _stage_name(target: Path) -> Path:
