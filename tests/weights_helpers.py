@@ -11,8 +11,10 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
 import torch
 
+from micromotion import weights as W
 from micromotion.weights import WeightSpec
 
 
@@ -211,3 +213,33 @@ def build_wheel(path: Path, name: str, version: str, data_dir: str, files: dict[
             else:
                 z.writestr(f"{data_dir}/{n}", b)
     return path
+
+
+# Fixtures of the weights tests and the weights CLI tests (imported by both modules).
+
+@pytest.fixture
+def server():
+    s = LocalServer()
+    yield s
+    s.close()
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch):
+    monkeypatch.delenv("MICROMOTION_OFFLINE", raising=False)
+    monkeypatch.delenv("MICROMOTION_HOME", raising=False)
+
+
+@pytest.fixture
+def registry():
+    """register(spec) for the duration of a test: the public API a user with a mirror would use."""
+    added = []
+
+    def add(spec: WeightSpec) -> WeightSpec:
+        W.register(spec)
+        added.append(spec.name)
+        return spec
+
+    yield add
+    for name in added:
+        W.unregister(name)

@@ -6,39 +6,13 @@ import os
 import subprocess
 import sys
 
-import pytest
 from click.testing import CliRunner
 
-from micromotion import weights as W
 from micromotion.cli import main
-from weights_helpers import LocalServer, lpips_bytes, payload, sha, spec_for  # noqa: F401  (shared helpers)
+from weights_helpers import (LocalServer, _clean_env, lpips_bytes, payload, registry, server, sha,  # noqa: F401
+                             spec_for)
 
 
-@pytest.fixture
-def server():
-    s = LocalServer()
-    yield s
-    s.close()
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    monkeypatch.delenv("MICROMOTION_OFFLINE", raising=False)
-    monkeypatch.delenv("MICROMOTION_HOME", raising=False)
-
-
-@pytest.fixture
-def registry():
-    added = []
-
-    def add(spec):
-        W.register(spec)
-        added.append(spec.name)
-        return spec
-
-    yield add
-    for name in added:
-        W.unregister(name)
 
 
 def run(*args, env=None):

@@ -21,35 +21,10 @@ import torch
 from micromotion import weights as W
 from micromotion.errors import WeightsError
 from micromotion.weights import WeightSpec
-from weights_helpers import LocalServer, Route, cache_files, lpips_bytes, payload, sha, spec_for  # noqa: F401
+from weights_helpers import (LocalServer, Route, _clean_env, cache_files, lpips_bytes, payload,  # noqa: F401
+                             registry, server, sha, spec_for)
 
 
-@pytest.fixture
-def server():
-    s = LocalServer()
-    yield s
-    s.close()
-
-
-@pytest.fixture(autouse=True)
-def _clean_env(monkeypatch):
-    monkeypatch.delenv("MICROMOTION_OFFLINE", raising=False)
-    monkeypatch.delenv("MICROMOTION_HOME", raising=False)
-
-
-@pytest.fixture
-def registry():
-    """register(spec) for the duration of a test: the public API a user with a mirror would use."""
-    added = []
-
-    def add(spec: WeightSpec) -> WeightSpec:
-        W.register(spec)
-        added.append(spec.name)
-        return spec
-
-    yield add
-    for name in added:
-        W.unregister(name)
 
 
 # ----------------------------------------------------------------------------------------------------------
