@@ -196,6 +196,31 @@ def test_serve_without_gradio_says_what_to_install(monkeypatch):
     assert len(r.output.strip().splitlines()) == 1, r.output
 
 
+def test_serve_limits_come_from_the_command_line(monkeypatch):
+    """`serve --max-seconds/--max-frames/--max-upload-mb` set the page's limits (nothing is served here)."""
+    from click.testing import CliRunner
+
+    import micromotion.web.app as app
+    from micromotion.cli import main
+
+    seen = {}
+
+    class FakeService:
+        def __init__(self, **kw):
+            seen.update(kw)
+            self.animator = type("A", (), {"model_name": "m", "G": type("G", (), {"resolution": 8}), "device": "cpu"})
+
+    monkeypatch.setattr(app, "WebService", FakeService)
+    monkeypatch.setattr(app, "build_app", lambda svc, concurrency: None)
+    monkeypatch.setattr(app, "launch", lambda *a, **k: None)
+    r = CliRunner().invoke(main, ["serve", "--max-seconds", "42", "--max-frames", "9", "--max-upload-mb", "3"])
+    assert r.exit_code == 0, r.output
+    lim = seen["limits"]
+    assert (lim.max_seconds, lim.max_frames, lim.max_upload_mb) == (42, 9, 3)
+    r = CliRunner().invoke(main, ["serve", "--max-seconds", "0"])
+    assert r.exit_code == 2 and "--max-seconds" in r.output
+
+
 # ----------------------------------------------------------------------------------------------------------
 # A real server: the page in Chromium, and load
 
@@ -536,7 +561,7 @@ def _preset_seconds(client, face) -> float:
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("how", ["stop"])  # a closed tab: not detected yet, stopped by the time limit (issue 24)
+@pytest.mark.parametrize("how", ["stop", "close"])
 def test_a_cancelled_text_request_frees_the_worker_within_10_s(world_server, tmp_path, how):
     """A text motion on a CPU runs for minutes; Stop (or closing the tab) must free the single worker at once:
     a preset request sent right after finishes within 10 s of the cancellation (measured, printed)."""

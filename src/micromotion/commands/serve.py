@@ -26,7 +26,10 @@ import click
 @click.option("--max-upload-mb", type=click.FloatRange(0.1, 1000), default=20.0, show_default=True)
 @click.option("--max-frames", type=click.IntRange(2, 2000), default=120, show_default=True,
               help="Most frames a request may ask for.")
-def serve(host, port, model, device, concurrency, steps, text_steps, video_steps, clip, max_upload_mb, max_frames):
+@click.option("--max-seconds", type=click.FloatRange(1, 86400), default=600.0, show_default=True,
+              help="One request's time limit; past it (or on Stop, or a closed tab) its work is stopped.")
+def serve(host, port, model, device, concurrency, steps, text_steps, video_steps, clip, max_upload_mb, max_frames,
+          max_seconds):
     """Serve a page that turns a photo into a micromotion video.
 
     \b
@@ -39,7 +42,8 @@ def serve(host, port, model, device, concurrency, steps, text_steps, video_steps
 
     require_gradio()  # the install hint before loading any model
     svc = WebService(model=model, device=device, invert_steps=steps, text_steps=text_steps, video_steps=video_steps,
-                     clip=clip, limits=Limits(max_upload_mb=max_upload_mb, max_frames=max_frames))
+                     clip=clip, limits=Limits(max_upload_mb=max_upload_mb, max_frames=max_frames,
+                                                max_seconds=max_seconds))
     a = svc.animator  # load once, now: a bad --model fails here, with one line
     click.echo(f"model: {a.model_name} ({a.G.resolution}x{a.G.resolution}) on {a.device}", err=True)
     demo = build_app(svc, concurrency=concurrency)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..align import AlignedFace, align_face
 from ..errors import InputError
-from ..io.images import ImageSource, describe, load_image
+from ..io.images import ImageSource, check_face_size, describe, load_image
 from .encoders import METHODS, resolve_method
 from .projector import image_to_tensor, psnr, synthesize, tensor_to_image
 
@@ -73,10 +73,10 @@ def _targets(G, images: Sequence[ImageSource], *, align: bool, face_index: int |
             faces.append(face)
         else:
             label = describe(image)
-            im = load_image(image, max_pixels=max_pixels, name=label)
+            im = check_face_size(load_image(image, max_pixels=max_pixels, name=label), label)
             if abs(im.width - im.height) > 1:
                 raise InputError(f"{label}: {im.width}x{im.height} is not square; without alignment the input "
-                                 f"must be an aligned face crop (drop --no-align to detect and align the face)")
+                                 f"must be an aligned face crop (use --align to detect and align the face)")
             crops.append(im if im.size == (R, R) else im.resize((R, R), Image.LANCZOS))
             faces.append(None)
     return crops, faces

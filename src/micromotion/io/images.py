@@ -64,6 +64,18 @@ def describe(source) -> str:
     return str(getattr(source, "name", "") or f"<{type(source).__name__}>")
 
 
+#: Below this side (pixels) no detector finds a face and no crop shows one.
+MIN_FACE_SIDE = 32
+
+
+def check_face_size(im: Image.Image, label: str) -> Image.Image:
+    """Refuse (one line naming `label`) an image too small to show a face: below `MIN_FACE_SIDE` a side."""
+    if min(im.size) < MIN_FACE_SIDE:
+        raise InputError(f"{label}: {im.width}x{im.height} pixels is too small to show a face; give a photo of at "
+                         f"least {MIN_FACE_SIDE}x{MIN_FACE_SIDE} pixels")
+    return im
+
+
 def load_image(source: ImageSource, *, max_pixels: int | None = None, name: str | None = None) -> Image.Image:
     """Open `source` as an 8-bit RGB PIL image with its EXIF orientation applied.
 

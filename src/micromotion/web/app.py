@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 KINDS = ("Preset", "Text template", "Video")
 FACE_MODES = ("Auto (detect a face)", "An aligned face crop", "Detect and align")  # the "Face" radio
-MIN_PHOTO_SIDE = 32  # below this no detector finds a face and no crop shows one
 INSTALL_HINT = "the web app needs Gradio: pip install 'micromotion[web]'"
 
 
@@ -223,7 +222,7 @@ class WebService:
         return p
 
     def load_photo(self, photo) -> Image.Image:
-        from ..io.images import load_image
+        from ..io.images import check_face_size, load_image
 
         p = self._upload(photo, "photo", "upload a photo of a face or pick an example")
         try:
@@ -233,9 +232,7 @@ class WebService:
                 raise InputError(f"{p.name}: {str(e).split(': ', 1)[1].split(' (')[0]} megapixels of this page; "
                                  f"downscale the photo") from None
             raise
-        if min(im.size) < MIN_PHOTO_SIDE:
-            raise InputError(f"{p.name}: {im.width}x{im.height} pixels is too small to show a face; upload a photo "
-                             f"of at least {MIN_PHOTO_SIDE}x{MIN_PHOTO_SIDE} pixels")
+        check_face_size(im, p.name)
         im.filename = p.name  # later errors (no face, ...) name the upload, not "<image>"
         return im
 
@@ -480,7 +477,14 @@ def _cancel_check() -> Callable[[], bool] | None:
         return None
     if not event_id:
         return None
-    return lambda: event_id not in events
+    event = events.get(event_id)
+
+    def cancelled() -> bool:
+        # Stop drops the event from the queue; a closed tab ends its event stream, and the queue then marks the
+        # session's running jobs dead (`alive`), which Gradio itself never acts on while a job runs
+        return event_id not in events or (event is not None and not getattr(event, "alive", True))
+
+    return cancelled
 
 
 def _face_mode(aligned) -> bool | None:
