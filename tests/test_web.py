@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 gr = pytest.importorskip("gradio", reason="the web app needs the [web] extra (gradio)")
 
@@ -69,11 +70,47 @@ def _one_line_error(excinfo, *needles):
 
 def test_predict_makes_a_video_that_decodes(service):
     face = service.examples()[0]
-    assert len(service.examples()) == 4 and face.is_file()
+    assert face.is_file()
     video, motion_file, strip, status = service.predict(str(face), "Preset", "smile", "", None, 1.5, 6, True, True)
     assert Path(video).suffix == ".mp4" and Path(video).is_file()
     assert _decode(video) == 6
     assert motion_file is None and strip is None and "smile" in status
+
+
+def test_examples_of_a_photo_model_are_its_samples_and_the_astronaut(service):
+    """A model of photos shows seeded samples of itself (rendered once) and scikit-image's astronaut photo."""
+    pytest.importorskip("skimage")
+    paths = service.examples()
+    assert [p.name for p in paths] == [f"sample-{i}.png" for i in range(1, 5)] + ["astronaut.png"]
+    assert service.examples() is paths
+    samples = [np.asarray(Image.open(p)) for p in paths[:4]]
+    assert all(a.shape == (64, 64, 3) for a in samples)
+    assert not np.array_equal(samples[0], samples[1])  # different seeds' faces
+    assert Image.open(paths[4]).size == (512, 512)
+
+
+def test_the_page_offers_a_model_choice(files, service, tmp_path, monkeypatch):
+    """`models=`: the page's other models, loaded on first use; a request names one; an unknown one is refused."""
+    torch.manual_seed(1)
+    G2 = Generator(GeneratorConfig.tiny(32)).eval()
+    G2.compute_w_avg(200)
+    other = str(save_generator(G2, tmp_path / "other.safetensors"))
+    home = tmp_path / "home"
+    cache_path("smile", G2, home).parent.mkdir(parents=True)
+    Motion.from_direction(torch.randn(G2.num_ws, G2.w_dim), name="smile", generator=G2).save(cache_path("smile", G2, home))
+    monkeypatch.setenv("MICROMOTION_HOME", str(home))
+    svc = WebService(animator=service.animator, models=[other, service.animator.model_name], invert_steps=2,
+                     workdir=tmp_path / "work")
+    assert svc.models() == [service.animator.model_name, other]
+    face = str(service.examples()[0])
+    _, _, _, status = svc.predict(face, "Preset", "smile", "", None, 1.0, 3, False, True, model=other)
+    assert "model other.safetensors" in status and other in svc._animators
+    assert svc.animator is service.animator  # outside a request: the served model
+    _, _, _, status = svc.predict(face, "Preset", "smile", "", None, 1.0, 3, False, True)
+    assert f"model {Path(service.animator.model_name).name}" in status
+    with pytest.raises(Exception) as e:
+        svc.predict(face, "Preset", "smile", "", None, 1.0, 3, False, True, model="nowhere")
+    _one_line_error(e, "unknown model 'nowhere' on this page")
 
 
 def test_the_model_is_loaded_once(files, service):
@@ -98,7 +135,7 @@ def test_the_model_is_loaded_once(files, service):
     ("face", {"kind": "Text template", "template": "a {degree.__class__} smile"}, "is not allowed"),
     ("face", {"kind": "Text template", "template": "a big smile"}, "no {degree} placeholder"),
     ("face", {"preset": "smirk"}, "unknown motion 'smirk'"),
-    ("face", {"aligned": False}, "world-face-1.png: the face is too small"),
+    ("face", {"aligned": False}, "sample-1.png: no face found"),
 ])
 def test_predict_bad_input_is_one_line(service, tmp_path, make, args, needle):
     if make == "face":
@@ -596,4 +633,51 @@ def test_a_cancelled_text_request_frees_the_worker_within_10_s(world_server, tmp
     print(f"{how}: a preset request sent after the cancellation finished {freed:.1f} s after it "
           f"(the same request alone: {alone:.1f} s)")
     assert freed < 10, f"the worker stayed busy: {freed:.1f} s ({took:.1f} s for the request)"
+    assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.browser
+def test_real_face_page_default_path_with_a_real_photo(tmp_path):
+    """`micromotion serve` as a user starts it (auto: the real-face model when random-face is installed): the
+    examples are the model's faces and a photo; a real photo is detected, aligned, inverted and animated."""
+    import importlib.metadata
+
+    from PIL import Image
+
+    try:
+        importlib.metadata.distribution("random-face")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("the real-face model comes from random-face (pip install --no-deps random-face==2021.7.21.1)")
+    skimage_data = pytest.importorskip("skimage.data")
+    sync_playwright = _playwright()
+    photo = tmp_path / "astronaut photo.jpg"
+    Image.fromarray(skimage_data.astronaut()).save(photo, quality=92)
+    log = tmp_path / "serve.log"
+    proc, url = _serve(["--device", "cpu", "--steps", "2", "--max-frames", "3", "--also", "world"], tmp_path / "home",
+                       log)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            try:
+                page = _open(browser, url)
+                page.locator("#animate").wait_for(timeout=60_000)
+                body = page.locator("body").inner_text()
+                assert "mobilestylegan-ffhq-1024" in body, body[:500]
+                assert page.locator("#examples img").count() == 5  # 4 samples of the model and the astronaut
+                assert page.locator("#model").is_visible()
+                page.locator("#photo input[type=file]").set_input_files(str(photo))
+                page.locator("#photo-preview img").wait_for(timeout=30_000)
+                page.locator("#animate").click()  # defaults: preset smile, Face: auto, the served model
+                page.locator("#result video").wait_for(timeout=240_000)
+                status = page.locator("#status").inner_text()
+                assert "smile" in status and "face detected and aligned" in status, status
+                assert "model mobilestylegan-ffhq-1024" in status, status
+            finally:
+                browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
     assert "Traceback" not in log.read_text()

@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import click
+
+from ..errors import InputError
 
 
 @click.command("serve")
@@ -28,8 +31,11 @@ import click
               help="Most frames a request may ask for.")
 @click.option("--max-seconds", type=click.FloatRange(1, 86400), default=600.0, show_default=True,
               help="One request's time limit; past it (or on Stop, or a closed tab) its work is stopped.")
+@click.option("--also", "also", default="auto", show_default=True,
+              help="Other models offered in the page's Model choice (comma-separated), loaded on first use; auto: "
+                   "the others of stylegan2-ffhq-1024, mobilestylegan-ffhq-1024 and world that are here; none.")
 def serve(host, port, model, device, concurrency, steps, text_steps, video_steps, clip, max_upload_mb, max_frames,
-          max_seconds):
+          max_seconds, also):
     """Serve a page that turns a photo into a micromotion video.
 
     \b
@@ -41,9 +47,21 @@ def serve(host, port, model, device, concurrency, steps, text_steps, video_steps
     from ..web.app import Limits, WebService, build_app, launch, require_gradio
 
     require_gradio()  # the install hint before loading any model
-    svc = WebService(model=model, device=device, invert_steps=steps, text_steps=text_steps, video_steps=video_steps,
-                     clip=clip, limits=Limits(max_upload_mb=max_upload_mb, max_frames=max_frames,
-                                                max_seconds=max_seconds))
+    if also == "auto":
+        from ..profiles import AUTO_MODELS, model_available
+
+        others = [m for m in AUTO_MODELS if model_available(m)]
+    else:
+        from ..profiles import model_available
+
+        others = [m.strip() for m in also.split(",") if m.strip() and m.strip() != "none"]
+        for m in others:
+            if not (model_available(m) or Path(m).is_file()):
+                raise InputError(f"--also {m}: not a model here (a registry name that is cached or installed, or a "
+                                 f"generator file); see `micromotion weights list`")
+    svc = WebService(model=model, device=device, models=others, invert_steps=steps, text_steps=text_steps,
+                     video_steps=video_steps, clip=clip,
+                     limits=Limits(max_upload_mb=max_upload_mb, max_frames=max_frames, max_seconds=max_seconds))
     a = svc.animator  # load once, now: a bad --model fails here, with one line
     click.echo(f"model: {a.model_name} ({a.G.resolution}x{a.G.resolution}) on {a.device}", err=True)
     demo = build_app(svc, concurrency=concurrency)

@@ -24,7 +24,7 @@ import uuid
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -97,9 +97,12 @@ class WebService:
                  animator_factory: Callable | None = None, invert_steps: int = 300, text_steps: int = 40,
                  video_steps: int = 150, video_anchors: int = 8, clip: str = "auto", fps: float = 25.0,
                  limits: Limits | None = None, aligned: bool | None = None, workdir: str | os.PathLike | None = None,
-                 keep_outputs: int = 64, num_examples: int = 4):
+                 keep_outputs: int = 64, num_examples: int = 4, models: Sequence[str] = ()):
         self.model, self.device = model, device
         self._animator = animator
+        self._other_models = [str(m) for m in models]  # the page's other model choices, loaded on first use
+        self._animators: dict[str, object] = {}
+        self._request_model: contextvars.ContextVar[str | None] = contextvars.ContextVar("model", default=None)
         self._factory = animator_factory
         self.invert_steps, self.text_steps, self.video_steps = invert_steps, text_steps, video_steps
         self.video_anchors = video_anchors
@@ -112,7 +115,7 @@ class WebService:
         self._load_lock = threading.Lock()
         self._motion_lock = threading.Lock()  # one anchor optimization at a time; the others wait for its result
         self._motions = _LRU(32)
-        self._clip = None
+        self._clips: dict = {}
         self._examples: list[Path] | None = None
         self._outputs: list[Path] = []
         self.last_stop_seconds: float | None = None  # how long the last stopped request took to stop
@@ -120,7 +123,8 @@ class WebService:
     # -- the model, loaded once --------------------------------------------------------------------------------
 
     @property
-    def animator(self):
+    def default_animator(self):
+        """The served model's `Animator`, loaded once (the first model of the page's choice)."""
         if self._animator is None:
             with self._load_lock:
                 if self._animator is None:
@@ -132,6 +136,26 @@ class WebService:
                         self._animator = Animator(model=self.model, device=self.device,
                                                   invert_steps=self.invert_steps)
         return self._animator
+
+    @property
+    def animator(self):
+        """The `Animator` of the request's model (`run(model=...)`), else the served model's."""
+        name = self._request_model.get()
+        default = self.default_animator
+        if name is None or name == default.model_name:
+            return default
+        if name not in self._animators:
+            with self._load_lock:
+                if name not in self._animators:
+                    from ..animate import Animator
+
+                    self._animators[name] = Animator(model=name, device=self.device, invert_steps=self.invert_steps)
+        return self._animators[name]
+
+    def models(self) -> list[str]:
+        """The page's model choices: the served model, then the others (`models=`), without repeats."""
+        names = [self.default_animator.model_name]
+        return names + [m for m in self._other_models if m not in names]
 
     @property
     def profile(self):
@@ -190,20 +214,41 @@ class WebService:
                          f"'{FACE_MODES[1]}' under Face if it is one")
 
     def examples(self) -> list[Path]:
-        """World faces (aligned crops at the generator's resolution), rendered once into the work folder."""
+        """Example faces of the served model, rendered once into the work folder: for a model of photos, seeded
+        samples (ψ = 0.7) and scikit-image's astronaut photo (when installed); for the world, its faces."""
         if self._examples is None:
-            from ..world.faces import render, sample_factors
-
-            size = max(64, min(256, int(self.animator.G.resolution)))
-            faces = render(sample_factors(self.num_examples, torch.Generator().manual_seed(11), motion="neutral"),
-                           size=size)
             folder = self.workdir / "examples"
             folder.mkdir(exist_ok=True)
+            a = self.default_animator
+            photo_model = getattr(getattr(a, "profile", None), "align", False)
+            size = max(64, min(256, int(a.G.resolution)))
+            if photo_model:
+                with torch.no_grad():
+                    z = torch.randn(self.num_examples, a.G.z_dim, generator=torch.Generator().manual_seed(11))
+                    ws = a.G.mapping(z.to(a.G.w_avg.device), truncation_psi=0.7)
+                    faces = torch.cat([torch.nn.functional.interpolate(a.G.synthesis(w[None]).float(), size=size,
+                                                                       mode="area") for w in ws])
+                arrays, stem = list(_to_uint8(faces)), "sample"
+            else:
+                from ..world.faces import render, sample_factors
+
+                faces = render(sample_factors(self.num_examples, torch.Generator().manual_seed(11),
+                                              motion="neutral"), size=size)
+                arrays, stem = list(_to_uint8(faces)), "world-face"
             paths = []
-            for i, arr in enumerate(_to_uint8(faces)):
-                p = folder / f"world-face-{i + 1}.png"
+            for i, arr in enumerate(arrays):
+                p = folder / f"{stem}-{i + 1}.png"
                 Image.fromarray(arr).save(p)
                 paths.append(p)
+            if photo_model:
+                try:
+                    from skimage import data
+
+                    p = folder / "astronaut.png"
+                    Image.fromarray(np.ascontiguousarray(data.astronaut()[..., :3])).save(p)
+                    paths.append(p)
+                except ImportError:
+                    pass
             self._examples = paths
         return self._examples
 
@@ -342,12 +387,12 @@ class WebService:
                              f"is clearly visible, or choose '{FACE_MODES[1]}' under Face") from None
 
     def _load_clip(self):
-        if self._clip is None:
-            from ..models.clip import Clip
+        from ..models.clip import Clip
 
-            spec = self.profile.clip if self.clip_spec == "auto" else self.clip_spec
-            self._clip = Clip.load(spec, device=self.animator.device, download=False)
-        return self._clip
+        spec = self.profile.clip if self.clip_spec == "auto" else self.clip_spec
+        if spec not in self._clips:  # one per CLIP: the world's and the photo models' differ
+            self._clips[spec] = Clip.load(spec, device=self.animator.device, download=False)
+        return self._clips[spec]
 
     def _save_motion(self, m, kind: str) -> Path:
         folder = self.workdir / "motions" / uuid.uuid4().hex[:12]
@@ -371,11 +416,21 @@ class WebService:
 
     def run(self, photo, kind: str = "Preset", preset: str | None = "smile", template: str | None = "", video=None,
             strength: float = 1.0, frames: int = 48, loop: bool = False, aligned: bool | None = None,
-            progress=None):
+            model: str | None = None, progress=None):
         """One request -> (video path, motion file or None, anchors preview or None, status line).
 
-        Raises `InputError` (and other `MicromotionError`s) for anything the user can fix.
+        model: one of `models()` (default: the served model). Raises `InputError` (and other
+        `MicromotionError`s) for anything the user can fix.
         """
+        if model and model not in self.models():
+            raise InputError(f"unknown model {model!r} on this page; choose one of: {', '.join(self.models())}")
+        token = self._request_model.set(model or None)
+        try:
+            return self._run(photo, kind, preset, template, video, strength, frames, loop, aligned, progress)
+        finally:
+            self._request_model.reset(token)
+
+    def _run(self, photo, kind, preset, template, video, strength, frames, loop, aligned, progress):
         t0 = time.perf_counter()
         strength, frames = self._options(strength, frames)
         aligned = self.default_aligned if aligned is None else aligned
@@ -389,8 +444,9 @@ class WebService:
         secs = ", ".join(f"{k} {v:.1f} s" for k, v in res.seconds.items())
         psnr = res.inversion.get("psnr")
         quality = f"; inversion PSNR {psnr:.1f} dB" if isinstance(psnr, float) else ""
-        status = (f"**{res.motion}**, {frames} frames at {self.fps:g} fps, strength {strength:g}; photo: {note}{quality}; "
-                  f"{time.perf_counter() - t0:.1f} s ({secs})")
+        model = Path(self.animator.model_name).name
+        status = (f"**{res.motion}**, {frames} frames at {self.fps:g} fps, strength {strength:g}, model {model}; "
+                  f"photo: {note}{quality}; {time.perf_counter() - t0:.1f} s ({secs})")
         return str(res.out), (str(motion_file) if motion_file else None), preview, status
 
     def predict(self, *args, cancelled: Callable[[], bool] | None = None, **kw):
@@ -541,15 +597,15 @@ def build_app(service: WebService | None = None, *, concurrency: int = 1, max_qu
 
     pick.__annotations__["evt"] = gr.SelectData  # a real class: Gradio reads it to pass the event
 
-    def animate(photo, kind, preset, template, video, strength, frames, loop, aligned,
+    def animate(photo, kind, preset, template, video, strength, frames, loop, aligned, model=None,
                 progress=gr.Progress(track_tqdm=True)):
-        return svc.predict(photo, kind, preset, template, video, strength, frames, loop, aligned, progress=progress,
-                           cancelled=_cancel_check())
+        return svc.predict(photo, kind, preset, template, video, strength, frames, loop, aligned, model=model,
+                           progress=progress, cancelled=_cancel_check())
 
     with gr.Blocks(title="micromotion", analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
         gr.Markdown("## micromotion\nA photo of a face in, a short video of it smiling, frowning, ageing, closing "
-                    f"its eyes or turning its head out. Model: `{Path(svc.animator.model_name).name}`. Each request "
-                    f"may run up to {lim.max_seconds:g} s; Stop ends it.")
+                    f"its eyes or turning its head out. Model: `{Path(svc.default_animator.model_name).name}`. "
+                    f"Each request may run up to {lim.max_seconds:g} s; Stop ends it.")
         with gr.Row():
             with gr.Column():
                 photo = gr.File(label=f"Photo (JPEG, PNG, WebP; up to {lim.max_upload_mb:g} MB, "
@@ -573,6 +629,9 @@ def build_app(service: WebService | None = None, *, concurrency: int = 1, max_qu
                 loop = gr.Checkbox(False, label="Loop (there and back)")
                 default_face = {None: FACE_MODES[0], True: FACE_MODES[1], False: FACE_MODES[2]}[svc.default_aligned]
                 aligned = gr.Radio(list(FACE_MODES), value=default_face, label="Face", elem_id="aligned")
+                choices = svc.models()
+                model = gr.Dropdown(choices, value=choices[0], label="Model (others load on first use)",
+                                    visible=len(choices) > 1, elem_id="model")
                 with gr.Row():
                     button = gr.Button("Animate", variant="primary", elem_id="animate")
                     stop = gr.Button("Stop", variant="stop", elem_id="stop")
@@ -584,7 +643,7 @@ def build_app(service: WebService | None = None, *, concurrency: int = 1, max_qu
         kind.change(show, kind, [preset, template, video], queue=False)
         photo.change(preview, photo, [shown, photo_error], queue=False)
         gallery.select(pick, None, photo, queue=False)
-        run = button.click(animate, [photo, kind, preset, template, video, strength, frames, loop, aligned],
+        run = button.click(animate, [photo, kind, preset, template, video, strength, frames, loop, aligned, model],
                            [result, motion_file, strip, status], api_name="animate")
         stop.click(None, None, None, cancels=[run], queue=False)
     demo.queue(default_concurrency_limit=concurrency, max_size=max_queue)
