@@ -76,6 +76,26 @@ def test_batch_single_and_autograd_paths_agree():
     assert dead == [3, 7]  # tiny: 2 blocks -> rows 3 (block 0's image) and 7 (spare)
 
 
+@pytest.mark.parametrize("fmt", ["nchw", "nhwc"])
+def test_both_activation_layouts_give_the_same_frames(fmt):
+    """`SynthesisNetwork.memory_format` changes only the layout (NHWC: 1x1 convs as GEMMs), never the frames."""
+    G = tiny()
+    ws = torch.randn(3, G.num_ws, G.w_dim, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ref = G.synthesis(ws)  # auto: NHWC on the CPU
+        G.synthesis_net.memory_format = fmt
+        try:
+            for b in (1, 3):
+                out = torch.cat([G.synthesis(c) for c in ws.split(b)])
+                torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+        finally:
+            G.synthesis_net.memory_format = "auto"
+    G.synthesis_net.memory_format = "sideways"
+    with pytest.raises(ValueError, match="memory_format must be"):
+        G.synthesis(ws)
+    G.synthesis_net.memory_format = "auto"
+
+
 def test_noise_modes():
     G = tiny()
     ws = G.mapping(torch.randn(2, 16, generator=torch.Generator().manual_seed(3)))
@@ -347,8 +367,9 @@ def test_key_map_errors_on_real_files(tmp_path, real_files):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("fmt", ["nchw", "nhwc"])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_cuda_frames_are_the_cpu_frames(precision):
+def test_cuda_frames_are_the_cpu_frames(precision, fmt):
     """The real-size architecture (random weights) on CUDA, batch 1 and 8, vs our CPU fp32 frames: fp32 to
     rounding (TF32 off), bf16 within 38 dB; cuDNN's convolutions are checked per shape (`ops.conv2d`)."""
     if not torch.cuda.is_available():
@@ -367,6 +388,7 @@ def test_cuda_frames_are_the_cpu_frames(precision):
         ref = torch.cat([G.synthesis(ws[i:i + 1]) for i in range(8)])
     scale = ref.square().mean().sqrt().item()
     Gc = G.cuda()
+    Gc.synthesis_net.memory_format = fmt
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
