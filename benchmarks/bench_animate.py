@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import tempfile
 import time
@@ -91,6 +92,28 @@ def main():
         torch.cuda.synchronize()
     orig_per_frame = (time.perf_counter() - t0) / frames_orig
 
+    # where the time goes: the same frames rendered (to I420, on the host) without encoding, then encoded alone
+    from micromotion.render import _Mp4Sink, synthesize_batches, to_yuv420
+
+    path = ws + torch.linspace(0, 1, a.frames, device=an.device)[:, None, None] * d
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    planes = [to_yuv420(imgs) for imgs in synthesize_batches(an.G, path, a.batch_size, an.dtype)]
+    sync()
+    render_only = time.perf_counter() - t0
+    encode = {}
+    for preset in ("veryfast", "superfast", "ultrafast"):
+        sink = _Mp4Sink(tmp / f"enc-{preset}.mp4", 25)
+        sink._open(a.resolution, a.resolution)
+        sink.stream.options = {"crf": "18", "preset": preset}
+        t0 = time.perf_counter()
+        for batch in planes:
+            for pl in batch:
+                sink.write_yuv420(pl)
+        sink.finish()
+        encode[preset] = {"s": time.perf_counter() - t0, "mb": (tmp / f"enc-{preset}.mp4").stat().st_size / 1e6}
+
     out = {"device": name, "date": datetime.date.today().isoformat(), "torch": torch.__version__,
            "resolution": a.resolution, "frames": a.frames, "model_load_s": load_s,
            "align_s": None if a.no_align else align_s,
@@ -98,7 +121,9 @@ def main():
            "share": {k: v / (total + align_s) for k, v in {**res.seconds, "align": align_s}.items()},
            "original_render_loop_s_per_frame": orig_per_frame,
            "original_render_loop_s_for_all_frames": orig_per_frame * a.frames,
-           "inversion": "projector %d steps" % a.steps if a.steps else "latent file (no inversion)"}
+           "inversion": "projector %d steps" % a.steps if a.steps else "latent file (no inversion)",
+           "render_to_i420_only_s": render_only, "encode_only": encode, "cpu_threads": torch.get_num_threads(),
+           "cpu_count": os.cpu_count()}
     print(json.dumps(out, indent=1))
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=1))
