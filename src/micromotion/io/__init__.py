@@ -2,5 +2,6 @@
 
 `files`: our safetensors formats (one header convention), the one atomic writer, the one fingerprint of a
 generator or any module, and the cache root `home()`. `pickle`: the restricted unpicklers for foreign
-checkpoints. `images`: reading user images robustly, writing images atomically.
+checkpoints. `dlib`: dlib's own binary serialization (its dnn model files), read without dlib. `images`:
+reading user images robustly, writing images atomically.
 """
