@@ -4,8 +4,11 @@ The paper (Wu et al., CPAL 2024, Sec. 3) decodes a micromotion from such a stack
 it. `Anchors` is what every anchor source returns: `anchors.text` (CLIP-guided optimization) and
 `anchors.video` (inverted frames). Also here: the anchors cache folder and the content hashes that key it.
 
+Several identities (issue 25): `Anchors.concat` stacks the anchor sets of several faces doing the same motion,
+with an identity label per anchor (`identities`); `Motion.from_anchors` then decodes the direction they share.
+
 File format: safetensors with one tensor `anchors` [K, num_ws, w_dim] float32 and JSON metadata (`format`,
-`version`, `labels`, `source`), written atomically.
+`version`, `labels`, `source`, and from version 2 `identities` when there are several), written atomically.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from ..io.files import tensor_fingerprint
 __all__ = ["Anchors", "anchors_cache_dir", "module_fingerprint", "tensor_fingerprint"]
 
 FORMAT_NAME = "micromotion-anchors"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: `identities` (several faces); files of one face are unchanged
 
 
 @dataclass
@@ -40,6 +43,7 @@ class Anchors:
     latents: torch.Tensor
     labels: list
     source: dict = field(default_factory=dict)
+    identities: list[int] | None = None  # one label per anchor (0, 1, ...) when several faces; None: one face
 
     def __post_init__(self):
         x = self.latents
@@ -66,6 +70,50 @@ class Anchors:
             self.source = json.loads(json.dumps(dict(self.source)))
         except (TypeError, ValueError) as e:
             raise InputError(f"anchor source metadata must be JSON-serializable ({e})") from None
+        if self.identities is not None:
+            ids = list(self.identities)
+            if len(ids) != x.shape[0] or any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids):
+                raise InputError(f"identities must be one whole number >= 0 per anchor ({x.shape[0]}), got {ids}")
+            counts = {i: ids.count(i) for i in ids}
+            if len(counts) > 1 and min(counts.values()) < 2:
+                raise InputError(f"every identity needs at least 2 anchors; counts {counts}")
+            self.identities = ids if len(counts) > 1 else None
+
+    @property
+    def num_identities(self) -> int:
+        return 1 if self.identities is None else len(set(self.identities))
+
+    def groups(self) -> list["Anchors"]:
+        """One `Anchors` per identity, in the order the identities first appear (a single face: [self])."""
+        if self.identities is None:
+            return [self]
+        out = []
+        order = list(dict.fromkeys(self.identities))
+        parts = self.source.get("parts") if self.source.get("kind") == "identities" else None
+        for n, i in enumerate(order):
+            idx = [k for k, j in enumerate(self.identities) if j == i]
+            src = parts[n] if isinstance(parts, list) and len(parts) == len(order) else self.source
+            out.append(Anchors(self.latents[idx], [self.labels[k] for k in idx], src))
+        return out
+
+    @classmethod
+    def concat(cls, sets: "list[Anchors]", source: dict | None = None) -> "Anchors":
+        """The anchor sets of several faces doing one motion -> one stack with identity labels 0..N-1 (a set
+        that already has several identities keeps them apart). `source` defaults to the sets' sources."""
+        sets = list(sets)
+        if not sets:
+            raise InputError("no anchor sets to join")
+        shapes = {tuple(a.latents.shape[1:]) for a in sets}
+        if len(shapes) > 1:
+            raise InputError(f"anchor sets of different latent shapes cannot be joined: {sorted(shapes)}")
+        ids, nxt = [], 0
+        for a in sets:
+            own = a.identities or [0] * len(a)
+            remap = {i: nxt + j for j, i in enumerate(dict.fromkeys(own))}
+            ids += [remap[i] for i in own]
+            nxt += len(remap)
+        src = source if source is not None else {"kind": "identities", "parts": [a.source for a in sets]}
+        return cls(torch.cat([a.latents for a in sets]), [lab for a in sets for lab in a.labels], src, ids)
 
     def __len__(self) -> int:
         return self.latents.shape[0]
@@ -92,8 +140,9 @@ class Anchors:
         path = Path(path)
         if path.suffix != ".safetensors":
             raise InputError(f"{path}: anchors are saved as .safetensors; change the file name")
-        meta = header(FORMAT_NAME, FORMAT_VERSION, labels=json.dumps(self.labels),
-                      source=json.dumps(self.source, sort_keys=True))
+        extra = {"identities": json.dumps(self.identities)} if self.identities is not None else {}
+        meta = header(FORMAT_NAME, FORMAT_VERSION if extra else 1, labels=json.dumps(self.labels),
+                      source=json.dumps(self.source, sort_keys=True), **extra)
         with atomic_output(path) as tmp:
             save_file({"anchors": self.latents}, str(tmp), metadata=meta)
         return path
@@ -119,10 +168,11 @@ class Anchors:
         check_header(meta, path, FORMAT_NAME, FORMAT_VERSION, "anchors", error=InputError, minimum=1)
         try:
             labels, source = json.loads(meta["labels"]), json.loads(meta.get("source", "{}"))
+            identities = json.loads(meta["identities"]) if "identities" in meta else None
         except (KeyError, ValueError) as e:
             raise InputError(f"{path}: corrupt anchors metadata ({e})") from None
         try:
-            return cls(latents, labels, source)
+            return cls(latents, labels, source, identities)
         except InputError as e:
             raise InputError(f"{path}: {e}") from None
 

@@ -334,6 +334,10 @@ class Motion:
         `anchors` may also be an `micromotion.anchors.Anchors` stack (anything with `latents`, `labels` and
         `source`): its source is recorded and numeric labels (frame times) become `times`.
         """
+        if getattr(anchors, "identities", None) is not None and len(set(anchors.identities)) > 1:
+            return cls._from_identities(anchors, rank=rank, energy=energy, direction=direction, variant=variant,
+                                        lam=lam, tol=tol, max_iter=max_iter, span=span, name=name,
+                                        generator=generator, generator_name=generator_name, source=source)
         if not isinstance(anchors, (torch.Tensor, list, tuple)) and hasattr(anchors, "latents"):
             labels = list(getattr(anchors, "labels", None) or [])
             if times is None and labels and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in labels):
@@ -408,6 +412,91 @@ class Motion:
         log.info("motion '%s': %d anchors, ranks %s, %d RPCA iterations at most", name, K,
                  (basis.norm(dim=-1) > 0.5).sum(-1).tolist(), int(stats.iterations.max()))
         return cls(direction=d, basis=basis, coords=coords, times=t, meta=meta)
+
+    @classmethod
+    @torch.no_grad()
+    def _from_identities(cls, anchors, *, rank, energy, direction, variant, lam, tol, max_iter, span, name,
+                         generator, generator_name, source) -> "Motion":
+        """The motion several faces share (`Anchors` with `identities`, issue 25): a joint low-rank model with
+        one offset per identity. Each identity's anchors are centred on their own mean (the least-squares
+        estimate of its offset: what makes the faces differ, whatever their number of anchors), the centred
+        stacks of all identities are pooled per layer, and robust PCA of the pool keeps the variation they
+        have in common while its sparse part takes what one identity's anchors do alone (a bad frame, an
+        expression of that face only). The direction is the first principal axis of the pooled low-rank part,
+        signed and scaled by the least-squares slope against each identity's own times ("principal"), or the
+        mean over identities of the low-rank last-minus-first anchor ("endpoints"); strength 1 then spans the
+        identities' mean extent along it (span "anchors") or the low-rank one. The motion is a straight line.
+        """
+        if variant != "ialm":
+            raise InputError("several identities are decoded with variant 'ialm' only (the paper's solver is "
+                             "for one face)")
+        if direction not in DIRECTIONS:
+            raise InputError(f"unknown direction '{direction}'; choose one of: {', '.join(DIRECTIONS)}")
+        span = span or "anchors"
+        if span not in SPANS:
+            raise InputError(f"unknown span '{span}'; choose one of: {', '.join(SPANS)}")
+        if rank is None and energy is None:
+            raise InputError("give a rank, an energy, or both (energy picks the rank per layer, rank caps it)")
+        groups = anchors.groups()
+        parts, times, bounds = [], [], []
+        for g in groups:
+            x = _check_anchors(g.latents).to(torch.float64)
+            labels = list(g.labels)
+            numeric = labels and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in labels)
+            t = _check_times(labels if numeric else None, x.shape[0], x.device)
+            start = bounds[-1][1] if bounds else 0
+            bounds.append((start, start + x.shape[0]))
+            parts.append(x - x.mean(0, keepdim=True))
+            times.append(t - t.mean())
+        pooled = torch.cat(parts)  # [ΣK, num_ws, w_dim], identity offsets removed
+        K, num_ws, w_dim = pooled.shape
+        gen_name, gen_hash = "", ""
+        if generator is not None:
+            _check_generator_shape(generator, num_ws, w_dim, f"anchors {list(pooled.shape)}")
+            gen_name, gen_hash = generator_label(generator), generator_fingerprint(generator)
+        if generator_name is not None:
+            gen_name = generator_name
+        L, _, stats = _rpca(pooled.permute(1, 0, 2), lam, tol, max_iter, variant)  # [num_ws, ΣK, w_dim]
+        mean = L.mean(1, keepdim=True)
+        U, sv, Vh = torch.linalg.svd(L - mean, full_matrices=False)
+        low = mean + (U * (sv * _keep_components(sv, rank, energy)).unsqueeze(1)) @ Vh
+        axis = Vh[:, 0]  # [num_ws, w_dim], the first principal axis per layer
+        if direction == "principal":
+            c = torch.einsum("lkd,ld->kl", low, axis)  # [ΣK, num_ws]
+            tc = torch.cat(times).unsqueeze(1)
+            cc = torch.cat([c[a:b] - c[a:b].mean(0) for a, b in bounds])
+            d = ((tc * cc).sum(0) / tc.square().sum()).unsqueeze(1) * axis
+        else:
+            d = torch.stack([low[:, b - 1] - low[:, a] for a, b in bounds]).mean(0)
+        span_scale = None
+        if span == "anchors" and float(d.norm()) > 0:
+            u = d / d.norm()
+            extents = [float(((p[-1] - p[0]) * u).sum()) for p in parts]
+            extent = sum(extents) / len(extents)
+            if extent > 0:
+                span_scale = extent / float(d.norm())
+                d = u * extent
+            else:
+                log.warning("motion '%s': the identities' last anchors are not ahead of their first along the "
+                            "shared direction; strength 1 keeps the low-rank span", name)
+                span = "lowrank"
+        elif span == "anchors":
+            span = "lowrank"
+        motion = cls.from_direction(d.to(torch.float32), name=name)
+        ids = len(groups)
+        motion.meta = MotionMeta(
+            name=name, generator_name=gen_name, generator_hash=gen_hash,
+            source=dict(source) if source is not None else {**anchors.source, "identities": ids},
+            direction_kind=direction, rank=rank, energy=energy, span=span, span_scale=span_scale,
+            rpca={"variant": variant, "lam": 1 / math.sqrt(max(K, w_dim)) if lam is None else float(lam), "tol": tol,
+                  "max_iter": max_iter, "seed": None, "iterations": stats.iterations.tolist(),
+                  "residual": [float(f"{r:.3e}") for r in stats.residual.tolist()],
+                  "converged": bool(stats.converged.all()), "identities": ids,
+                  "anchors_per_identity": [len(p) for p in parts]},
+            library_version=_library_version())
+        log.info("motion '%s': %d identities, %d anchors, %d RPCA iterations at most", name, ids, K,
+                 int(stats.iterations.max()))
+        return motion
 
     @classmethod
     def from_direction(cls, direction: torch.Tensor, *, name: str = "motion", generator: torch.nn.Module | None = None,
