@@ -85,3 +85,57 @@ def test_cli_extract_on_the_world_starts_a_preset_template_from_its_face(seen, t
         _run(["extract", "--text", "a person with {degree} beard", *base, str(tmp_path / "c.safetensors")])
     assert seen[-1]["seed"] == 0  # the command's default for other templates
     assert not list(tmp_path.iterdir())
+
+
+def test_text_identities_optimize_the_faces_after_the_first(monkeypatch, tmp_path):
+    """`--identities 3`: three start faces (the first face's seed, then the next two) -> one anchors file with
+    identity labels, which `motion decode` turns into the shared motion."""
+    import torch
+
+    from micromotion.anchors import Anchors
+
+    seeds = []
+
+    def fake(G, clip, template, *, seed=0, settings=None, **kw):
+        seeds.append(seed)
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randn(1, G.num_ws, G.w_dim, generator=g) * 3 + torch.linspace(0, 1, 3)[:, None, None]
+        return Anchors(x, ["no", "50%", "100%"], {"kind": "text", "seed": seed})
+
+    monkeypatch.setattr(text_module, "text_anchors", fake)
+    out = tmp_path / "a.safetensors"
+    r = CliRunner().invoke(main, ["extract", "--text", "a person with {degree} frown", "--model", "world",
+                                  "--device", "cpu", "--seed", "5", "--identities", "3", "--reinvert", "none",
+                                  "--no-preview", "--no-cache", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert seeds == [5, 6, 7] and "3 identities" in r.output
+    a = Anchors.load(out)
+    assert a.identities == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    r = CliRunner().invoke(main, ["motion", "decode", str(out), "-o", str(tmp_path / "m.safetensors")])
+    assert r.exit_code == 0 and "9 anchors of 3 identities (3, 3, 3), their shared motion" in r.output, r.output
+    r = CliRunner().invoke(main, ["motion", "decode", str(out), "--times", "0,1,2,0,1,2,0,1,2", "-o",
+                                  str(tmp_path / "t.safetensors")])
+    assert r.exit_code == 1 and "each face's own times" in r.output
+
+
+def test_several_clips_and_their_misuse(tmp_path):
+    from micromotion.anchors import Anchors
+
+    clips = []
+    for seed in (12, 13):
+        c = tmp_path / f"c{seed}.mp4"
+        assert _run(["world", "clip", "--motion", "smile", "--seed", str(seed), "--frames", "8", "-o", str(c)]) \
+            .exit_code == 0
+        clips.append(str(c))
+    out = tmp_path / "two.safetensors"
+    r = CliRunner().invoke(main, ["extract", "--video", *clips, "--aligned", "-m", "world", "--steps", "1",
+                                  "--max-frames", "3", "--device", "cpu", "-o", str(out)])
+    assert r.exit_code == 0 and "2 identities" in r.output, r.output
+    assert Anchors.load(out).identities == [0, 0, 0, 1, 1, 1]
+    r = CliRunner().invoke(main, ["extract", "--video", clips[0], "--identities", "2", "-o", str(tmp_path / "x.safetensors")])
+    assert r.exit_code == 2 and "--identities is for --text" in r.output
+    r = CliRunner().invoke(main, ["extract", clips[0], "-o", str(tmp_path / "x.safetensors")])
+    assert r.exit_code == 2 and "more clips go after --video" in r.output
+    r = CliRunner().invoke(main, ["extract", "--video", clips[0], str(tmp_path / "missing.mp4"), "--aligned", "-m",
+                                  "world", "-o", str(tmp_path / "x.safetensors")])
+    assert r.exit_code != 0 and "missing.mp4" in r.output and not (tmp_path / "x.safetensors").exists()

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from ..anchors.base import Anchors
+
 log = logging.getLogger(__name__)
 
 # One anchor source per option. To add one (e.g. `--video FILE`): add the click option to `extract`, and an
@@ -57,12 +59,20 @@ def _from_text(p: dict):
     for key in ("steps", "image_lambda"):
         if p[key] is not None:
             changes[key] = p[key]
-    anchors = text_motion_anchors(G, p["text"], clip=p["clip"] if p["clip"] != "auto" else PROFILE,
-                                  profile=profile, seed=p["seed"], default_seed=0, arcface=arcface,
-                                  settings=profile.text_settings(p["text"], **changes), reinvert=reinvert,
-                                  degrees=degrees, micro_batch=p["micro_batch"], compile=p["compile_"],
-                                  cache=not p["no_cache"], progress=True, generator_name=str(p["model"]))
-    return anchors, G
+    def one(seed):
+        return text_motion_anchors(G, p["text"], clip=p["clip"] if p["clip"] != "auto" else PROFILE,
+                                   profile=profile, seed=seed, default_seed=0, arcface=arcface,
+                                   settings=profile.text_settings(p["text"], **changes), reinvert=reinvert,
+                                   degrees=degrees, micro_batch=p["micro_batch"], compile=p["compile_"],
+                                   cache=not p["no_cache"], progress=True, generator_name=str(p["model"]))
+
+    first = one(p["seed"])
+    if p["identities"] == 1:
+        return first, G
+    # more faces: the seeds after the first face's (its seed as the anchors record it)
+    start = int(first.source.get("seed", p["seed"] or 0))
+    sets = [first] + [one(start + i) for i in range(1, p["identities"])]
+    return Anchors.concat(sets), G
 
 
 _SOURCES["text"] = _from_text
@@ -75,15 +85,16 @@ def _from_video(p: dict):
 
     parse_position(p["start"], "--start")  # before loading anything
     parse_position(p["end"], "--end")
-    info = probe_video(p["video"])
+    infos = [probe_video(v) for v in p["video"]]  # every clip checked before the slow work
     device = resolve_device(p["device"])
     G = load_generator(p["model"], device=device)
-    result = video_anchors(G, info.path, start=p["start"], end=p["end"], stride=p["stride"],
-                           max_frames=p["max_frames"], face_index=p["face_index"], align=not p["aligned"],
-                           steps=p["steps"] or DEFAULT_STEPS, seed=p["seed"] or 0, progress=True,
-                           generator_name=str(p["model"]))
-    # the preview: the aligned frames over their reconstructions
-    return result.anchors, G, result.save_preview
+    results = [video_anchors(G, info.path, start=p["start"], end=p["end"], stride=p["stride"],
+                             max_frames=p["max_frames"], face_index=p["face_index"], align=not p["aligned"],
+                             steps=p["steps"] or DEFAULT_STEPS, seed=p["seed"] or 0, progress=True,
+                             generator_name=str(p["model"])) for info in infos]
+    if len(results) == 1:  # the preview: the aligned frames over their reconstructions
+        return results[0].anchors, G, results[0].save_preview
+    return Anchors.concat([r.anchors for r in results]), G
 
 
 _SOURCES["video"] = _from_video
@@ -92,8 +103,11 @@ _SOURCES["video"] = _from_video
 @click.command("extract")
 @click.option("--text", "text", metavar="TEMPLATE",
               help="Text template with a {degree} placeholder, e.g. 'a person with {degree} smile'.")
-@click.option("--video", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
-              help="A clip of one face doing the motion (mp4, mov, avi, webm, gif).")
+@click.option("--video", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE", multiple=True,
+              help="A clip of one face doing the motion (mp4, mov, avi, webm, gif). Several clips (--video a.mp4 "
+                   "b.mp4 c.mp4), of different faces doing the same motion, give anchors of several identities, "
+                   "whose shared motion `motion decode` finds.")
+@click.argument("more_videos", nargs=-1, type=click.Path(dir_okay=False, path_type=Path), metavar="[CLIP]...")
 @click.option("--start", metavar="POS",
               help="Video: where to start, in seconds (2.5, 1:02.5) or as a frame index (30f).")
 @click.option("--end", metavar="POS", help="Video: where to stop (exclusive), as --start [default: the end].")
@@ -109,6 +123,9 @@ _SOURCES["video"] = _from_video
               help="Face of the text anchors: z from this seed (video: the projector's seed). Default 0; on the world "
                    "model a preset's template starts from that preset's chosen face (world/settings.py TEXT_SEEDS).")
 @click.option("--degrees", metavar="LIST", help="Comma-separated degrees [default: no,10%,20%,...,100%].")
+@click.option("--identities", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Text: optimize the anchors of this many faces (the seeds after the first face's), for a "
+                   "motion shared across identities (`motion decode` finds it).")
 @click.option("-m", "--model", default="auto", show_default=True,
               help="Generator: registry name or file; auto: stylegan2-ffhq-1024 if cached, else "
                    "mobilestylegan-ffhq-1024 if random-face is here, else world.")
@@ -153,7 +170,15 @@ def extract(**p) -> None:
     Examples:
       micromotion extract --text "a person with {degree} smile" --seed 3 -o smile.safetensors
       micromotion extract --video smile.mp4 --start 0.5 --end 2.5 -o smile.safetensors
+      micromotion extract --video ann.mp4 bob.mp4 cy.mp4 -o smile3.safetensors     # three faces
+      micromotion extract --text "a person with {degree} smile" --identities 3 -o smile3.safetensors
     """
+    more = p.pop("more_videos")
+    if more and not p["video"]:
+        raise click.UsageError(f"unexpected argument {more[0]}; more clips go after --video")
+    p["video"] = tuple(p["video"]) + tuple(more) or None
+    if p["identities"] > 1 and p["text"] is None:
+        raise click.UsageError("--identities is for --text; for videos give one clip per face")
     given = [name for name in _SOURCES if p.get(name) is not None]
     options = " or ".join(f"--{name}" for name in _SOURCES)
     if len(given) != 1:
@@ -173,7 +198,9 @@ def extract(**p) -> None:
         p["model"] = auto_model()
     anchors, G, *writer = _SOURCES[given[0]](p)
     anchors.save(out)
-    msg = f"wrote {out}: {len(anchors)} anchors [{anchors.num_ws}, {anchors.w_dim}] ({', '.join(map(str, anchors.labels))})"
+    faces = f", {anchors.num_identities} identities" if anchors.num_identities > 1 else ""
+    msg = (f"wrote {out}: {len(anchors)} anchors [{anchors.num_ws}, {anchors.w_dim}]{faces} "
+           f"({', '.join(map(str, anchors.labels))})")
     if not p["no_preview"]:
         preview = (writer[0] if writer else lambda path: anchors.save_preview(G, path))(out.with_suffix(".png"))
         msg += f"; preview {preview}"

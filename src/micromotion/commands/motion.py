@@ -60,9 +60,17 @@ def _ranks(ranks: list[int]) -> str:
     return str(ranks[0]) + " on every layer" if len(set(ranks)) == 1 else " ".join(map(str, ranks))
 
 
+def _anchors_line(motion: Motion) -> str:
+    """What the motion was decoded from: its anchors, or the identities whose shared motion it is."""
+    ids, per = motion.meta.rpca.get("identities"), motion.meta.rpca.get("anchors_per_identity")
+    if ids and per:
+        return f"{sum(per)} anchors of {ids} identities ({', '.join(map(str, per))}), their shared motion"
+    return f"{motion.num_anchors} anchors"
+
+
 def _written(motion: Motion, path: Path) -> str:
     return (f"wrote {path}: motion '{motion.meta.name}', {motion.num_ws}x{motion.w_dim} latents, "
-            f"{motion.num_anchors} anchors, rank {_ranks(motion.ranks)}, direction norm {motion.direction.norm():.3g}")
+            f"{_anchors_line(motion)}, rank {_ranks(motion.ranks)}, direction norm {motion.direction.norm():.3g}")
 
 
 @click.group("motion")
@@ -103,7 +111,7 @@ def info(file: Path, generator: str | None) -> None:
         ("generator", gen),
         ("source", _describe_source(meta.source)),
         ("latents", f"{m.num_ws} x {m.w_dim}"),
-        ("anchors", f"{m.num_anchors} at t = {times}"),
+        ("anchors", _anchors_line(m) if meta.rpca.get("identities") else f"{m.num_anchors} at t = {times}"),
         ("rank", _ranks(m.ranks) + (f" (asked: {', '.join(asked)})" if asked else "")),
         ("direction", f"{meta.direction_kind}; norm {norms.norm():.4g}; largest on layers "
                       + ", ".join(f"{i} ({norms[i]:.3g})" for i in top)),

@@ -335,6 +335,8 @@ class Motion:
         `source`): its source is recorded and numeric labels (frame times) become `times`.
         """
         if getattr(anchors, "identities", None) is not None and len(set(anchors.identities)) > 1:
+            if times is not None:
+                raise InputError("anchors of several faces keep each face's own times (their labels); drop times")
             return cls._from_identities(anchors, rank=rank, energy=energy, direction=direction, variant=variant,
                                         lam=lam, tol=tol, max_iter=max_iter, span=span, name=name,
                                         generator=generator, generator_name=generator_name, source=source)
