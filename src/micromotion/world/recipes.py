@@ -44,11 +44,11 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from ..anchors.base import Anchors
 from ..anchors.text import TextAnchorSettings
 from ..decompose import Motion
 from ..profiles import WORLD
@@ -58,7 +58,7 @@ from .settings import TEXT_SEEDS, WORLD_SETTINGS, world_text_seed, world_text_se
 log = logging.getLogger(__name__)
 
 __all__ = ["VIDEO_SEEDS", "TEXT_SEEDS", "WORLD_SETTINGS", "world_text_settings", "world_text_seed",
-           "world_text_motion", "world_video_motion", "build_presets"]
+           "world_text_motion", "world_video_anchors", "world_video_motion", "build_presets"]
 
 #: Identity seed of each motion factor's world clip, chosen on validation faces for the shipped encoder by
 #: `micromotion world pick-start-faces --route video` (see the module docstring; the search and its numbers:
@@ -78,17 +78,16 @@ def world_text_motion(G, clip, template: str, *, seed: int | None = None, name: 
                        reinvert="encoder" if reinvert else "none", progress=progress, **kw)
 
 
-def world_video_motion(G, factor: str, *, seed: int | None = None, frames: int = 48, anchors: int = 12,
-                       jitter: float = 0.03, name: str | None = None, progress: bool = False) -> Motion:
-    """A motion of `factor` from a rendered world clip of the identity of `seed` (default: the factor's
-    `VIDEO_SEEDS` entry), inverted with the encoder made for `G` (projector otherwise), robustly decoded. See
-    the module docstring."""
+def world_video_anchors(G, factor: str, *, seed: int | None = None, frames: int = 48, anchors: int = 12,
+                        jitter: float = 0.03, progress: bool = False) -> Anchors:
+    """`anchors` frames of a rendered world clip of `factor` (the identity of `seed`, default the factor's
+    `VIDEO_SEEDS` entry), inverted with the encoder made for `G` (projector otherwise); labels: clip times
+    in [0, 1]."""
     from ..anchors.video import invert_frames
     from .faces import motion_track, render, sample_factors
 
     if seed is None:
         seed = VIDEO_SEEDS.get(factor, 1)
-
     g = torch.Generator().manual_seed(seed)
     identity = sample_factors(1, g, motion="neutral")
     track = motion_track(identity, factor, frames, jitter, g)
@@ -98,8 +97,15 @@ def world_video_motion(G, factor: str, *, seed: int | None = None, frames: int =
     times = (keep.float() / (frames - 1)).tolist()
     source = {"kind": "video", "video": f"world clip {factor} seed {seed}", "frames": keep.tolist(),
               "clip_frames": frames, "jitter": jitter, "inversion": {"method": details.get("method")}}
-    return Motion.from_anchors(ws.detach().cpu(), times=times, generator=G,
-                               generator_name=WORLD.motion_generator_name, name=name or factor, source=source)
+    return Anchors(ws.detach().cpu(), times, source)
+
+
+def world_video_motion(G, factor: str, *, seed: int | None = None, frames: int = 48, anchors: int = 12,
+                       jitter: float = 0.03, name: str | None = None, progress: bool = False) -> Motion:
+    """A motion of `factor` from `world_video_anchors` (see there and the module docstring), robustly decoded."""
+    a = world_video_anchors(G, factor, seed=seed, frames=frames, anchors=anchors, jitter=jitter, progress=progress)
+    return Motion.from_anchors(a.latents, times=a.labels, generator=G, generator_name=WORLD.motion_generator_name,
+                               name=name or factor, source=a.source)
 
 
 def build_presets(out: str | Path, names=None, model: str = "world", clip: str = "world-clip",
