@@ -49,7 +49,7 @@ def main():
     a = ap.parse_args()
 
     from micromotion.anchors import Anchors
-    from micromotion.decompose import Motion
+    from micromotion.decompose import Motion, anchor_stability
     from micromotion.evaluate import evaluate_motions, starting_latents
     from micromotion.generators import load_generator
     from micromotion.presets import canonical
@@ -64,18 +64,23 @@ def main():
         anchors[seed] = world_video_anchors(G, a.motion, seed=seed)
         print(f"anchors {i + 1}/{len(pool)} (seed {seed}) {time.perf_counter() - t0:.0f} s", file=sys.stderr,
               flush=True)
-    motions = {}
+    motions, stability = {}, {}
     for i in range(a.k):
-        motions[f"single/{pool[i]}"] = Motion.from_anchors(anchors[pool[i]], generator=G, name=name)
+        key = f"single/{pool[i]}"
+        motions[key] = Motion.from_anchors(anchors[pool[i]], generator=G, name=name)
+        stability[key] = anchor_stability(anchors[pool[i]])["min_cosine"]
         group = pool[a.n * i: a.n * i + a.n]
-        motions[f"shared/{'+'.join(map(str, group))}"] = Motion.from_anchors(
-            Anchors.concat([anchors[s] for s in group]), generator=G, name=name)
+        key = f"shared/{'+'.join(map(str, group))}"
+        joined = Anchors.concat([anchors[s] for s in group])
+        motions[key] = Motion.from_anchors(joined, generator=G, name=name)
+        stability[key] = anchor_stability(joined)["min_cosine"]
     ws = starting_latents(G, a.identities, a.faces_seed, 0, 16, False, "renders")
     reports = evaluate_motions(G, motions, identities=a.identities, seed=a.faces_seed, strengths=[0.0, 1.0], ws=ws)
     out = {"date": datetime.date.today().isoformat(), "torch": torch.__version__, "device": a.device,
            "cpu": platform.processor() or platform.machine(), "args": vars(a), "pool": pool, "kinds": {},
            "motions": {k: {"success": r["target_success_rate"], "drift": r["nontarget_drift_mean"],
-                           "change": r["target_change_mean"]} for k, r in reports.items()}}
+                           "change": r["target_change_mean"], "stability": stability[k]}
+                       for k, r in reports.items()}}
     for kind in ("single", "shared"):
         rows = [v for k, v in out["motions"].items() if k.startswith(kind + "/")]
         succ, drift = [r["success"] for r in rows], [r["drift"] for r in rows]
@@ -83,7 +88,16 @@ def main():
                               "drift_median": statistics.median(drift), "drift_p90": quantile(drift, 0.9),
                               "meets_bar": quantile(succ, 0.1) >= BAR_P10_SUCCESS and quantile(drift, 0.9) <= BAR_DRIFT}
     for k, v in out["motions"].items():
-        print(f"{k:28s} change {v['change']:+.3f} success {100 * v['success']:5.1f} % drift {v['drift']:.3f}")
+        print(f"{k:28s} change {v['change']:+.3f} success {100 * v['success']:5.1f} % drift {v['drift']:.3f} "
+              f"stability {v['stability']:.3f}")
+    rows = list(out["motions"].values())
+    if len(rows) > 2:  # does the leave-one-out stability tell a motion that transfers from one that does not?
+        def ranks(xs):  # average ranks for ties
+            return [sum(y < x for y in xs) + (sum(y == x for y in xs) - 1) / 2 for x in xs]
+        st, su = [r["stability"] for r in rows], [r["success"] for r in rows]
+        out["spearman_stability_success"] = (statistics.correlation(ranks(st), ranks(su))
+                                             if len(set(st)) > 1 and len(set(su)) > 1 else None)
+        print(f"Spearman(stability, success) over all motions: {out['spearman_stability_success']}")
     for kind, v in out["kinds"].items():
         print(f"{kind}: success median {100 * v['success_median']:.0f} %, p10 {100 * v['success_p10']:.0f} %; "
               f"drift median {v['drift_median']:.3f}, p90 {v['drift_p90']:.3f}; bar (success p10 >= 80 %, drift p90 <= 0.1): "

@@ -107,3 +107,21 @@ def test_paper_variant_is_for_one_face():
     _, sets = _faces()
     with pytest.raises(InputError, match="variant 'ialm' only"):
         Motion.from_anchors(Anchors.concat(sets), variant="paper")
+
+
+def test_anchor_stability_flags_a_direction_that_rests_on_one_face():
+    from micromotion.decompose import anchor_stability
+
+    d, sets = _faces(n_ids=3, glitch=False)
+    clean = anchor_stability(Anchors.concat(sets))
+    assert clean["decodes"] == 3 and clean["min_cosine"] > 0.99
+    # a third face doing something else entirely: leaving it out changes the shared direction
+    g = torch.Generator().manual_seed(9)
+    other = torch.randn(4, 64, generator=g) * 3
+    odd = Anchors(sets[2].latents + torch.linspace(0, 1, 8)[:, None, None] * other, sets[2].labels)
+    mixed = anchor_stability(Anchors.concat([sets[0], sets[1], odd]))
+    assert mixed["min_cosine"] < clean["min_cosine"] - 0.1 and mixed["worst"] == 2
+    one = anchor_stability(sets[0])  # one face: each anchor left out
+    assert one["decodes"] == 8 and one["min_cosine"] > 0.99
+    with pytest.raises(InputError, match="at least 3 anchors"):
+        anchor_stability(torch.zeros(2, 4, 8))

@@ -8,7 +8,7 @@ Every public name of the former single module `micromotion.decompose`, and the p
 is still importable from here.
 """
 from .formats import load_anchors, load_motion, read_paper_direction
-from .motion import (DIRECTIONS, FORMAT_NAME, FORMAT_VERSION, SPAN_SCALE_USUAL, SPANS, Motion, MotionMeta,
+from .motion import (DIRECTIONS, anchor_stability, FORMAT_NAME, FORMAT_VERSION, SPAN_SCALE_USUAL, SPANS, Motion, MotionMeta,
                      generator_fingerprint, generator_label)
 from .rpca import VARIANTS, RPCAStats, robust_pca
 
@@ -16,6 +16,6 @@ from .rpca import VARIANTS, RPCAStats, robust_pca
 from .motion import _anchor_span, _check_anchors  # noqa: F401
 from .rpca import _rpca, _svt  # noqa: F401
 
-__all__ = ["Motion", "MotionMeta", "load_motion", "load_anchors", "read_paper_direction", "robust_pca",
+__all__ = ["anchor_stability", "Motion", "MotionMeta", "load_motion", "load_anchors", "read_paper_direction", "robust_pca",
            "RPCAStats", "generator_fingerprint", "generator_label", "FORMAT_NAME", "FORMAT_VERSION", "VARIANTS",
            "DIRECTIONS", "SPANS", "SPAN_SCALE_USUAL"]

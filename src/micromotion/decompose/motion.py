@@ -737,3 +737,33 @@ def _keep_components(s: torch.Tensor, rank: int | None, energy: float | None) ->
         n = ((frac < energy - 1e-12).sum(-1) + 1).clamp_max(cap)
         n = torch.where(var.sum(-1) > 0, n, torch.zeros_like(n))
     return (idx < n.unsqueeze(-1)).to(s.dtype)
+
+
+@torch.no_grad()
+def anchor_stability(anchors, **decode) -> dict:
+    """How much a decoded direction rests on single anchors (issue 25's transfer-risk estimate): the motion is
+    decoded again with each anchor left out (each identity, for anchors of several faces) and compared with
+    the full decode. Returns {"min_cosine", "mean_cosine", "worst": index left out, "decodes"}; a low minimum
+    means one anchor (one face) decides the direction, so it may not transfer. `decode`: `Motion.from_anchors`
+    options."""
+    from ..anchors.base import Anchors
+
+    if not isinstance(anchors, Anchors):
+        x = _check_anchors(anchors)
+        anchors = Anchors(x, list(range(x.shape[0])))
+    full = Motion.from_anchors(anchors, **decode).direction.flatten()
+    groups = anchors.groups()
+    if len(groups) > 1:
+        outs = [Anchors.concat([g for j, g in enumerate(groups) if j != i]) if len(groups) > 2 else
+                groups[1 - i] for i in range(len(groups))]
+    else:
+        if len(anchors) < 3:
+            raise InputError("leaving an anchor out needs at least 3 anchors")
+        outs = [Anchors(torch.cat([anchors.latents[:i], anchors.latents[i + 1:]]),
+                        anchors.labels[:i] + anchors.labels[i + 1:], anchors.source) for i in range(len(anchors))]
+    cos = []
+    for a in outs:
+        d = Motion.from_anchors(a, **decode).direction.flatten()
+        cos.append(float((d @ full) / (d.norm() * full.norm()).clamp_min(1e-30)))
+    worst = min(range(len(cos)), key=cos.__getitem__)
+    return {"min_cosine": cos[worst], "mean_cosine": sum(cos) / len(cos), "worst": worst, "decodes": len(cos)}
