@@ -97,7 +97,7 @@ def test_align_options_exist_and_the_refusal_names_one(tmp_path):
                                   "--model", "world", "--no-align", "--device", "cpu", "--frames", "2"])
     assert r.exit_code == 1 and "Traceback" not in r.output
     line = r.output.strip().splitlines()[-1]
-    assert "96x64 is not square" in line and "--no-align" in line  # an option animate has
+    assert "96x64 is not square" in line and "use --align" in line  # an option animate has
     assert not (tmp_path / "o.mp4").exists()
 
 

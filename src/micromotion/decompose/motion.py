@@ -172,6 +172,15 @@ def _check_anchors(anchors) -> torch.Tensor:
     return anchors.detach()
 
 
+def _generator_stamp(generator, generator_name, num_ws: int, w_dim: int, shape: list) -> tuple[str, str]:
+    """(name, fingerprint) a motion records for the generator its anchors of `shape` belong to; checks shapes."""
+    gen_name, gen_hash = "", ""
+    if generator is not None:
+        _check_generator_shape(generator, num_ws, w_dim, f"anchors {shape}")
+        gen_name, gen_hash = generator_label(generator), generator_fingerprint(generator)
+    return (generator_name if generator_name is not None else gen_name), gen_hash
+
+
 def _check_times(times, K: int, device) -> torch.Tensor:
     if times is None:
         return torch.linspace(0, 1, K, dtype=torch.float64, device=device)
@@ -365,12 +374,7 @@ class Motion:
         if variant == "paper" and (energy is not None or rank is None):
             raise InputError("variant 'paper' keeps a fixed rank (the original's q=4): pass rank, not energy")
         t = _check_times(times, K, anchors.device)
-        gen_name, gen_hash = "", ""
-        if generator is not None:
-            _check_generator_shape(generator, num_ws, w_dim, f"anchors {list(anchors.shape)}")
-            gen_name, gen_hash = generator_label(generator), generator_fingerprint(generator)
-        if generator_name is not None:
-            gen_name = generator_name
+        gen_name, gen_hash = _generator_stamp(generator, generator_name, num_ws, w_dim, list(anchors.shape))
 
         D = anchors.permute(1, 0, 2)  # [num_ws, K, w_dim]: one robust PCA per layer
         L, _, stats = _rpca(D, lam, tol, max_iter, variant)
@@ -452,12 +456,7 @@ class Motion:
             times.append(t - t.mean())
         pooled = torch.cat(parts)  # [ΣK, num_ws, w_dim], identity offsets removed
         K, num_ws, w_dim = pooled.shape
-        gen_name, gen_hash = "", ""
-        if generator is not None:
-            _check_generator_shape(generator, num_ws, w_dim, f"anchors {list(pooled.shape)}")
-            gen_name, gen_hash = generator_label(generator), generator_fingerprint(generator)
-        if generator_name is not None:
-            gen_name = generator_name
+        gen_name, gen_hash = _generator_stamp(generator, generator_name, num_ws, w_dim, list(pooled.shape))
         L, _, stats = _rpca(pooled.permute(1, 0, 2), lam, tol, max_iter, variant)  # [num_ws, ΣK, w_dim]
         mean = L.mean(1, keepdim=True)
         U, sv, Vh = torch.linalg.svd(L - mean, full_matrices=False)

@@ -14,7 +14,7 @@ from PIL import Image
 
 from ..align import AlignedFace, align_face
 from ..errors import InputError
-from ..io.images import ImageSource, check_face_size, describe, load_image
+from ..io.images import MIN_FACE_SIDE, ImageSource, check_face_size, describe, load_image
 from .encoders import METHODS, resolve_method
 from .projector import image_to_tensor, psnr, synthesize, tensor_to_image
 
@@ -73,7 +73,7 @@ def _targets(G, images: Sequence[ImageSource], *, align: bool, face_index: int |
             faces.append(face)
         else:
             label = describe(image)
-            im = check_face_size(load_image(image, max_pixels=max_pixels, name=label), label)
+            im = check_face_size(load_image(image, max_pixels=max_pixels, name=label), label, min(MIN_FACE_SIDE, R))
             if abs(im.width - im.height) > 1:
                 raise InputError(f"{label}: {im.width}x{im.height} is not square; without alignment the input "
                                  f"must be an aligned face crop (use --align to detect and align the face)")

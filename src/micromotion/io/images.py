@@ -68,11 +68,12 @@ def describe(source) -> str:
 MIN_FACE_SIDE = 32
 
 
-def check_face_size(im: Image.Image, label: str) -> Image.Image:
-    """Refuse (one line naming `label`) an image too small to show a face: below `MIN_FACE_SIDE` a side."""
-    if min(im.size) < MIN_FACE_SIDE:
+def check_face_size(im: Image.Image, label: str, minimum: int = MIN_FACE_SIDE) -> Image.Image:
+    """Refuse (one line naming `label`) an image too small to show a face: below `minimum` pixels a side
+    (`MIN_FACE_SIDE`; a smaller generator's own crops pass `min(MIN_FACE_SIDE, its resolution)`)."""
+    if min(im.size) < minimum:
         raise InputError(f"{label}: {im.width}x{im.height} pixels is too small to show a face; give a photo of at "
-                         f"least {MIN_FACE_SIDE}x{MIN_FACE_SIDE} pixels")
+                         f"least {minimum}x{minimum} pixels")
     return im
 
 
