@@ -28,20 +28,6 @@ def _shrink(x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     return x - x.clamp(-tau, tau)
 
 
-#: Gram matrices up to this side are eigen-decomposed on the host when the data is on an accelerator (see
-#: `_eigh`); 0 turns that off. benchmarks/RESULTS.md has the timings behind it.
-HOST_EIGH_MAX = 32
-
-
-def _eigh(A: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """`torch.linalg.eigh`, on the host for small matrices of an accelerator: cuSOLVER's batched eigh of tiny
-    matrices is slow per call and waits for the device anyway (it checks its error codes on the host)."""
-    if A.device.type != "cpu" and A.shape[-1] <= HOST_EIGH_MAX:
-        evals, U = torch.linalg.eigh(A.cpu())
-        return evals.to(A.device, non_blocking=True), U.to(A.device, non_blocking=True)
-    return torch.linalg.eigh(A)
-
-
 def _svt(M: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     """Singular value thresholding U·max(Σ − τ, 0)·Vᵀ of `M` [..., m, n] with τ [..., 1].
 
@@ -53,7 +39,7 @@ def _svt(M: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     """
     wide = M.shape[-2] <= M.shape[-1]
     A = M if wide else M.mT
-    evals, U = _eigh(A @ A.mT)
+    evals, U = torch.linalg.eigh(A @ A.mT)
     # max(σ−τ, 0)/σ = max(1 − τ/σ, 0) maps A's row space onto the result; σ = 0 gives 0
     gain = (1 - tau * evals.clamp_min(_TINY).rsqrt()).clamp_min(0)
     out = ((U * gain.unsqueeze(-2)) @ U.mT) @ A

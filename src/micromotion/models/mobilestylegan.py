@@ -130,23 +130,6 @@ def _pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> tor
     return ops.conv2d(x, weight, bias)
 
 
-def _modulated_pointwise(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
-                         bias: torch.Tensor) -> torch.Tensor:
-    """1x1 conv of x * styles (per sample and input channel) without a pass over x for the styles: they fold
-    into per-sample weights [N, I, O], and the conv is one batched GEMM over the pixels (NHWC or NCHW kept).
-    x [N, I, H, W], weight [O, I, 1, 1], styles [N, I], bias [O]."""
-    n, c, h, w = x.shape
-    if n == 1:
-        return _pointwise(x, (weight * styles.view(1, -1, 1, 1)).to(x.dtype), bias.to(x.dtype))
-    wt = (styles.unsqueeze(2) * weight.view(weight.shape[0], c).t()).to(x.dtype)  # [N, I, O]
-    b = bias.to(x.dtype)
-    if x.is_contiguous(memory_format=torch.channels_last):
-        out = torch.baddbmm(b, x.permute(0, 2, 3, 1).reshape(n, h * w, c), wt)  # [N, HW, O]
-        return out.view(n, h, w, -1).permute(0, 3, 1, 2)
-    out = torch.baddbmm(b.view(-1, 1), wt.mT, x.reshape(n, c, h * w))  # [N, O, HW]
-    return out.view(n, -1, h, w)
-
-
 def _modulation(w_dim: int, channels: int) -> nn.Linear:
     """The reference's style affine: a plain nn.Linear (no equalized lr) with bias 1."""
     lin = nn.Linear(w_dim, channels)
@@ -186,10 +169,14 @@ class StyledConv(nn.Module):
                 generator: torch.Generator | None = None) -> torch.Tensor:
         styles = self.affine(w) * self.style_gain  # [N, in]
         if self.depthwise:
-            # The per-channel style commutes with the (linear, bias-free) depthwise conv, so it folds into the
-            # pointwise weights: no pass over the activations for the modulation.
-            x = ops.conv2d(x, self.weight_dw.to(x.dtype), padding=1, groups=self.in_ch)
-            x = _modulated_pointwise(x, self.weight_pw, styles, self.bias)
+            # The per-channel style commutes with the depthwise conv; at batch 1 it folds into the pointwise
+            # weights (no pass over the activations), otherwise it multiplies the input.
+            if x.shape[0] == 1:
+                x = ops.conv2d(x, self.weight_dw.to(x.dtype), padding=1, groups=self.in_ch)
+                x = _pointwise(x, (self.weight_pw * styles.view(1, -1, 1, 1)).to(x.dtype), self.bias.to(x.dtype))
+            else:
+                x = ops.conv2d(_modulate(x, styles), self.weight_dw.to(x.dtype), padding=1, groups=self.in_ch)
+                x = _pointwise(x, self.weight_pw.to(x.dtype), self.bias.to(x.dtype))
         else:
             x = ops.conv2d(x * styles.to(x.dtype).view(*styles.shape, 1, 1), self.weight.to(x.dtype),
                            self.bias.to(x.dtype), padding=1)
@@ -222,7 +209,10 @@ class ToWavelets(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
         """x [N, in, H, W] -> [N, out, H, W], times `scale` (folded into the styles and the bias)."""
         styles = self.affine(w) * (self.style_gain * scale)
-        return _modulated_pointwise(x, self.weight, styles, self.bias * scale)
+        bias = (self.bias * scale).to(x.dtype)
+        if x.shape[0] == 1:  # fold the styles into the weights
+            return _pointwise(x, (self.weight * styles.view(1, -1, 1, 1)).to(x.dtype), bias)
+        return _pointwise(_modulate(x, styles), self.weight.to(x.dtype), bias)
 
 
 class SynthesisNetwork(nn.Module):
