@@ -100,7 +100,8 @@ def main():
         print(f"Spearman(stability, success) over all motions: {out['spearman_stability_success']}")
     for kind, v in out["kinds"].items():
         print(f"{kind}: success median {100 * v['success_median']:.0f} %, p10 {100 * v['success_p10']:.0f} %; "
-              f"drift median {v['drift_median']:.3f}, p90 {v['drift_p90']:.3f}; bar (success p10 >= 80 %, drift p90 <= 0.1): "
+              f"drift median {v['drift_median']:.3f}, p90 {v['drift_p90']:.3f}; "
+              f"bar (success p10 >= 80 %, drift p90 <= 0.1): "
               f"{'met' if v['meets_bar'] else 'not met'}")
     print(f"{time.perf_counter() - t0:.0f} s")
     if a.json:

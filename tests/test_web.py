@@ -97,7 +97,8 @@ def test_the_page_offers_a_model_choice(files, service, tmp_path, monkeypatch):
     other = str(save_generator(G2, tmp_path / "other.safetensors"))
     home = tmp_path / "home"
     cache_path("smile", G2, home).parent.mkdir(parents=True)
-    Motion.from_direction(torch.randn(G2.num_ws, G2.w_dim), name="smile", generator=G2).save(cache_path("smile", G2, home))
+    smile = Motion.from_direction(torch.randn(G2.num_ws, G2.w_dim), name="smile", generator=G2)
+    smile.save(cache_path("smile", G2, home))
     monkeypatch.setenv("MICROMOTION_HOME", str(home))
     svc = WebService(animator=service.animator, models=[other, service.animator.model_name], invert_steps=2,
                      workdir=tmp_path / "work")

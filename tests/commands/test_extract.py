@@ -132,7 +132,8 @@ def test_several_clips_and_their_misuse(tmp_path):
                                   "--max-frames", "3", "--device", "cpu", "-o", str(out)])
     assert r.exit_code == 0 and "2 identities" in r.output, r.output
     assert Anchors.load(out).identities == [0, 0, 0, 1, 1, 1]
-    r = CliRunner().invoke(main, ["extract", "--video", clips[0], "--identities", "2", "-o", str(tmp_path / "x.safetensors")])
+    r = CliRunner().invoke(main, ["extract", "--video", clips[0], "--identities", "2", "-o",
+                                  str(tmp_path / "x.safetensors")])
     assert r.exit_code == 2 and "--identities is for --text" in r.output
     r = CliRunner().invoke(main, ["extract", clips[0], "-o", str(tmp_path / "x.safetensors")])
     assert r.exit_code == 2 and "more clips go after --video" in r.output

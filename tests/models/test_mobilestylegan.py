@@ -81,15 +81,22 @@ def test_both_activation_layouts_give_the_same_frames(fmt):
     """`SynthesisNetwork.memory_format` changes only the layout (NHWC: 1x1 convs as GEMMs), never the frames."""
     G = tiny()
     ws = torch.randn(3, G.num_ws, G.w_dim, generator=torch.Generator().manual_seed(4))
+    seen = []
+    hook = G.synthesis_net.layers[1].register_forward_hook(
+        lambda mod, args, out: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
     with torch.no_grad():
         ref = G.synthesis(ws)  # auto: NHWC on the CPU
+        assert seen == [True]
         G.synthesis_net.memory_format = fmt
         try:
             for b in (1, 3):
+                seen.clear()
                 out = torch.cat([G.synthesis(c) for c in ws.split(b)])
+                assert set(seen) == {fmt == "nhwc"}  # the layout asked for is the one the layers see
                 torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
         finally:
             G.synthesis_net.memory_format = "auto"
+            hook.remove()
     G.synthesis_net.memory_format = "sideways"
     with pytest.raises(ValueError, match="memory_format must be"):
         G.synthesis(ws)

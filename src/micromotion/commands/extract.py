@@ -70,7 +70,8 @@ def _from_text(p: dict):
     if p["identities"] == 1:
         return first, G
     # more faces: the seeds after the first face's (its seed as the anchors record it)
-    start = int(first.source.get("seed", p["seed"] or 0))
+    recorded = first.source.get("seed")  # None when the anchors started from a latent, not a seed
+    start = int(recorded) if recorded is not None else (p["seed"] or 0)
     sets = [first] + [one(start + i) for i in range(1, p["identities"])]
     return Anchors.concat(sets), G
 

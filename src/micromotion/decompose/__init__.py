@@ -8,14 +8,15 @@ Every public name of the former single module `micromotion.decompose`, and the p
 is still importable from here.
 """
 from .formats import load_anchors, load_motion, read_paper_direction
-from .motion import (DIRECTIONS, anchor_stability, FORMAT_NAME, FORMAT_VERSION, SPAN_SCALE_USUAL, SPANS, Motion, MotionMeta,
-                     generator_fingerprint, generator_label)
+from .motion import (DIRECTIONS, FORMAT_NAME, FORMAT_VERSION, SPAN_SCALE_USUAL, SPANS, Motion, MotionMeta,
+                     anchor_stability, generator_fingerprint, generator_label)
 from .rpca import VARIANTS, RPCAStats, robust_pca
 
 # private names that modules, benchmarks and tests imported from the single module
 from .motion import _anchor_span, _check_anchors  # noqa: F401
 from .rpca import _rpca, _svt  # noqa: F401
 
-__all__ = ["anchor_stability", "Motion", "MotionMeta", "load_motion", "load_anchors", "read_paper_direction", "robust_pca",
+__all__ = ["Motion", "MotionMeta", "anchor_stability", "load_motion", "load_anchors", "read_paper_direction",
+           "robust_pca",
            "RPCAStats", "generator_fingerprint", "generator_label", "FORMAT_NAME", "FORMAT_VERSION", "VARIANTS",
            "DIRECTIONS", "SPANS", "SPAN_SCALE_USUAL"]
