@@ -498,7 +498,8 @@ def test_resolve_model_accepts_path_or_name(server, registry, tmp_path):
     with pytest.raises(WeightsError, match="no such file .*missing.pt"):
         W.resolve_model(tmp_path / "missing.pt")
     with pytest.raises(WeightsError, match="unknown model 'psp'; give an existing file or one of: "
-                                           "restyle-psp-ffhq, restyle-e4e-ffhq, e4e-ffhq, world-encoder$"):
+                                           "restyle-psp-ffhq, restyle-e4e-ffhq, e4e-ffhq, world-encoder, "
+                                           "mobilestylegan-ffhq-1024-encoder$"):
         W.resolve_model("psp", kind="encoder")
 
 

@@ -80,12 +80,14 @@ def align_command(image: Path, output: Path, size: int, face_index: int | None, 
 @click.option("--method", type=click.Choice(["auto", "projector", "restyle-psp", "restyle-e4e", "encoder"]),
               default="auto", show_default=True,
               help="Optimization projector, a ReStyle encoder (iterative refinement), 'encoder' (one trained for "
-                   "this generator, e.g. the shipped world encoder), or auto: that encoder if there is one, "
-                   "else the projector.")
-@click.option("--encoder", default=None, help="ReStyle checkpoint (file or registry name; default "
-                                             "restyle-psp-ffhq / restyle-e4e-ffhq).")
-@click.option("--iters", type=click.IntRange(min=1), default=5, show_default=True,
-              help="ReStyle refinement iterations.")
+                   "this generator: the shipped ones for the world and mobilestylegan-ffhq-1024), or auto: that "
+                   "encoder if there is one, else the projector.")
+@click.option("--encoder", default=None, help="Encoder file or registry name (default: restyle-psp-ffhq / "
+                                             "restyle-e4e-ffhq; for 'encoder', the one shipped for the model).")
+@click.option("--iters", type=click.IntRange(min=1), default=None,
+              help="Encoder refinement iterations [default: 5 for ReStyle, 3 for 'encoder'].")
+@click.option("--refine-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="'encoder' only: projector steps that refine the encoder's codes (e.g. 100).")
 @click.option("--steps", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Projector optimization steps.")
 @click.option("--w-plus/--w", "w_plus", default=True, show_default=True,
@@ -104,7 +106,8 @@ def align_command(image: Path, output: Path, size: int, face_index: int | None, 
 @_face_index_option
 @_detector_option
 @_max_pixels_option
-def invert_command(image: Path, model: str, output: Path, method: str, encoder: str | None, iters: int, steps: int, w_plus: bool, loss: str,
+def invert_command(image: Path, model: str, output: Path, method: str, encoder: str | None, iters: int | None,
+                   refine_steps: int, steps: int, w_plus: bool, loss: str,
                    optimize_noise: bool, seed: int, device: str, reconstruction: Path | None,
                    aligned_path: Path | None, composite: Path | None, no_align: bool, face_index: int | None,
                    detector: str, max_pixels: int | None) -> None:
@@ -137,8 +140,12 @@ def invert_command(image: Path, model: str, output: Path, method: str, encoder: 
         method = auto_method(G)
     if method == "projector":
         opts = dict(steps=steps, w_plus=w_plus, loss=loss, optimize_noise=optimize_noise, seed=seed)
+    elif method == "encoder":
+        opts = dict(model=encoder, n_iters=iters or 3, refine_steps=refine_steps, seed=seed)
     else:
-        opts = dict(model=encoder, n_iters=iters)
+        opts = dict(model=encoder, n_iters=iters or 5)
+    if refine_steps and method != "encoder":
+        raise InputError(f"--refine-steps refines an encoder's codes; the method here is {method}")
     result = invert(G, image, method=method, align=not no_align, face_index=face_index, detector=detector,
                     max_pixels=max_pixels, **opts)
     pasted = result.paste_back() if composite is not None else None

@@ -51,12 +51,15 @@ def _inputs(spec: str) -> list[Path]:
                    "Default: per input (always for photo models; for the world model when the photo is not "
                    "square or its detected face is not already an aligned crop).")
 @click.option("--steps", type=int, default=300, show_default=True, help="Projector steps (when no encoder).")
+@click.option("--refine-steps", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With an encoder for the model: projector steps that refine its codes (closer to the photo, "
+                   "slower; e.g. 100).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | mps")
 @click.option("--dtype", default="auto", show_default=True, help="auto (bf16 on CUDA) | fp32 | bf16")
 @click.option("--batch-size", type=int, default=16, show_default=True, help="Frames rendered per batch.")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 def animate(input, motion, output, model, strength, frames, fps, loop, path_kind, paste_back, side_by_side,
-            face_index, align, steps, device, dtype, batch_size, overwrite):
+            face_index, align, steps, refine_steps, device, dtype, batch_size, overwrite):
     """Make a face in INPUT (photo, folder, glob, or latent file) perform a micromotion; write a video.
 
     \b
@@ -90,7 +93,7 @@ def animate(input, motion, output, model, strength, frames, fps, loop, path_kind
     else:
         check_output_path(output, overwrite)
         jobs = [(inputs[0], motions[0], Path(output))]
-    animator = Animator(model=model, device=device, dtype=dtype, invert_steps=steps)
+    animator = Animator(model=model, device=device, dtype=dtype, invert_steps=steps, refine_steps=refine_steps)
     click.echo(f"model: {animator.model_name} ({animator.G.resolution}x{animator.G.resolution}) on "
                f"{animator.device}", err=True)
     failures = 0

@@ -59,13 +59,21 @@ _PAIRED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # G -> {(model
 
 def _paired_net(G, model: str):
     """A ReStyle encoder file (`save_encoder` format: no decoder inside) paired with this very generator,
-    cached per generator object."""
-    from ..models.encoder import load_encoder
+    cached per generator object. InputError naming both fingerprints when the file was trained for a
+    generator with other weights (its codes would decode to other faces)."""
+    from ..io.files import fingerprint_matches
+    from ..models.encoder import generator_fingerprint, load_encoder
     from ..weights import resolve_model
 
     nets = _PAIRED.setdefault(G, {})
     key = (model, str(G.w_avg.device))
     if key not in nets:
+        meta = _encoder_meta(model)
+        theirs = (meta or {}).get("fingerprint")
+        if theirs and not fingerprint_matches(theirs, G):
+            raise InputError(f"{model}: this encoder was trained for the generator {theirs}, not for this one "
+                             f"({generator_fingerprint(G)}); pass the generator it was made for, train one for "
+                             f"this generator (micromotion encoder train), or use --method projector")
         nets[key] = load_encoder(resolve_model(model, kind="encoder"), G)
     return nets[key]
 
@@ -83,9 +91,22 @@ def _encoder_meta(model: str) -> dict | None:
         return None
 
 
+def shipped_encoders() -> list[str]:
+    """The registry names of the encoders installed with micromotion (bundled entries that provide one)."""
+    from ..weights.registry import REGISTRY
+
+    return [s.name for s in REGISTRY.values() if s.kind == "bundled" and s.provides == "encoder"]
+
+
+def encoder_for(G) -> str | None:
+    """The shipped encoder trained for exactly this generator (shape and weight fingerprint), or None."""
+    return next((name for name in shipped_encoders() if _encoder_supports(G, name)), None)
+
+
 def _encoder(G, targets: torch.Tensor, *, model: str | os.PathLike | None = None, n_iters: int = 3,
              refine_steps: int = 0, progress: bool = True, seed: int = 0, **other) -> Projection:
-    """An encoder trained for this generator (default: the shipped `world-encoder` for the world model):
+    """An encoder trained for this generator (default: the shipped one made for it, `encoder_for`, e.g.
+    `world-encoder` for the world model, `mobilestylegan-ffhq-1024-encoder` for the real-face model):
     `n_iters` ReStyle refinement steps, then optionally `refine_steps` projector steps from its codes.
     distance: MSE at the encoder's input size (or the projector's loss after refinement)."""
     if other:
@@ -93,7 +114,13 @@ def _encoder(G, targets: torch.Tensor, *, model: str | os.PathLike | None = None
                          f"n_iters and refine_steps")
     if int(n_iters) < 1 or int(refine_steps) < 0:
         raise InputError(f"n_iters must be >= 1 and refine_steps >= 0, got {n_iters}, {refine_steps}")
-    net = _paired_net(G, str(model or "world-encoder"))
+    if model is None:
+        model = encoder_for(G)
+        if model is None:
+            raise InputError(f"no encoder ships for this {G.resolution}x{G.resolution} generator (encoders here: "
+                             f"{', '.join(shipped_encoders())}); pass an encoder file made for it (--encoder), "
+                             f"train one (micromotion encoder train), or use --method projector")
+    net = _paired_net(G, str(model))
     r = net.invert(targets.to(G.w_avg.device, torch.float32), n_iters=int(n_iters))
     if int(refine_steps) > 0:
         return project(G, targets, steps=int(refine_steps), w_plus=True, init_ws=r.ws, seed=seed,
@@ -102,8 +129,11 @@ def _encoder(G, targets: torch.Tensor, *, model: str | os.PathLike | None = None
     return Projection(ws=r.ws.to(targets.device), noise=None, distance=dist, loss="mse")
 
 
-def _encoder_supports(G, model: str = "world-encoder") -> bool:
-    """True when `model`'s encoder was trained for exactly this generator (shape and weight fingerprint)."""
+def _encoder_supports(G, model: str | None = None) -> bool:
+    """True when `model`'s encoder (None: any shipped one) was trained for exactly this generator (shape and
+    weight fingerprint)."""
+    if model is None:
+        return encoder_for(G) is not None
     meta = _encoder_meta(model)
     if not meta or (meta.get("num_ws"), meta.get("w_dim"), meta.get("resolution")) != (G.num_ws, G.w_dim,
                                                                                        G.resolution):
@@ -123,7 +153,8 @@ METHODS: dict[str, Callable[..., Projection]] = {"projector": _projector, "resty
 
 
 def auto_method(G) -> str:
-    """'encoder' when an encoder was trained for this generator (the shipped world encoder), else 'projector'."""
+    """'encoder' when a shipped encoder was trained for this generator (the world's, the real-face model's),
+    else 'projector'."""
     for name, fn in METHODS.items():
         supports = getattr(fn, "supports", None)
         if name != "projector" and callable(supports) and supports(G):

@@ -119,6 +119,45 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, 
     return path
 
 
+def save_sharded(tensors: dict[str, torch.Tensor], folder: str | os.PathLike, stem: str, metadata: dict[str, str],
+                 max_bytes: int = 15_000_000) -> int:
+    """Write `tensors` as `folder/stem.NN.safetensors` shards of at most `max_bytes` of tensor data each (a
+    tensor larger than that gets a shard of its own), each atomically; returns the number of shards, which the
+    caller records (its state file, written last, is what makes the set current)."""
+    groups: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for k, v in tensors.items():
+        nbytes = v.numel() * v.element_size()
+        if groups[-1] and size + nbytes > max_bytes:
+            groups.append({})
+            size = 0
+        groups[-1][k] = v
+        size += nbytes
+    for i, g in enumerate(groups):
+        save_safetensors(g, Path(folder) / f"{stem}.{i:02d}.safetensors", {**metadata, "shard": f"{i}/{len(groups)}"})
+    return len(groups)
+
+
+def load_sharded(folder: str | os.PathLike, stem: str, count: int) -> dict[str, torch.Tensor]:
+    """The tensors `save_sharded` wrote as `count` shards; CheckpointError naming the shard if one is missing,
+    unreadable or of another set."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    out: dict[str, torch.Tensor] = {}
+    for i in range(int(count)):
+        path = Path(folder) / f"{stem}.{i:02d}.safetensors"
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                shard = (f.metadata() or {}).get("shard")
+            if shard != f"{i}/{count}":
+                raise CheckpointError(f"{path}: shard {shard!r}, expected {i}/{count}; the checkpoint is incomplete")
+            out.update(load_file(str(path)))
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            raise CheckpointError(f"{path}: missing or unreadable shard ({str(e).splitlines()[0][:160]})") from None
+    return out
+
+
 def read_safetensors(path: str | os.PathLike, format_name: str, version: int, what: str, *,
                      error: type[Exception] = CheckpointError, minimum: int = 0
                      ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

