@@ -51,6 +51,7 @@ class RealDemoReport:
     device: str
     frames: int
     steps: int
+    method: str = "projector"  # how photos are inverted: "encoder" when one ships for the model, else "projector"
     faces: dict = field(default_factory=dict)  # face -> {"kind", "reconstruction_distance", "motions": {...}}
     files: list[str] = field(default_factory=list)
     seconds: dict = field(default_factory=dict)
@@ -77,13 +78,18 @@ def astronaut_photo(out: Path) -> Path:
     return save_png(np.ascontiguousarray(data.astronaut()[..., :3]), out / "astronaut.png")
 
 
-def default_counts(device: torch.device, frames: int | None, steps: int | None) -> tuple[int, int, str | None]:
-    """(frames, projector steps, a note when the CPU's smaller counts were taken)."""
+def default_counts(device: torch.device, frames: int | None, steps: int | None,
+                   projector: bool = True) -> tuple[int, int, str | None]:
+    """(frames, projector steps, a note when the CPU's smaller counts were taken). projector: False when photos
+    are inverted by an encoder (the steps are then unused and the note speaks of frames only)."""
     cpu = device.type == "cpu"
     f = frames if frames is not None else (CPU_FRAMES if cpu else GPU_FRAMES)
     s = steps if steps is not None else (CPU_STEPS if cpu else GPU_STEPS)
     note = None
-    if cpu and (frames is None or steps is None):
+    if cpu and not projector and frames is None:
+        note = (f"on a CPU the demo renders {f} frames per motion to fit 3 minutes (a GPU takes {GPU_FRAMES}); set "
+                f"--frames for more")
+    elif cpu and projector and (frames is None or steps is None):
         note = (f"on a CPU the demo renders {f} frames per motion and runs {s} projector steps to fit 3 minutes "
                 f"(a GPU takes {GPU_FRAMES} and {GPU_STEPS}): reconstructions are rough; set --frames/--steps "
                 f"for more")
@@ -176,9 +182,10 @@ def run_real_demo(out: str | Path = "demo-out", photos: list[str | Path] | None 
     an = animator or load_animator(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    frames, steps, note = default_counts(an.device, frames, steps)
+    method = an.inversion_method()[0]
+    frames, steps, note = default_counts(an.device, frames, steps, projector=method == "projector")
     an.invert_steps = steps
-    report = RealDemoReport(model=an.model_name, device=str(an.device), frames=frames, steps=steps)
+    report = RealDemoReport(model=an.model_name, device=str(an.device), frames=frames, steps=steps, method=method)
     report.seconds["load"] = round(time.perf_counter() - t0, 1)
     if note:
         report.notes.append(note)
@@ -202,6 +209,7 @@ def run_real_demo(out: str | Path = "demo-out", photos: list[str | Path] | None 
             ws0, inv = invert_photo(an, photo, steps, progress=progress)
             entry["photo"] = str(photo)
             entry["inversion"] = {k: v for k, v in inv.details.items() if isinstance(v, (int, float, str))}
+            entry["inversion"]["method"] = inv.method
             target = torch.from_numpy(np.array(inv.image.convert("RGB"))).permute(2, 0, 1)[None] / 127.5 - 1
             got = meter.measure(torch.cat([target.float(), inv.reconstruction.detach().float().cpu()]))
             entry["reconstruction_distance"] = _identity_distance(got["identity"][0], got["identity"][1])

@@ -5,14 +5,15 @@ import click
 def _real_lines(r) -> list[str]:
     from ..demo_real import measures_table
 
-    lines = [f"micromotion demo: real faces ({r.model}, {r.device}, {r.frames} frames per motion, "
-             f"{r.steps} projector steps)"]
+    how = f"{r.steps} projector steps" if r.method == "projector" else f"photos inverted by the {r.method}"
+    lines = [f"micromotion demo: real faces ({r.model}, {r.device}, {r.frames} frames per motion, {how})"]
     lines += [f"note: {n}" for n in r.notes]
     for name, e in r.faces.items():
         if e["kind"] == "photo":
             inv = e.get("inversion", {})
-            lines.append(f"{name}: aligned and inverted ({inv.get('method', 'projector')}, {inv.get('loss', '?')} "
-                         f"loss, {inv.get('steps', r.steps)} steps, {e['seconds_invert']} s)")
+            steps = f", {inv.get('steps', r.steps)} steps" if inv.get("method", r.method) == "projector" else ""
+            lines.append(f"{name}: aligned and inverted ({inv.get('method', r.method)}, {inv.get('loss', '?')} "
+                         f"loss{steps}, {e['seconds_invert']} s)")
         else:
             lines.append(f"{name}: a sample of the model (seed {e['seed']}, psi {e['psi']})")
     lines.append("measures (dlib; the preset's reading on the first and last frame, descriptor distances: same "
@@ -33,7 +34,8 @@ def _real_lines(r) -> list[str]:
 @click.option("--frames", type=int, default=None,
               help="Frames per motion [world: 24; real faces: 3 on a CPU, 24 on a GPU].")
 @click.option("--steps", type=int, default=None,
-              help="Real-face demo: projector steps [10 on a CPU, 200 on a GPU].")
+              help="Real-face demo: projector steps, when no encoder ships for the model [10 on a CPU, 200 on a "
+                   "GPU].")
 @click.option("--paste-back/--no-paste-back", default=True, show_default=True,
               help="Real-face demo: videos of photos at the photo's resolution, the face pasted back.")
 @click.option("--device", default="auto", show_default=True, help="Real-face demo: auto, cpu, cuda, mps.")
