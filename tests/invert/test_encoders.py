@@ -68,3 +68,68 @@ def test_invert_and_video_frames_share_the_auto_choice(monkeypatch, tmp_path):
     inv = invert(H, Image.new("RGB", (32, 32)), method="auto", align=False, steps=1, loss="pixel",
                  n_iters=3, progress=False)
     assert inv.method == "projector" and inv.details["steps"] == 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The "encoder" method: an encoder file paired with the generator it was trained for (fingerprint)
+
+
+def _encoder_file(G, path):
+    from micromotion.models.encoder import EncoderConfig, ReStyle, build_encoder, save_encoder
+
+    torch.manual_seed(4)
+    cfg = EncoderConfig(**{**EncoderConfig.tiny(n_styles=G.num_ws, w_dim=G.w_dim).to_dict(), "head_width": 8})
+    return save_encoder(ReStyle(build_encoder(cfg), G, G.w_avg), path)
+
+
+def test_encoder_method_with_a_file_made_for_the_generator(tmp_path):
+    from micromotion.models.encoder import load_encoder
+
+    G = _tiny(32)
+    path = _encoder_file(G, tmp_path / "enc.safetensors")
+    _, targets = _w_plus_targets(G, 2)
+    p = METHODS["encoder"](G, targets, model=str(path), n_iters=2)
+    ref = load_encoder(path, G).invert(targets, n_iters=2)
+    assert p.loss == "mse" and p.noise is None
+    assert torch.allclose(p.ws, ref.ws, atol=1e-6)
+    assert torch.allclose(p.distance, (ref.images - targets).square().mean((1, 2, 3)), atol=1e-6)
+    inv = invert(G, tensor_to_image(targets[0]), method="encoder", align=False, model=str(path), n_iters=2)
+    assert inv.method == "encoder" and inv.ws.shape == (1, G.num_ws, G.w_dim)
+    with pytest.raises(InputError, match="option 'steps' does not apply to the encoder method"):
+        METHODS["encoder"](G, targets, model=str(path), steps=3)
+
+
+def test_encoder_method_refuses_a_file_made_for_other_weights(tmp_path):
+    from micromotion.models.encoder import generator_fingerprint
+
+    G, other = _tiny(32), _tiny(32, seed=1)
+    path = _encoder_file(G, tmp_path / "enc.safetensors")
+    _, targets = _w_plus_targets(other, 1)
+    with pytest.raises(InputError) as e:
+        METHODS["encoder"](other, targets, model=str(path))
+    msg = str(e.value)
+    assert generator_fingerprint(G) in msg and generator_fingerprint(other) in msg and str(path) in msg
+    assert generator_fingerprint(G) != generator_fingerprint(other)
+
+
+def test_nothing_ships_for_a_tiny_generator():
+    from micromotion.invert.encoders import encoder_for, shipped_encoders
+
+    G = _tiny(32)
+    assert {"world-encoder", "mobilestylegan-ffhq-1024-encoder"} <= set(shipped_encoders())
+    assert encoder_for(G) is None and auto_method(G) == "projector"
+    _, targets = _w_plus_targets(G, 1)
+    with pytest.raises(InputError, match=r"no encoder ships for this 32x32 generator .*mobilestylegan-ffhq-1024-enc"):
+        METHODS["encoder"](G, targets)
+
+
+def test_the_real_face_model_gets_its_shipped_encoder():
+    from micromotion import weights
+    from micromotion.generators import load_generator
+    from micromotion.invert.encoders import encoder_for
+
+    if not (weights.available("mobilestylegan-ffhq-1024") and weights.available("mobilestylegan-ffhq-1024-encoder")):
+        pytest.skip("mobilestylegan-ffhq-1024 or its encoder is not here")
+    G = load_generator("mobilestylegan-ffhq-1024")  # loaded, never rendered: cheap
+    assert encoder_for(G) == "mobilestylegan-ffhq-1024-encoder"
+    assert auto_method(G) == "encoder"

@@ -209,3 +209,69 @@ def test_every_cache_user_goes_through_home(tmp_path, monkeypatch):
     assert weights.cache_root() == root and weights.weights_dir() == root / "weights"
     assert anchors_cache_dir() == root / "anchors"
     assert presets.cache_path("smile", _tiny(), None).parents[1] == root / "presets"  # was not expanded
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sharded tensor sets (checkpoints whose every file stays under a size limit)
+
+
+def _tensors() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {"a": torch.randn(10, generator=g), "big": torch.randn(100, generator=g),  # 40 and 400 bytes
+            "b": torch.randn(5, generator=g).half(), "n": torch.tensor([3, 4], dtype=torch.int64),
+            "c": torch.randn(20, generator=g)}
+
+
+def test_sharded_round_trip_and_split(tmp_path):
+    t = _tensors()
+    assert files.save_sharded(t, tmp_path, "one", {"format": "x"}) == 1
+    back = files.load_sharded(tmp_path, "one", 1)
+    assert set(back) == set(t) and all(torch.equal(back[k], t[k]) and back[k].dtype == t[k].dtype for k in t)
+
+    # 100 bytes a shard: a (40) | big (400, alone although over the limit) | b + n (10 + 16) | c (80)
+    n = files.save_sharded(t, tmp_path, "many", {"format": "x", "step": "7"}, max_bytes=100)
+    assert n == 4
+    from safetensors import safe_open
+
+    keys, metas = [], []
+    for i in range(n):
+        with safe_open(str(tmp_path / f"many.{i:02d}.safetensors"), "pt") as f:
+            keys.append(sorted(f.keys()))
+            metas.append(f.metadata())
+    assert keys == [["a"], ["big"], ["b", "n"], ["c"]]
+    assert [m["shard"] for m in metas] == ["0/4", "1/4", "2/4", "3/4"]
+    assert all(m["format"] == "x" and m["step"] == "7" and m["stem"] == "many" for m in metas)
+    back = files.load_sharded(tmp_path, "many", 4, expect={"format": "x", "step": 7})
+    assert set(back) == set(t) and all(torch.equal(back[k], t[k]) for k in t)
+
+
+def test_sharded_missing_or_foreign_shard_is_named(tmp_path):
+    t = _tensors()
+    n = files.save_sharded(t, tmp_path, "s", {"format": "x", "step": "2"}, max_bytes=100)
+    shard2 = tmp_path / "s.02.safetensors"
+    # a count other than the one recorded
+    with pytest.raises(CheckpointError, match=r"s\.00\.safetensors: shard of another set \(shard '0/4', expected "
+                                              r"'0/3'\)"):
+        files.load_sharded(tmp_path, "s", 3)
+    # a shard written by another save (another step) in the set's place
+    (tmp_path / "old").mkdir()
+    files.save_sharded(t, tmp_path / "old", "s", {"format": "x", "step": "1"}, max_bytes=100)
+    good = shard2.read_bytes()
+    shard2.write_bytes((tmp_path / "old" / "s.02.safetensors").read_bytes())
+    assert files.load_sharded(tmp_path, "s", n)  # without `expect` nothing tells them apart
+    with pytest.raises(CheckpointError, match=r"s\.02\.safetensors: shard of another set \(step '1', expected '2'\)"):
+        files.load_sharded(tmp_path, "s", n, expect={"step": "2"})
+    # another set's file renamed into this one
+    files.save_sharded(t, tmp_path, "other", {"format": "x", "step": "2"}, max_bytes=100)
+    shard2.write_bytes((tmp_path / "other.02.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match=r"s\.02\.safetensors: shard of another set \(stem 'other'"):
+        files.load_sharded(tmp_path, "s", n)
+    shard2.write_bytes(good)
+    assert set(files.load_sharded(tmp_path, "s", n, expect={"step": "2"})) == set(t)
+    # missing, truncated
+    shard2.unlink()
+    with pytest.raises(CheckpointError, match=r"s\.02\.safetensors: missing or unreadable shard"):
+        files.load_sharded(tmp_path, "s", n)
+    shard2.write_bytes(good[: len(good) // 2])
+    with pytest.raises(CheckpointError, match=r"s\.02\.safetensors: missing or unreadable shard"):
+        files.load_sharded(tmp_path, "s", n)

@@ -315,3 +315,51 @@ def test_invert_cli_with_restyle(tmp_path):
                                   "--encoder", str(ckpt), "--no-align", "-o", str(tmp_path / "x.safetensors"),
                                   "--device", "cpu"])
     assert r.exit_code == 1 and "use method restyle-e4e" in r.output and not (tmp_path / "x.safetensors").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Narrow map2style heads (EncoderConfig.head_width)
+
+
+@pytest.fixture
+def one_thread():
+    # tiny networks on a shared 2-core machine: thread hand-offs cost more than the arithmetic
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.mark.parametrize("variant", ["psp", "e4e"])
+def test_narrow_heads_are_inferred_and_round_trip(tmp_path, variant, one_thread):
+    from micromotion.models.encoder import encoder_from_state_dict, load_encoder, save_encoder
+
+    cfg = EncoderConfig(**{**EncoderConfig.tiny(variant).to_dict(), "head_width": 6})
+    torch.manual_seed(2)
+    enc = build_encoder(cfg)
+    head = enc.styles[0]
+    assert head.convs[0].weight.shape == (6, 24, 3, 3) and head.linear.weight.shape == (16, 6)
+    wide = build_encoder(EncoderConfig.tiny(variant))
+    assert sum(p.numel() for p in enc.parameters()) < sum(p.numel() for p in wide.parameters())
+    assert infer_config(enc.state_dict(), variant) == cfg
+    again = encoder_from_state_dict(enc.state_dict(), variant)
+    assert again.cfg.head_width == 6
+    x = torch.rand(2, 6, 32, 32) * 2 - 1
+    assert torch.equal(again(x), enc(x))
+
+    G = Generator(GeneratorConfig.tiny(16)).eval().requires_grad_(False)
+    net = ReStyle(enc, G, 0.1 * torch.randn(G.num_ws, G.w_dim, generator=torch.Generator().manual_seed(3)))
+    path = save_encoder(net, tmp_path / "narrow.safetensors")
+    back = load_encoder(path, G)
+    assert back.encoder.cfg == cfg and back.encoder.cfg.head_width == 6
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert torch.equal(back.invert(images, n_iters=2).ws, net.invert(images, n_iters=2).ws)
+
+
+def test_head_width_of_w_dim_is_the_default_and_negative_is_refused():
+    # a head as wide as w_dim is pSp's own; it reads back as 0 (w_dim), the same network
+    cfg = EncoderConfig(**{**EncoderConfig.tiny().to_dict(), "head_width": 16})
+    inferred = infer_config(build_encoder(cfg).state_dict())
+    assert inferred.head_width == 0 and inferred == EncoderConfig.tiny()
+    with pytest.raises(ValueError, match="head_width must be >= 0"):
+        EncoderConfig(**{**EncoderConfig.tiny().to_dict(), "head_width": -1})

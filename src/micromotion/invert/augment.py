@@ -124,8 +124,8 @@ def jpeg(x: torch.Tensor, quality: torch.Tensor) -> torch.Tensor:
     y = 0.299 * r + 0.587 * gch + 0.114 * b
     cb = -0.168736 * r - 0.331264 * gch + 0.5 * b
     cr = 0.5 * r - 0.418688 * gch - 0.081312 * b
-    q = quality.clamp(1, 100).to(x.dtype)
-    scale = torch.where(q < 50, 5000 / q, 200 - 2 * q)[:, None, None]
+    q = quality.clamp(1, 100).round().to(x.dtype)
+    scale = torch.where(q < 50, (5000 / q).floor(), 200 - 2 * q)[:, None, None]  # jcparam.c: integer division
     luma = ((x.new_tensor(_Q_LUMA).view(1, 8, 8) * scale + 50) / 100).floor().clamp(1, 255)
     chroma = ((x.new_tensor(_Q_CHROMA).view(1, 8, 8) * scale + 50) / 100).floor().clamp(1, 255)
     y = _quantize_blocks(y - 128, luma) + 128

@@ -54,6 +54,7 @@ __all__ = ["FaceEncoderConfig", "FaceEncoderTrainer", "train_face_encoder", "eva
 
 STATE_FORMAT = "micromotion-face-encoder-train"
 STATE_VERSION = 1
+CKPT_FORMAT = "micromotion-face-encoder-ckpt"  # the shards' metadata
 EVAL_SEED = 922_001  # held-out codes; training draws from `seed` on its own generator
 SHARD_BYTES = 15_000_000
 
@@ -178,7 +179,8 @@ class FaceEncoderTrainer(EncoderTrainer):
                 y = net._pool(G.synthesis(w, noise_mode="const").float())
             parts = {"l2": (y - x).square().mean(), "coarse": (F.avg_pool2d(y, 4) - x_coarse).square().mean(),
                      "latent": (w - ws_true).square().mean()}
-            loss = cfg.l2_weight * parts["l2"] + cfg.coarse_weight * parts["coarse"] + cfg.latent_weight * parts["latent"]
+            loss = (cfg.l2_weight * parts["l2"] + cfg.coarse_weight * parts["coarse"]
+                    + cfg.latent_weight * parts["latent"])
             if id_target is not None:
                 with self.amp():
                     parts["identity"] = (self._identity(y) - id_target).float().norm(dim=1).mean()
@@ -211,7 +213,7 @@ class FaceEncoderTrainer(EncoderTrainer):
                 avg[pname], avg_sq[pname] = st["exp_avg"].float(), st["exp_avg_sq"].float()
         avg["rng.device"] = self.gen.get_state()
         avg_sq["adam_step"] = torch.tensor(adam_step(self.opt))
-        meta = {"format": "micromotion-face-encoder-ckpt", "step": str(self.step_count)}
+        meta = {"format": CKPT_FORMAT, "step": str(self.step_count)}
         shards = {name: save_sharded(t, out, name, meta, SHARD_BYTES)
                   for name, t in (("encoder", enc), ("optim_avg", avg), ("optim_avg_sq", avg_sq))}
         try:
@@ -248,9 +250,7 @@ class FaceEncoderTrainer(EncoderTrainer):
         tr = cls(FaceEncoderConfig.from_dict(state["config"]), G, device, identity)
         dev = tr.device
         try:
-            enc = load_sharded(out, "encoder", state["shards"]["encoder"])
-            t = load_sharded(out, "optim_avg", state["shards"]["optim_avg"])
-            t2 = load_sharded(out, "optim_avg_sq", state["shards"]["optim_avg_sq"])
+            enc, t, t2 = (_load_shards(out, state, name) for name in ("encoder", "optim_avg", "optim_avg_sq"))
             tr.encoder.load_state_dict({k[len("encoder."):]: v for k, v in enc.items() if k.startswith("encoder.")})
             tr.net.latent_avg.copy_(enc["latent_avg"])
             index = {p: i for i, p in enumerate(tr.opt.param_groups[0]["params"])}
@@ -262,6 +262,8 @@ class FaceEncoderTrainer(EncoderTrainer):
                                     "exp_avg_sq": t2[pname].to(dev, torch.float32).reshape(p.shape)}
             tr.opt.load_state_dict({"state": st, "param_groups": tr.opt.state_dict()["param_groups"]})
             tr.gen.set_state(t["rng.device"])
+        except CheckpointError:
+            raise  # names the shard already
         except (OSError, KeyError, RuntimeError, ValueError) as e:
             raise CheckpointError(f"{out}: checkpoint is incomplete or does not match its state.json "
                                   f"({type(e).__name__}: {str(e)[:200]})") from None
@@ -273,6 +275,12 @@ class FaceEncoderTrainer(EncoderTrainer):
 
 def read_state(out: str | os.PathLike) -> dict:
     return read_checkpoint_state(out, STATE_FORMAT, STATE_VERSION, "face encoder training")
+
+
+def _load_shards(out: Path, state: dict, name: str) -> dict[str, torch.Tensor]:
+    """One tensor set of the checkpoint, its shards checked to be of the step state.json records (a set
+    half-rewritten by an interrupted save is refused, naming the shard)."""
+    return load_sharded(out, name, state["shards"][name], expect={"format": CKPT_FORMAT, "step": str(state["step"])})
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -298,8 +306,9 @@ def evaluate_face_encoder(net: ReStyle, identity=None, n: int = 64, n_iters: int
     for psi in psis:
         x, ws = held_out(net.G, n, psi, dev)
         x = net._pool(x)
-        g = torch.Generator(dev).manual_seed(EVAL_SEED + 1)
-        for name, inp in (("clean", x), ("corrupted", torch.cat([augment(c, Augment(), g) for c in x.split(batch)]))):
+        # corrupted all at once: the draws, so the report, must not depend on `batch`
+        bad = augment(x, Augment(), torch.Generator(dev).manual_seed(EVAL_SEED + 1))
+        for name, inp in (("clean", x), ("corrupted", bad)):
             recs = [net.invert(c, n_iters) for c in inp.split(batch)]
             y = net._pool(torch.cat([r.images for r in recs]).float().clamp(-1, 1))
             w = torch.cat([r.ws for r in recs])
@@ -329,6 +338,8 @@ def train_face_encoder(out: str | os.PathLike, model: str | None, minutes: float
     a `Generator` as `G`) in folder `out` for `minutes` of wall time or `max_steps` steps of this call. At the
     end, `evaluate_face_encoder` on `eval_n` held-out samples per psi (0: skip) goes into state.json."""
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: is a file; --out is the checkpoint folder (new or to resume)")
     has_ckpt = existing_checkpoint(out, resume)
     if model is None and has_ckpt:
         model = read_state(out).get("generator", {}).get("model")
@@ -356,6 +367,8 @@ def train_face_encoder(out: str | os.PathLike, model: str | None, minutes: float
              "steps, identity loss %s, device %s", n_params / 1e6, n_params * 2 / 1e6, G.num_ws, G.w_dim,
              G.resolution, tr.cfg.batch, tr.cfg.n_iters, "on" if tr.identity is not None else "off", tr.device)
     dev_name = torch.cuda.get_device_name(tr.device) if tr.device.type == "cuda" else tr.device.type
+    if model is not None and Path(model).expanduser().is_file():  # a file: found again from any folder
+        model = Path(model).expanduser().resolve()
     extra_gen = {"generator": {**tr.generator_info(), "model": str(model) if model is not None else None},
                  "device": dev_name}
     clock = Clock(elapsed_before)
@@ -392,10 +405,19 @@ def export_face_encoder(ckpt: str | os.PathLike, path: str | os.PathLike, G=None
     training record (steps, minutes, device, evaluation, command) in its metadata; checked by loading it."""
     ckpt = Path(ckpt)
     state = read_state(ckpt)
+    info = state.get("generator", {})
     if G is None:
-        G = load_generator(state["generator"]["model"])
+        if not info.get("model"):
+            raise InputError(f"{ckpt}: the checkpoint names no generator model; pass the generator it was trained for")
+        G = load_generator(info["model"])
+    elif info.get("fingerprint") is not None and not fingerprint_matches(info["fingerprint"], G):
+        raise CheckpointError(f"{ckpt}: the checkpoint was trained for another generator (fingerprint "
+                              f"{info['fingerprint']}); this one is {generator_fingerprint(G)}")
     cfg = FaceEncoderConfig.from_dict(state["config"])
-    sd = load_sharded(ckpt, "encoder", state["shards"]["encoder"])
+    try:
+        sd = _load_shards(ckpt, state, "encoder")
+    except KeyError as e:
+        raise CheckpointError(f"{ckpt}: state.json has no {e} entry; not a complete checkpoint") from None
     enc = build_encoder(cfg.encoder_config(G))
     enc.load_state_dict({k[len("encoder."):]: v for k, v in sd.items() if k.startswith("encoder.")})
     net = ReStyle(enc, G, sd["latent_avg"][0], {"encoder_type": enc.cfg.encoder_type, "output_size": G.resolution})

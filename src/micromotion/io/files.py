@@ -122,8 +122,9 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike, 
 def save_sharded(tensors: dict[str, torch.Tensor], folder: str | os.PathLike, stem: str, metadata: dict[str, str],
                  max_bytes: int = 15_000_000) -> int:
     """Write `tensors` as `folder/stem.NN.safetensors` shards of at most `max_bytes` of tensor data each (a
-    tensor larger than that gets a shard of its own), each atomically; returns the number of shards, which the
-    caller records (its state file, written last, is what makes the set current)."""
+    tensor larger than that gets a shard of its own), each atomically, with `metadata` plus `shard` ('i/n') and
+    `stem`; returns the number of shards, which the caller records (its state file, written last, is what makes
+    the set current)."""
     groups: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for k, v in tensors.items():
@@ -134,13 +135,16 @@ def save_sharded(tensors: dict[str, torch.Tensor], folder: str | os.PathLike, st
         groups[-1][k] = v
         size += nbytes
     for i, g in enumerate(groups):
-        save_safetensors(g, Path(folder) / f"{stem}.{i:02d}.safetensors", {**metadata, "shard": f"{i}/{len(groups)}"})
+        save_safetensors(g, Path(folder) / f"{stem}.{i:02d}.safetensors",
+                         {**metadata, "stem": stem, "shard": f"{i}/{len(groups)}"})
     return len(groups)
 
 
-def load_sharded(folder: str | os.PathLike, stem: str, count: int) -> dict[str, torch.Tensor]:
+def load_sharded(folder: str | os.PathLike, stem: str, count: int,
+                 expect: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
     """The tensors `save_sharded` wrote as `count` shards; CheckpointError naming the shard if one is missing,
-    unreadable or of another set."""
+    unreadable or of another set: another count, another stem, or metadata other than `expect` (e.g. the step
+    the caller's state file records)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file, safe_open
 
@@ -149,12 +153,17 @@ def load_sharded(folder: str | os.PathLike, stem: str, count: int) -> dict[str, 
         path = Path(folder) / f"{stem}.{i:02d}.safetensors"
         try:
             with safe_open(str(path), framework="pt") as f:
-                shard = (f.metadata() or {}).get("shard")
-            if shard != f"{i}/{count}":
-                raise CheckpointError(f"{path}: shard {shard!r}, expected {i}/{count}; the checkpoint is incomplete")
-            out.update(load_file(str(path)))
+                meta = f.metadata() or {}
+            tensors = load_file(str(path))
         except (SafetensorError, OSError, ValueError, RuntimeError) as e:
             raise CheckpointError(f"{path}: missing or unreadable shard ({str(e).splitlines()[0][:160]})") from None
+        want = {"shard": f"{i}/{count}", **({"stem": stem} if "stem" in meta else {}),
+                **{k: str(v) for k, v in (expect or {}).items()}}
+        for k, v in want.items():
+            if meta.get(k) != v:
+                raise CheckpointError(f"{path}: shard of another set ({k} {meta.get(k)!r}, expected {v!r}); the "
+                                      f"checkpoint is incomplete or mixed")
+        out.update(tensors)
     return out
 
 
