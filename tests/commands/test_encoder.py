@@ -91,7 +91,7 @@ def test_bad_out_and_bad_resume_are_one_line_errors(tmp_path):
     (tmp_path / "world" / "state.json").write_text(json.dumps({"format": "micromotion-world-encoder-train"}))
     _one_line_error(_train("--out", tmp_path / "world", "--resume", *common), "not a face encoder training checkpoint")
     # a damaged checkpoint
-    (out / "optim_avg.00.safetensors").write_bytes(b"")
+    (out / "optim_avg-s1.00.safetensors").write_bytes(b"")
     _one_line_error(_train("--out", out, "--resume", *common),
-                    "run/optim_avg.00.safetensors: missing or unreadable shard")
+                    "run/optim_avg-s1.00.safetensors: missing or unreadable shard")
     assert json.loads((out / "state.json").read_text())["step"] == 1

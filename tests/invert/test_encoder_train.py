@@ -133,13 +133,14 @@ def test_checkpoint_resume_continues_exactly(tmp_path, G, monkeypatch, shard_byt
     assert state["step"] == 2 and state["nimg"] == 8 and state["adam_step"] == 2
     assert state["config"] == cfg.to_dict()
     assert state["generator"]["fingerprint"] == generator_fingerprint(G)
-    n = state["shards"]
+    n = {k: v["count"] for k, v in state["shards"].items()}
+    assert {k: v["stem"] for k, v in state["shards"].items()} == {k: f"{k}-s2" for k in n}
     if shard_bytes < 1e6:
         assert n["encoder"] > 1 and n["optim_avg"] > 1  # ~90 kB of encoder weights, 40 kB a shard
     else:
         assert n == {"encoder": 1, "optim_avg": 1, "optim_avg_sq": 1}
     names = sorted(p.name for p in (tmp_path / "run").iterdir())
-    assert names == sorted([f"{s}.{i:02d}.safetensors" for s, k in n.items() for i in range(k)]
+    assert names == sorted([f"{s}-s2.{i:02d}.safetensors" for s, k in n.items() for i in range(k)]
                            + ["samples.png", "state.json"])
     resumed, _ = FaceEncoderTrainer.load(tmp_path / "run", G)
     assert (resumed.step_count, resumed.nimg) == (2, 8)
@@ -166,14 +167,43 @@ def test_resume_refuses_another_generator_and_a_mixed_checkpoint(tmp_path, G):
     # the encoder shard of a later save next to the state.json of step 1: refused, naming the shard
     tr.step()
     tr.save(tmp_path / "later")
-    (tmp_path / "run" / "encoder.00.safetensors").write_bytes((tmp_path / "later" / "encoder.00.safetensors")
-                                                              .read_bytes())
-    with pytest.raises(CheckpointError, match=r"encoder\.00\.safetensors: shard of another set \(step '2', "
-                                              r"expected '1'\)"):
+    (tmp_path / "run" / "encoder-s1.00.safetensors").write_bytes(
+        (tmp_path / "later" / "encoder-s2.00.safetensors").read_bytes())
+    with pytest.raises(CheckpointError, match=r"encoder-s1\.00\.safetensors: shard of another set \(stem "
+                                              r"'encoder-s2', expected 'encoder-s1'\)"):
         FaceEncoderTrainer.load(tmp_path / "run", G)
-    (tmp_path / "later" / "optim_avg_sq.00.safetensors").unlink()
-    with pytest.raises(CheckpointError, match=r"optim_avg_sq\.00\.safetensors: missing or unreadable shard"):
+    (tmp_path / "later" / "optim_avg_sq-s2.00.safetensors").unlink()
+    with pytest.raises(CheckpointError, match=r"optim_avg_sq-s2\.00\.safetensors: missing or unreadable shard"):
         FaceEncoderTrainer.load(tmp_path / "later", G)
+
+
+def test_a_save_killed_half_way_leaves_the_previous_checkpoint(tmp_path, G, monkeypatch):
+    tr = FaceEncoderTrainer(_cfg(), G)
+    tr.step()
+    tr.save(tmp_path / "run")
+    saved = {k: v.clone() for k, v in tr.encoder.state_dict().items()}
+    tr.step()
+    calls = []
+
+    def dies_on_the_second_set(*a, **k):
+        calls.append(a[2])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed while writing step 2's optimizer shards
+        return et.save_sharded.__wrapped__(*a, **k)
+
+    dies_on_the_second_set.__wrapped__ = et.save_sharded
+    monkeypatch.setattr(et, "save_sharded", dies_on_the_second_set)
+    with pytest.raises(KeyboardInterrupt):
+        tr.save(tmp_path / "run")
+    assert calls == ["encoder-s2", "optim_avg-s2"]
+    back, state = FaceEncoderTrainer.load(tmp_path / "run", G)  # step 1's set, whole
+    assert state["step"] == 1
+    for k, v in saved.items():
+        assert torch.equal(v, back.encoder.state_dict()[k]), k
+    monkeypatch.undo()
+    tr.save(tmp_path / "run")  # the next save completes and removes the superseded and the partial sets
+    assert sorted(p.name.split(".")[0] for p in (tmp_path / "run").glob("*.safetensors")) == [
+        "encoder-s2", "optim_avg-s2", "optim_avg_sq-s2"]
 
 
 def test_train_export_load_invert_matches(tmp_path, G):

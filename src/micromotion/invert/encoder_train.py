@@ -20,8 +20,9 @@ generator is frozen. What differs for real faces:
 - The network: an IR-SE backbone of six stride-2 stages (256² -> 4²) and one narrow map2style head per W+ layer
   (`EncoderConfig.head_width`), so the fp16 export stays under 40 MB.
 
-Checkpoint folder (no pickle; every file under 16 MB, tensors split over numbered shards):
-  encoder.NN.safetensors, optim_avg.NN.safetensors, optim_avg_sq.NN.safetensors, state.json (last), log.jsonl,
+Checkpoint folder (no pickle; every file under 16 MB, tensors split over numbered shards named by step):
+  encoder-sSTEP.NN.safetensors, optim_avg-sSTEP.NN..., optim_avg_sq-sSTEP.NN..., state.json (last, naming the
+  current set; older sets are removed after it), log.jsonl,
   samples.png (held-out samples above their reconstructions).
 """
 from __future__ import annotations
@@ -214,8 +215,12 @@ class FaceEncoderTrainer(EncoderTrainer):
         avg["rng.device"] = self.gen.get_state()
         avg_sq["adam_step"] = torch.tensor(adam_step(self.opt))
         meta = {"format": CKPT_FORMAT, "step": str(self.step_count)}
-        shards = {name: save_sharded(t, out, name, meta, SHARD_BYTES)
-                  for name, t in (("encoder", enc), ("optim_avg", avg), ("optim_avg_sq", avg_sq))}
+        # Each step's shards have stems of their own (encoder-s<step>.NN...): the set state.json names stays whole
+        # until the new state.json replaces it, so a save killed half-way leaves the previous checkpoint usable.
+        shards = {}
+        for name, t in (("encoder", enc), ("optim_avg", avg), ("optim_avg_sq", avg_sq)):
+            stem = f"{name}-s{self.step_count}"
+            shards[name] = {"stem": stem, "count": save_sharded(t, out, stem, meta, SHARD_BYTES)}
         try:
             self._save_samples(out / "samples.png")
         except Exception as e:  # a picture must not cost the checkpoint  # noqa: BLE001
@@ -224,6 +229,10 @@ class FaceEncoderTrainer(EncoderTrainer):
                  "generator": self.generator_info(), "step": self.step_count, "nimg": self.nimg,
                  "adam_step": adam_step(self.opt), "shards": shards, **(extra or {})}
         write_text(out / "state.json", json.dumps(state, indent=1))
+        keep = {f"{v['stem']}." for v in shards.values()}
+        for f in out.glob("*.safetensors"):  # shards of earlier steps, now superseded
+            if f.name.startswith(("encoder", "optim_avg")) and not f.name.startswith(tuple(keep)):
+                f.unlink(missing_ok=True)
 
     @torch.no_grad()
     def _save_samples(self, path: Path, n: int = 8) -> None:
@@ -280,7 +289,9 @@ def read_state(out: str | os.PathLike) -> dict:
 def _load_shards(out: Path, state: dict, name: str) -> dict[str, torch.Tensor]:
     """One tensor set of the checkpoint, its shards checked to be of the step state.json records (a set
     half-rewritten by an interrupted save is refused, naming the shard)."""
-    return load_sharded(out, name, state["shards"][name], expect={"format": CKPT_FORMAT, "step": str(state["step"])})
+    entry = state["shards"][name]
+    stem, count = (entry["stem"], entry["count"]) if isinstance(entry, dict) else (name, entry)
+    return load_sharded(out, stem, count, expect={"format": CKPT_FORMAT, "step": str(state["step"])})
 
 
 # ----------------------------------------------------------------------------------------------------------
