@@ -178,6 +178,21 @@ VIDEO = ["extract", "--video", "{x}", "--aligned", "-m", "world", "--steps", "1"
          "anchors.safetensors"]
 
 
+def tuned_world_generator(d: Path, c):
+    """The world generator with one weight nudged: same shape, another fingerprint (a fine-tuned copy)."""
+    from micromotion import save_generator
+    from micromotion.generators import load_generator
+
+    G = load_generator("world")
+    with torch.no_grad():
+        next(G.parameters()).add_(0.01)
+    return save_generator(G, d / "world-tuned.safetensors")
+
+
+ENCODER = ["invert", "face.png", "--model", "{x}", "--method", "encoder", "--encoder", "world-encoder", "--no-align",
+           "-o", "w.safetensors"]
+
+
 def face_png(d: Path, c):
     p = d / "face.png"
     Image.fromarray(c["face"]).save(p)
@@ -284,6 +299,8 @@ CASES = [
      1, "truncated"),
     ("video-one-frame", one_frame_video, VIDEO, 1, "1 frame"),
     ("video-no-face", noise_video, VIDEO[:3] + VIDEO[4:], 1, "face"),
+    # an encoder made for another generator of the same shape (issue 22): one line naming both fingerprints
+    ("encoder-for-another-generator", tuned_world_generator, ENCODER, 1, "trained for the generator"),
     ("video-missing", "missing.mp4", VIDEO, 1, "no such"),
 ]
 
