@@ -5,7 +5,8 @@ from PIL import Image
 
 import micromotion.anchors.video as video
 from micromotion.errors import InputError
-from micromotion.invert import METHODS, Projection, auto_method, invert, inversion, resolve_method, tensor_to_image
+from micromotion.invert import (METHODS, Projection, auto_method, invert, inversion, resolve_method, synthesize,
+                               tensor_to_image)
 
 from invert_helpers import _tiny, _w_plus_targets, one_thread  # noqa: F401  (one_thread: autouse)
 
@@ -95,6 +96,10 @@ def test_encoder_method_with_a_file_made_for_the_generator(tmp_path):
     assert torch.allclose(p.distance, (ref.images - targets).square().mean((1, 2, 3)), atol=1e-6)
     inv = invert(G, tensor_to_image(targets[0]), method="encoder", align=False, model=str(path), n_iters=2)
     assert inv.method == "encoder" and inv.ws.shape == (1, G.num_ws, G.w_dim)
+    # the encoder's last render is the reconstruction (not rendered a second time), and it is G's render of ws
+    assert torch.equal(p.images, ref.images)
+    with torch.no_grad():
+        assert torch.allclose(inv.reconstruction, synthesize(G, inv.ws), atol=1e-6)
     with pytest.raises(InputError, match="option 'steps' does not apply to the encoder method"):
         METHODS["encoder"](G, targets, model=str(path), steps=3)
 

@@ -126,7 +126,8 @@ def _encoder(G, targets: torch.Tensor, *, model: str | os.PathLike | None = None
         return project(G, targets, steps=int(refine_steps), w_plus=True, init_ws=r.ws, seed=seed,
                        initial_learning_rate=0.02, initial_noise_factor=0.0, progress=progress)
     dist = (net.prepare(r.images) - net.prepare(targets)).square().mean((1, 2, 3))
-    return Projection(ws=r.ws.to(targets.device), noise=None, distance=dist, loss="mse")
+    return Projection(ws=r.ws.to(targets.device), noise=None, distance=dist, loss="mse",
+                      images=r.images.to(targets.device))  # G's own render of ws: not rendered again
 
 
 def _encoder_supports(G, model: str | None = None) -> bool:

@@ -102,7 +102,7 @@ def invert_many(G, images: Sequence[ImageSource], *, method: str = "projector", 
     targets = torch.cat([image_to_tensor(c) for c in crops]).to(dev)
     result = METHODS[method](G, targets, **options)
     with torch.no_grad():
-        recon = synthesize(G, result.ws, result.noise)
+        recon = result.images.detach() if result.images is not None else synthesize(G, result.ws, result.noise)
     space = "W+" if options.get("w_plus", True) else "W"
     out = []
     for i, (crop, face) in enumerate(zip(crops, faces)):

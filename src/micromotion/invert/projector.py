@@ -156,12 +156,14 @@ def get_lr(t: float, initial_lr: float, rampdown: float = 0.25, rampup: float = 
 @dataclass
 class Projection:
     """Result of `project`: ws `[N, num_ws, w_dim]`, optimized noise maps (one `[N, 1, r, r]` per synthesis
-    layer) or None, final per-image distance `[N]`, and the loss's name."""
+    layer) or None, final per-image distance `[N]`, and the loss's name. images: `synthesize(G, ws)` `[N, 3, R, R]`
+    when the method rendered it already (an encoder's last refinement step), else None."""
 
     ws: torch.Tensor
     noise: list[torch.Tensor] | None
     distance: torch.Tensor
     loss: str
+    images: torch.Tensor | None = None
 
 
 def _noise_keys(G) -> list[str]:
