@@ -100,8 +100,8 @@ WORLD = Profile("world", models=("world",), clip="world-clip", align=False, arcf
                 fingerprint_of="world", measure="oracle", shipped_presets=packaged_dir())
 
 #: MobileStyleGAN FFHQ-1024 (random-face on PyPI): a student of StyleGAN2 FFHQ sharing its W space, so FFHQ's CLIP
-#: and landmark measures; photos aligned; inverted with the shipped encoder trained for it (`auto_method` finds
-#: it by fingerprint, docs/real_faces.md); presets shipped for its 23 W+ rows.
+#: and landmark measures; photos aligned; photos and video frames inverted by its shipped encoder, which
+#: `invert.auto_method` finds by fingerprint (no entry in `encoders` needed); presets shipped for its 23 W+ rows.
 MOBILESTYLEGAN = Profile("mobilestylegan-ffhq", models=("mobilestylegan-ffhq-1024",), clip=FFHQ.clip,
                          measure="landmarks", fingerprint_of="mobilestylegan-ffhq-1024", shape=(1024, 23, 512),
                          shipped_presets=Path(__file__).parent / "data" / "mobilestylegan" / "presets")

@@ -70,6 +70,13 @@ class MobileStyleGANConfig:
     def num_ws(self) -> int:
         return 3 * self.num_blocks + 2
 
+    @property
+    def image_rows(self) -> list[int]:
+        """The W+ rows that change the image (see the module docstring): all but each non-final block's
+        intermediate wavelet row 3b+3 and the spare last row."""
+        inert = {3 * b + 3 for b in range(self.num_blocks - 1)} | {self.num_ws - 1}
+        return [r for r in range(self.num_ws) if r not in inert]
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)

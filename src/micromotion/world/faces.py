@@ -738,17 +738,23 @@ def motion_track(identity: Factors, motion: str, frames: int, jitter: float = 0.
     vals = {k: v.expand(frames).clone() for k, v in identity.items()}
     vals[motion] = lo + (hi - lo) * ease_in_out(t)
     if jitter > 0:
-        gen_dev = generator.device if generator is not None else torch.device("cpu")
         for k in MOTION_FACTORS:
             if k == motion:
                 continue
             s = FACTOR_SPECS[k]
-            r = torch.rand(3, 2, generator=generator, device=gen_dev).to(dev)
-            freq, phase = 0.5 + 1.5 * r[:, 0], 2 * math.pi * r[:, 1]
-            wave = (torch.sin(2 * math.pi * freq[:, None] * t[None] + phase[:, None]) / freq[:, None]).sum(0)
-            wave = wave - wave[0]  # start from the identity's own value
-            vals[k] = (vals[k] + jitter * s.span * wave / 2).clamp(s.low, s.high)
+            vals[k] = (vals[k] + jitter * s.span * slow_wave(t, generator) / 2).clamp(s.low, s.high)
     return Factors(**vals)
+
+
+def slow_wave(t: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A slow random wander over clip times `t` [T] in [0, 1]: a sum of 3 sinusoids of 0.5-2 cycles per clip,
+    each of amplitude 1/frequency, shifted to start at 0 (so about ±2 at most). Draws 6 numbers from
+    `generator`. The world's clips jitter their other motions by it; `clips.motion_clip` moves heads by it."""
+    gen_dev = generator.device if generator is not None else torch.device("cpu")
+    r = torch.rand(3, 2, generator=generator, device=gen_dev).to(t.device)
+    freq, phase = 0.5 + 1.5 * r[:, 0], 2 * math.pi * r[:, 1]
+    wave = (torch.sin(2 * math.pi * freq[:, None] * t[None] + phase[:, None]) / freq[:, None]).sum(0)
+    return wave - wave[0]  # start from the identity's own value
 
 
 def render_clip(identity: Factors, motion: str, frames: int = 32, jitter: float = 0.03,
