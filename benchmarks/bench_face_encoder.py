@@ -110,7 +110,7 @@ def main() -> int:
         x, y = net.prepare(target), net.prepare(rec)
         out["psnr_256_db"] = round(float(10 * torch.log10(4 / (x - y).square().mean())), 2)
         ident = load_dlib_face(device=dev).eval()
-        from micromotion.invert.encoder_train import chip_crops
+        from micromotion.models.dlib_face import chip_crops
 
         d = (ident.embed(chip_crops(x)) - ident.embed(chip_crops(y))).norm(dim=1)
         out["dlib_distance"] = round(float(d[0]), 4)

@@ -361,3 +361,36 @@ def test_cli_extract_video(tmp_path):
     r = _cli(["extract", "-o", str(other)])
     assert r.exit_code == 2 and "give one anchor source: --text or --video" in r.output
     assert _listing(tmp_path) == before
+
+
+def test_identity_changes_between_runs_of_a_track(monkeypatch):
+    """A track that restarts on another person (a cut) is reported with the time it restarted and the distance;
+    the same person in every run, or a single run, is not."""
+    import micromotion.models.dlib_face as dlib_face
+    from micromotion.anchors.video import identity_changes
+
+    class ByColour(torch.nn.Module):  # a stand-in descriptor: the chip's mean colour, scaled
+        def embed(self, chips):
+            return chips.mean((2, 3)) * 2
+
+    monkeypatch.setattr(dlib_face, "load_dlib_face", lambda *a, **k: ByColour())
+    a, b = torch.full((1, 3, 64, 64), -0.5), torch.full((1, 3, 64, 64), 0.5)
+    times = [0.0, 0.5, 1.0, 1.5, 2.0]
+    got = identity_changes(torch.cat([a, a, b, b, a]), np.array([0, 0, 1, 1, 2]), times)
+    assert got == [{"time": 1.0, "distance": round(2 * math.sqrt(3), 3), "threshold": 0.6}]
+    assert identity_changes(torch.cat([a, a, a + 0.05]), np.array([0, 0, 1]), times) == []  # same person
+    assert identity_changes(torch.cat([a, b]), np.array([0, 0]), times) == []  # one run: nothing to compare
+
+
+def test_identity_changes_with_dlib_on_two_people(reference_dir):
+    """With dlib's own network: two different people of the paper's examples are a change, one person is not."""
+    from micromotion.align import align_face
+    from micromotion.anchors.video import identity_changes
+    from micromotion.invert import image_to_tensor
+
+    ref = reference_dir / "paper_examples"
+    x, y = (image_to_tensor(align_face(ref / f, size=256).image) for f in ("01.jpg", "pope.jpg"))
+    flipped = x.flip(-1)  # the same face mirrored: still the same person to dlib
+    assert identity_changes(torch.cat([x, x, flipped]), np.array([0, 0, 1]), [0, 1, 2]) == []
+    got = identity_changes(torch.cat([x, y]), np.array([0, 1]), [0.0, 3.2])
+    assert len(got) == 1 and got[0]["time"] == 3.2 and got[0]["distance"] > 0.6

@@ -573,11 +573,49 @@ def video_anchors(G, path: str | os.PathLike, *, start=None, end=None, stride: i
         if track.num_missing:
             log.info("%s: %d of %d tracked frames without a face were skipped", label, track.num_missing,
                      len(track.indices))
+        changes = identity_changes(targets, track.segment[chosen], times)
+        source["tracking"]["identity_changes"] = changes
+        for c in changes:
+            log.warning("%s: the face tracked from %.2f s on looks like another person (dlib distance %.2f to the "
+                        "face at %.2f s, same person below %.1f): a cut between people? The anchors mix them; trim "
+                        "the clip with --start/--end", label, c["time"], c["distance"], times[0],
+                        c["threshold"])
     anchors = Anchors(ws.detach().float().cpu(), times, source)
     frames = np.stack([np.asarray(c, dtype=np.uint8) for c in crops])
     log.info("%s: %d anchors from %.2f s to %.2f s in %.1f s (%s; PSNR %.1f dB mean)", label, len(anchors),
              times[0], times[-1], time.perf_counter() - t0, details["method"], float(quality.mean()))
     return VideoAnchors(anchors=anchors, frames=frames, reconstructions=recon, track=track)
+
+
+def identity_changes(targets: torch.Tensor, segments: np.ndarray, times: Sequence[float]) -> list[dict]:
+    """Where a track may have jumped to another person: the track restarts after losing the face (a cut, the
+    face turned away), and nothing in tracking says it is the same face. For each later run of the track, the
+    distance between the mean dlib face descriptor (`models.dlib_face`) of its anchors and that of the first
+    run's; runs farther than dlib's same-person distance are returned as {"time", "distance", "threshold"}.
+    targets: the anchors' FFHQ-aligned crops [N, 3, R, R] in [-1, 1]; segments: their track runs [N]. Empty
+    with one run, or when dlib's network is not installed."""
+    from ..models.dlib_face import SAME_PERSON_DISTANCE, chip_crops, load_dlib_face
+
+    runs = [r for r in dict.fromkeys(int(v) for v in segments) if r >= 0]
+    if len(runs) < 2:
+        return []
+    try:
+        net = load_dlib_face().eval()
+    except MicromotionError as e:
+        log.info("identity across the track's runs not checked (%s)", str(e).splitlines()[0])
+        return []
+    with torch.no_grad():
+        d = torch.cat([net.embed(chip_crops(c.float())) for c in targets.split(16)])
+    seg = torch.as_tensor(np.asarray(segments))
+    first = d[seg == runs[0]].mean(0)
+    out = []
+    for r in runs[1:]:
+        dist = float((d[seg == r].mean(0) - first).norm())
+        if dist > SAME_PERSON_DISTANCE:
+            at = int(np.flatnonzero(np.asarray(segments) == r)[0])
+            out.append({"time": round(float(times[at]), 3), "distance": round(dist, 3),
+                        "threshold": SAME_PERSON_DISTANCE})
+    return out
 
 
 def _round(x: float) -> float | None:

@@ -46,6 +46,7 @@ from ..models.encoder import (EncoderConfig, ReStyle, build_encoder, generator_f
 from ..world.train.common import (Clock, adam_step, existing_checkpoint, override, read_checkpoint_state,
                                   run_main, run_steps, trainer_parser)
 from ..world.train.encoder import EncoderTrainer, WorldEncoderConfig
+from ..models.dlib_face import CHIP_BOX, chip_crops  # noqa: F401  (CHIP_BOX: re-exported)
 from .augment import Augment, augment
 
 log = logging.getLogger(__name__)
@@ -59,11 +60,6 @@ CKPT_FORMAT = "micromotion-face-encoder-ckpt"  # the shards' metadata
 EVAL_SEED = 922_001  # held-out codes; training draws from `seed` on its own generator
 SHARD_BYTES = 15_000_000
 
-#: Where dlib's 150 px face chip (padding 0.25) lies in an FFHQ-aligned image, as fractions of its side:
-#: centre x, centre y, side. Measured with dlib's detector, 68-point predictor and `get_face_chip_details` on 24
-#: samples of mobilestylegan-ffhq-1024 (psi 0.8, seed 424242): 0.504 ± 0.009, 0.605 ± 0.008, 0.693 ± 0.027,
-#: rotation 0.003 ± 0.026 rad.
-CHIP_BOX = (0.504, 0.605, 0.693)
 
 
 @dataclass
@@ -117,15 +113,6 @@ class FaceEncoderConfig(WorldEncoderConfig):
     @classmethod
     def from_dict(cls, d: dict) -> "FaceEncoderConfig":
         return config_from_dict(cls, d, "face encoder", CheckpointError)
-
-
-def chip_crops(images: torch.Tensor) -> torch.Tensor:
-    """The dlib chip's region (`CHIP_BOX`) of FFHQ-aligned images [N, 3, S, S] (differentiable)."""
-    s = images.shape[-1]
-    cx, cy, side = (round(v * s) for v in CHIP_BOX)
-    h = side // 2
-    x0, y0 = max(0, cx - h), max(0, cy - h)
-    return images[..., y0:min(s, cy + h), x0:min(s, cx + h)]
 
 
 def _load_identity(cfg: FaceEncoderConfig, device):
