@@ -576,7 +576,7 @@ def video_anchors(G, path: str | os.PathLike, *, start=None, end=None, stride: i
         changes = identity_changes(targets, track.segment[chosen], times)
         source["tracking"]["identity_changes"] = changes
         for c in changes:
-            log.warning("%s: the face tracked from %.2f s on looks like another person (dlib distance %.2f to the "
+            log.warning("%s: the face tracked from %.2f s on looks like another person (dlib distance %.3f to the "
                         "face at %.2f s, same person below %.1f): a cut between people? The anchors mix them; trim "
                         "the clip with --start/--end", label, c["time"], c["distance"], times[0],
                         c["threshold"])
