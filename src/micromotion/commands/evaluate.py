@@ -26,10 +26,15 @@ def _is_file_spec(spec: str) -> bool:
               help="Factor the motion should move (default: from the preset name, e.g. smile -> smile).")
 @click.option("--invert-steps", type=int, default=0, show_default=True,
               help="0: faces sampled from the generator; K > 0: fresh world renders inverted with K projector "
-                   "steps (with --faces renders and an encoder for the model: K projector steps refine its codes).")
-@click.option("--faces", type=click.Choice(["sampled", "renders"]), default="sampled", show_default=True,
+                   "steps (with --faces renders or encoded and an encoder for the model: K projector steps refine "
+                   "its codes).")
+@click.option("--faces", type=click.Choice(["sampled", "renders", "encoded"]), default="sampled", show_default=True,
               help="sampled: faces the generator makes (any expression); renders: fresh neutral world renders "
-                   "inverted with the world encoder (the paper's transfer to unseen photos).")
+                   "inverted with the world encoder (the paper's transfer to unseen photos); encoded: the sampled "
+                   "faces rendered and inverted with the model's encoder, so the motion acts on encoder codes as "
+                   "it does for a photo (any model with an encoder, e.g. mobilestylegan-ffhq-1024).")
+@click.option("--encoder", default=None,
+              help="With --faces encoded: an encoder file or registry name (default: the one shipped for the model).")
 @click.option("--anchors", "anchors_file", default=None, type=click.Path(dir_okay=False),
               help="The anchors file the motion was made from (`micromotion extract -o`), for --ablation.")
 @click.option("--ablation", is_flag=True, help="Also measure robust PCA vs plain PCA vs raw endpoints, ranks 1, 2, 4.")
@@ -39,8 +44,8 @@ def _is_file_spec(spec: str) -> bool:
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | mps")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def evaluate(motion, model, identities, seed, strengths, target, invert_steps, faces, anchors_file, ablation,
-             measure_with, batch_size, device, as_json):
+def evaluate(motion, model, identities, seed, strengths, target, invert_steps, faces, encoder, anchors_file,
+             ablation, measure_with, batch_size, device, as_json):
     """Measure how well MOTION (a preset name or a motion file) works on unseen faces.
 
     Reads every factor of the edited faces with the world oracle: the change of the target factor, the drift
@@ -52,6 +57,7 @@ def evaluate(motion, model, identities, seed, strengths, target, invert_steps, f
     Examples:
       micromotion evaluate smile --identities 50
       micromotion evaluate smile.safetensors --target smile --invert-steps 200 --json
+      micromotion evaluate smile --model mobilestylegan-ffhq-1024 --faces encoded --identities 50 --seed 2026
       micromotion evaluate smile.safetensors --anchors smile_anchors.safetensors --ablation
     """
     from ..devices import resolve_device
@@ -78,6 +84,8 @@ def evaluate(motion, model, identities, seed, strengths, target, invert_steps, f
         s = check_strengths([x for x in strengths.split(",") if x.strip()])
     except InputError as e:
         raise InputError(f"--strengths: {e}") from None
+    if encoder is not None and faces != "encoded":
+        raise InputError("--encoder is for --faces encoded")
     if ablation and not anchors_file:
         raise InputError("--ablation needs the anchors the motion was made from: --anchors FILE")
     anchors = load_anchors(anchors_file) if anchors_file else None
@@ -86,7 +94,7 @@ def evaluate(motion, model, identities, seed, strengths, target, invert_steps, f
     G = load_generator(model, device=dev)
     m = resolve_motion(motion, G).to(dev)
     kw = dict(identities=identities, seed=seed, strengths=s, target_factor=target, invert_steps=invert_steps,
-              batch_size=batch_size, progress=not as_json, faces=faces, measure_with=measure_with)
+              batch_size=batch_size, progress=not as_json, faces=faces, measure_with=measure_with, encoder=encoder)
     if ablation:
         report = evaluate_ablation(G, m, anchors.to(dev), **kw)
         report["model"] = str(model)
