@@ -138,3 +138,18 @@ def test_the_real_face_model_gets_its_shipped_encoder():
     G = load_generator("mobilestylegan-ffhq-1024")  # loaded, never rendered: cheap
     assert encoder_for(G) == "mobilestylegan-ffhq-1024-encoder"
     assert auto_method(G) == "encoder"
+
+
+def test_encoder_refinement_runs_under_no_grad_and_is_recorded(tmp_path):
+    """refine_steps are projector steps: they optimize even when the caller disabled gradients, and the
+    inversion's details say how many ran."""
+    G = _tiny(32)
+    path = _encoder_file(G, tmp_path / "enc.safetensors")
+    _, targets = _w_plus_targets(G, 1)
+    with torch.no_grad():
+        plain = METHODS["encoder"](G, targets, model=str(path), n_iters=1)
+        refined = METHODS["encoder"](G, targets, model=str(path), n_iters=1, refine_steps=3, progress=False)
+        inv = invert(G, tensor_to_image(targets[0]), method="encoder", align=False, model=str(path), n_iters=1,
+                     refine_steps=3, progress=False)
+    assert not torch.equal(plain.ws, refined.ws)
+    assert inv.details["refine_steps"] == 3

@@ -111,6 +111,8 @@ def invert_many(G, images: Sequence[ImageSource], *, method: str = "projector", 
                    "psnr": float(psnr(recon[i:i + 1], targets[i:i + 1])[0])}
         if "steps" in options:
             details["steps"] = int(options["steps"])
+        if int(options.get("refine_steps") or 0) > 0:
+            details["refine_steps"] = int(options["refine_steps"])
         out.append(Inversion(ws=result.ws[i:i + 1], image=crop, reconstruction=recon[i:i + 1], method=method,
                              aligned=face, noise=noise, details=details))
     return out

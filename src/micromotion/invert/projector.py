@@ -209,6 +209,7 @@ def w_stats(G, samples: int = 10000, seed: int = 123) -> tuple[torch.Tensor, flo
     return w_avg, w_std
 
 
+@torch.enable_grad()  # an optimization: it runs also when the caller is inside torch.no_grad()
 def project(G, target: torch.Tensor, *, steps: int = 1000, w_plus: bool = True, loss: str | nn.Module = "auto",
             optimize_noise: bool = False, init_ws: torch.Tensor | None = None, initial_learning_rate: float = 0.1,
             initial_noise_factor: float = 0.05, lr_rampdown_length: float = 0.25, lr_rampup_length: float = 0.05,
