@@ -66,7 +66,11 @@ def test_encoder_for_a_foreign_generator_is_one_clear_error():
 
     torch.manual_seed(0)
     tiny = Generator(GeneratorConfig.tiny(16)).eval()
-    with pytest.raises(CheckpointError, match="W\\+ codes"):
+    from micromotion.errors import InputError
+
+    with pytest.raises(CheckpointError, match="W\\+ codes"):  # the world's encoder named for another generator
+        METHODS["encoder"](tiny, torch.zeros(1, 3, 16, 16), model="world-encoder", progress=False)
+    with pytest.raises(InputError, match="no encoder ships for this 16x16 generator"):  # none named, none fits
         METHODS["encoder"](tiny, torch.zeros(1, 3, 16, 16), progress=False)
 
 
