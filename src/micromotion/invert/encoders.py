@@ -68,9 +68,12 @@ def _paired_net(G, model: str):
     nets = _PAIRED.setdefault(G, {})
     key = (model, str(G.w_avg.device))
     if key not in nets:
-        meta = _encoder_meta(model)
-        theirs = (meta or {}).get("fingerprint")
-        if theirs and not fingerprint_matches(theirs, G):
+        meta = _encoder_meta(model) or {}
+        theirs = meta.get("fingerprint")
+        same_shape = (meta.get("num_ws"), meta.get("w_dim"), meta.get("resolution")) == (G.num_ws, G.w_dim,
+                                                                                         G.resolution)
+        # another shape: load_encoder's error names the shapes; the same shape with other weights: both prints
+        if theirs and same_shape and not fingerprint_matches(theirs, G):
             raise InputError(f"{model}: this encoder was trained for the generator {theirs}, not for this one "
                              f"({generator_fingerprint(G)}); pass the generator it was made for, train one for "
                              f"this generator (micromotion encoder train), or use --method projector")
