@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 sys.path.insert(0, str(Path(__file__).parent))  # reference_layouts and other test helpers
 
@@ -29,3 +30,13 @@ def reference_dir() -> Path:
     if not path.is_dir():
         pytest.skip(f"reference data folder {path} is absent")
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test (tiny networks: on a shared 2-core machine thread hand-offs cost more
+    than the arithmetic); a module opts in with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

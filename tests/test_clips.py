@@ -11,12 +11,7 @@ from micromotion.models.mobilestylegan import Generator, MobileStyleGANConfig
 from micromotion.render import read_video_frames
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

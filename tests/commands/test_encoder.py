@@ -11,12 +11,7 @@ from micromotion.models.encoder import generator_fingerprint, load_encoder
 from micromotion.models.stylegan2 import Generator, GeneratorConfig
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _generator(tmp_path, seed: int = 0, name: str = "G.safetensors"):

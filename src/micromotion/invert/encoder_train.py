@@ -27,7 +27,6 @@ Checkpoint folder (no pickle; every file under 16 MB, tensors split over numbere
 """
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import math
@@ -345,21 +344,7 @@ def train_face_encoder(out: str | os.PathLike, model: str | None, minutes: float
         if model is None:
             raise InputError("no model: pass --model (a registry name such as mobilestylegan-ffhq-1024, or a file)")
         G = load_generator(model)
-    if has_ckpt:
-        tr, state = FaceEncoderTrainer.load(out, G, device, identity)
-        if batch is not None and batch != tr.cfg.batch:
-            log.info("batch size %d -> %d", tr.cfg.batch, batch)
-            tr.set_batch(batch)
-        elapsed_before = float(state.get("train_seconds", 0.0))
-        log.info("resumed %s at step %d (%.1f kimg)", out, tr.step_count, tr.nimg / 1000)
-    else:
-        cfg = copy.deepcopy(cfg) if cfg is not None else FaceEncoderConfig()
-        if batch is not None:
-            cfg.batch = batch
-        FaceEncoderConfig.from_dict(cfg.to_dict())  # validate
-        tr = FaceEncoderTrainer(cfg, G, device, identity)
-        elapsed_before = 0.0
-        out.mkdir(parents=True, exist_ok=True)
+    tr, elapsed_before, _ = FaceEncoderTrainer.open(out, G, device, cfg, batch, has_ckpt, identity)
     n_params = sum(p.numel() for p in tr.encoder.parameters())
     log.info("face encoder %.2fM params (%.1f MB fp16), %d x %d W+ of a %d² generator, batch %d, %d refinement "
              "steps, identity loss %s, device %s", n_params / 1e6, n_params * 2 / 1e6, G.num_ws, G.w_dim,

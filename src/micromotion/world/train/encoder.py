@@ -187,6 +187,8 @@ class EncoderTrainer:
     """Encoder, frozen generator and oracle, optimizer, RNGs and counters of one run; `step()` is one batch of
     `n_iters` ReStyle refinement steps and one optimizer update."""
 
+    config_class = WorldEncoderConfig
+
     def __init__(self, cfg: WorldEncoderConfig, G: Generator, device: str | torch.device = "cpu", oracle="config"):
         self.cfg, self.device = cfg, torch.device(device)
         dev = self.device
@@ -409,6 +411,28 @@ class EncoderTrainer:
         save_png(contact_sheet(to_uint8(grid), n), path)
 
     @classmethod
+    def open(cls, out: Path, G, device, cfg, batch: int | None, has_ckpt: bool, helper
+             ) -> tuple["EncoderTrainer", float, dict | None]:
+        """A run in folder `out`: resumed from its checkpoint (`has_ckpt`; `batch` may change the batch size) or
+        new with `cfg` (default: `config_class()`; `batch` overrides its batch), validated. `helper` is the
+        trainer's fourth argument (the world's oracle, the face trainer's identity network).
+        Returns (trainer, seconds trained before, the checkpoint's state or None)."""
+        if has_ckpt:
+            tr, state = cls.load(out, G, device, helper)
+            if batch is not None and batch != tr.cfg.batch:
+                log.info("batch size %d -> %d", tr.cfg.batch, batch)
+                tr.set_batch(batch)
+            log.info("resumed %s at step %d (%.1f kimg)", out, tr.step_count, tr.nimg / 1000)
+            return tr, float(state.get("train_seconds", 0.0)), state
+        cfg = copy.deepcopy(cfg) if cfg is not None else cls.config_class()
+        if batch is not None:
+            cfg.batch = batch
+        cls.config_class.from_dict(cfg.to_dict())  # validate
+        tr = cls(cfg, G, device, helper)
+        out.mkdir(parents=True, exist_ok=True)
+        return tr, 0.0, None
+
+    @classmethod
     def load(cls, out: Path, G: Generator, device="cpu", oracle="config") -> tuple["EncoderTrainer", dict]:
         """Rebuild a trainer from a checkpoint folder written by `save`, with the generator it was trained for."""
         from safetensors import SafetensorError
@@ -571,9 +595,9 @@ def train_encoder(out: str | os.PathLike, generator, minutes: float = 9.0, cfg: 
     if generator is None and not has_ckpt:
         raise InputError("no generator: pass --generator with the world generator file")
     G = _generator_for(out, generator)
+    tr, elapsed_before, state = EncoderTrainer.open(out, G, device, cfg, batch, has_ckpt, oracle)
     if has_ckpt:
-        gen_path = gen_path or read_state(out).get("generator", {}).get("path")
-        tr, state = EncoderTrainer.load(out, G, device, oracle)
+        gen_path = gen_path or state.get("generator", {}).get("path")
         if init is not None:
             log.warning("--init %s is ignored: resuming the checkpoint in %s", init, out)
         if cfg is not None:  # a value asked for (not the default) that the checkpoint does not have
@@ -582,22 +606,9 @@ def train_encoder(out: str | os.PathLike, generator, minutes: float = 9.0, cfg: 
                 if getattr(cfg, k) != getattr(default, k) and getattr(cfg, k) != getattr(tr.cfg, k):
                     log.warning("%s %s is ignored: resuming the checkpoint in %s with its %s %s", k,
                                 getattr(cfg, k), out, k, getattr(tr.cfg, k))
-        if batch is not None and batch != tr.cfg.batch:
-            log.info("batch size %d -> %d", tr.cfg.batch, batch)
-            tr.set_batch(batch)
-        elapsed_before = float(state.get("train_seconds", 0.0))
-        log.info("resumed %s at step %d (%.1f kimg)", out, tr.step_count, tr.nimg / 1000)
-    else:
-        cfg = copy.deepcopy(cfg) if cfg is not None else WorldEncoderConfig()
-        if batch is not None:
-            cfg.batch = batch
-        WorldEncoderConfig.from_dict(cfg.to_dict())  # validate
-        tr = EncoderTrainer(cfg, G, device, oracle)
-        if init is not None:
-            tr.init_from(init)
-            log.info("initialized from %s", init)
-        elapsed_before = 0.0
-        out.mkdir(parents=True, exist_ok=True)
+    elif init is not None:
+        tr.init_from(init)
+        log.info("initialized from %s", init)
     n_params = sum(p.numel() for p in tr.encoder.parameters())
     log.info("world encoder %.2fM params (%.1f MB fp32), %d x %d W+ of a %d² generator, batch %d (%d renders, "
              "%d render pairs), %d refinement steps, oracle %s, device %s", n_params / 1e6, n_params * 4 / 1e6,
