@@ -64,8 +64,8 @@ SHARD_BYTES = 15_000_000
 @dataclass
 class FaceEncoderConfig(WorldEncoderConfig):
     """Network and hyperparameters. Default: 256² input, IR-SE stages of 32/48/64/128/192/256 channels (1, 2,
-    2, 3, 3, 2 units) down to 4², heads 128 wide; for the 23 x 512 W+ of mobilestylegan-ffhq-1024 that is 15.9 M
-    parameters (32 MB as fp16)."""
+    2, 3, 3, 2 units) down to 4², heads 128 wide; for the 23 x 512 W+ of mobilestylegan-ffhq-1024 that is 17.0 M
+    parameters (34 MB as fp16)."""
 
     input_size: int = 256
     units: tuple[int, ...] = (1, 2, 2, 3, 3, 2)

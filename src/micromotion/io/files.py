@@ -140,23 +140,28 @@ def save_sharded(tensors: dict[str, torch.Tensor], folder: str | os.PathLike, st
     return len(groups)
 
 
+def _read_file(path, error: type[Exception], what: str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A safetensors file's tensors and metadata; `error` "PATH: WHAT (reason)" when it cannot be read."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return load_file(str(path)), meta
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise error(f"{path}: {what} ({str(e).splitlines()[0][:160]})") from None
+
+
 def load_sharded(folder: str | os.PathLike, stem: str, count: int,
                  expect: dict[str, str] | None = None) -> dict[str, torch.Tensor]:
     """The tensors `save_sharded` wrote as `count` shards; CheckpointError naming the shard if one is missing,
     unreadable or of another set: another count, another stem, or metadata other than `expect` (e.g. the step
     the caller's state file records)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
     out: dict[str, torch.Tensor] = {}
     for i in range(int(count)):
         path = Path(folder) / f"{stem}.{i:02d}.safetensors"
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{path}: missing or unreadable shard ({str(e).splitlines()[0][:160]})") from None
+        tensors, meta = _read_file(path, CheckpointError, "missing or unreadable shard")
         want = {"shard": f"{i}/{count}", **({"stem": stem} if "stem" in meta else {}),
                 **{k: str(v) for k, v in (expect or {}).items()}}
         for k, v in want.items():
@@ -172,15 +177,7 @@ def read_safetensors(path: str | os.PathLike, format_name: str, version: int, wh
                      ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """Read one of our safetensors files; `error` (CheckpointError, naming the file) if it is unreadable, of
     another format (`metadata['format'] != format_name`), older than `minimum` or newer than `version`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise error(f"{path}: not a readable safetensors file ({str(e).splitlines()[0][:160]})") from None
+    tensors, meta = _read_file(path, error, "not a readable safetensors file")
     check_header(meta, path, format_name, version, what, error=error, minimum=minimum)
     return tensors, meta
 
