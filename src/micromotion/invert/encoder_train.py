@@ -193,13 +193,7 @@ class FaceEncoderTrainer(EncoderTrainer):
         out.mkdir(parents=True, exist_ok=True)
         enc = {f"encoder.{k}": v.float() if v.is_floating_point() else v for k, v in self.encoder.state_dict().items()}
         enc["latent_avg"] = self.net.latent_avg.float()
-        avg, avg_sq = {}, {}
-        for pname, p in self.encoder.named_parameters():
-            st = self.opt.state.get(p)
-            if st:
-                avg[pname], avg_sq[pname] = st["exp_avg"].float(), st["exp_avg_sq"].float()
-        avg["rng.device"] = self.gen.get_state()
-        avg_sq["adam_step"] = torch.tensor(adam_step(self.opt))
+        avg, avg_sq = self.optimizer_tensors()
         meta = {"format": CKPT_FORMAT, "step": str(self.step_count)}
         # Each step's shards have stems of their own (encoder-s<step>.NN...): the set state.json names stays whole
         # until the new state.json replaces it, so a save killed half-way leaves the previous checkpoint usable.
@@ -243,20 +237,11 @@ class FaceEncoderTrainer(EncoderTrainer):
                                   f"{info['fingerprint']}); this one is {generator_fingerprint(G)}. Pass the "
                                   f"--model of the run, or start a new --out")
         tr = cls(FaceEncoderConfig.from_dict(state["config"]), G, device, identity)
-        dev = tr.device
         try:
             enc, t, t2 = (_load_shards(out, state, name) for name in ("encoder", "optim_avg", "optim_avg_sq"))
             tr.encoder.load_state_dict({k[len("encoder."):]: v for k, v in enc.items() if k.startswith("encoder.")})
             tr.net.latent_avg.copy_(enc["latent_avg"])
-            index = {p: i for i, p in enumerate(tr.opt.param_groups[0]["params"])}
-            st = {}
-            for pname, p in tr.encoder.named_parameters():
-                if pname in t:
-                    st[index[p]] = {"step": torch.tensor(float(state["adam_step"])),
-                                    "exp_avg": t[pname].to(dev, torch.float32).reshape(p.shape),
-                                    "exp_avg_sq": t2[pname].to(dev, torch.float32).reshape(p.shape)}
-            tr.opt.load_state_dict({"state": st, "param_groups": tr.opt.state_dict()["param_groups"]})
-            tr.gen.set_state(t["rng.device"])
+            tr.restore_optimizer(t, t2, state["adam_step"])
         except CheckpointError:
             raise  # names the shard already
         except (OSError, KeyError, RuntimeError, ValueError) as e:

@@ -377,14 +377,7 @@ class EncoderTrainer:
         out.mkdir(parents=True, exist_ok=True)
         save_encoder(self.net, out / "encoder.safetensors", {"step": self.step_count,
                                                               "trained_by": "micromotion.world.encoder_train"})
-        avg, avg_sq = {}, {}
-        for pname, p in self.encoder.named_parameters():
-            st = self.opt.state.get(p)
-            if st:
-                avg[pname] = st["exp_avg"].float()
-                avg_sq[pname] = st["exp_avg_sq"].float()
-        avg["rng.device"] = self.gen.get_state()
-        avg_sq["adam_step"] = torch.tensor(adam_step(self.opt))  # never an empty file (unreadable)
+        avg, avg_sq = self.optimizer_tensors()
         meta = {"format": "micromotion-world-encoder-optim", "step": str(self.step_count)}
         save_safetensors(avg, out / "optim_avg.safetensors", meta)
         save_safetensors(avg_sq, out / "optim_avg_sq.safetensors", meta)
@@ -409,6 +402,30 @@ class EncoderTrainer:
             self.train_mode(True)
         grid = torch.cat([x[:n], rec[:n], x[n:], rec[n:]])
         save_png(contact_sheet(to_uint8(grid), n), path)
+
+    def optimizer_tensors(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """AdamW's moments by parameter name ({name: exp_avg} with the RNG state under 'rng.device', {name:
+        exp_avg_sq} with 'adam_step': never an empty file), as checkpoints store them."""
+        avg, avg_sq = {}, {}
+        for pname, p in self.encoder.named_parameters():
+            st = self.opt.state.get(p)
+            if st:
+                avg[pname], avg_sq[pname] = st["exp_avg"].float(), st["exp_avg_sq"].float()
+        avg["rng.device"] = self.gen.get_state()
+        avg_sq["adam_step"] = torch.tensor(adam_step(self.opt))
+        return avg, avg_sq
+
+    def restore_optimizer(self, avg: dict[str, torch.Tensor], avg_sq: dict[str, torch.Tensor], step) -> None:
+        """The inverse of `optimizer_tensors`: AdamW's moments at `step`, and the RNG state."""
+        index = {p: i for i, p in enumerate(self.opt.param_groups[0]["params"])}
+        st = {}
+        for pname, p in self.encoder.named_parameters():
+            if pname in avg:
+                st[index[p]] = {"step": torch.tensor(float(step)),
+                                "exp_avg": avg[pname].to(self.device, torch.float32).reshape(p.shape),
+                                "exp_avg_sq": avg_sq[pname].to(self.device, torch.float32).reshape(p.shape)}
+        self.opt.load_state_dict({"state": st, "param_groups": self.opt.state_dict()["param_groups"]})
+        self.gen.set_state(avg["rng.device"])
 
     @classmethod
     def open(cls, out: Path, G, device, cfg, batch: int | None, has_ckpt: bool, helper
@@ -452,15 +469,7 @@ class EncoderTrainer:
             tr.encoder.load_state_dict(loaded.encoder.state_dict())
             tr.net.latent_avg.copy_(loaded.latent_avg)
             t, t2 = load_file(str(out / "optim_avg.safetensors")), load_file(str(out / "optim_avg_sq.safetensors"))
-            index = {p: i for i, p in enumerate(tr.opt.param_groups[0]["params"])}
-            st = {}
-            for pname, p in tr.encoder.named_parameters():
-                if pname in t:
-                    st[index[p]] = {"step": torch.tensor(float(state["adam_step"])),
-                                    "exp_avg": t[pname].to(dev, torch.float32).reshape(p.shape),
-                                    "exp_avg_sq": t2[pname].to(dev, torch.float32).reshape(p.shape)}
-            tr.opt.load_state_dict({"state": st, "param_groups": tr.opt.state_dict()["param_groups"]})
-            tr.gen.set_state(t["rng.device"])
+            tr.restore_optimizer(t, t2, state["adam_step"])
         except (OSError, KeyError, RuntimeError, ValueError, SafetensorError) as e:
             raise CheckpointError(f"{out}: checkpoint is incomplete or does not match its state.json "
                                   f"({type(e).__name__}: {str(e)[:200]})") from None
