@@ -135,3 +135,22 @@ def test_demo_without_the_real_model_runs_the_world(tmp_path, monkeypatch):
                      "(micromotion demo --world)")
     assert "world clips" in r.output and (tmp_path / "d" / "world_clip_smile.mp4").is_file()
     assert ran and ran[0]["frames"] == 4 and ran[0]["text_steps"] == 2  # the world's own defaults and options
+
+
+def test_real_demo_summary_names_the_encoder_when_photos_are_encoded():
+    """With an encoder for the model the summary and the CPU note speak of the encoder and frames, not of
+    projector steps the demo did not run."""
+    from micromotion.commands.demo import _real_lines
+    from micromotion.demo_real import RealDemoReport, default_counts
+
+    f, s, note = default_counts(torch.device("cpu"), None, None, projector=False)
+    assert "frames per motion" in note and "projector" not in note
+    assert "projector steps" in default_counts(torch.device("cpu"), None, None)[2]
+    r = RealDemoReport(model="m", device="cpu", frames=f, steps=s, method="encoder",
+                       faces={"astronaut": {"kind": "photo", "seconds_invert": 2.5, "motions": {},
+                                            "inversion": {"method": "encoder", "loss": "mse"}}})
+    lines = _real_lines(r)
+    assert lines[0] == f"micromotion demo: real faces (m, cpu, {f} frames per motion, photos inverted by the encoder)"
+    assert "astronaut: aligned and inverted (encoder, mse loss, 2.5 s)" in lines
+    r.method, r.faces["astronaut"]["inversion"] = "projector", {"method": "projector", "loss": "pixel", "steps": 10}
+    assert "astronaut: aligned and inverted (projector, pixel loss, 10 steps, 2.5 s)" in _real_lines(r)
