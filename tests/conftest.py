@@ -14,6 +14,17 @@ def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run slow and GPU tests")
 
 
+def pytest_sessionstart(session):
+    """The machine on the log's first line, also under -q: a native crash on CI (stop 29: a segfault in a CPU
+    backward pass that never happened on the development machine) cannot be read without the processor and
+    torch's kernel choice."""
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), "unknown") if Path("/proc/cpuinfo").exists() else "unknown"
+    session.config.get_terminal_writer().line(
+        f"cpu: {model}; {os.cpu_count()} cores; torch {torch.__version__}, "
+        f"{torch.backends.cpu.get_cpu_capability()} kernels, {torch.get_num_threads()} threads")
+
+
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--runslow"):
         return

@@ -102,3 +102,29 @@ def test_verified_conv_keeps_autograd(monkeypatch):
         if verdict is not None:
             ops._CUDNN_VERDICT[next(iter(ops._CUDNN_VERDICT))] = verdict
     ops._CUDNN_VERDICT.clear()
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_convolutions_get_dense_weights_forward_and_backward(fused):
+    """Every convolution of a synthesis (CPU, forward and backward) gets a dense weight: no stride-0 filter
+    bank from `expand`, no transposed view. Defensive: CI crashed once in such a backward pass (stop 29)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from micromotion.models.stylegan2 import Generator, GeneratorConfig
+
+    seen = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (torch.ops.aten.convolution.default, torch.ops.aten.convolution_backward.default):
+                w = args[1] if func is torch.ops.aten.convolution.default else args[2]
+                seen.append((str(func), tuple(w.shape), w.stride(), w.is_contiguous()))
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    G = Generator(GeneratorConfig.tiny(32)).requires_grad_(False)
+    ws = G.mapping(torch.randn(2, G.z_dim), 0.7).requires_grad_(True)
+    with Record():
+        G.synthesis(ws, fused=fused).square().mean().backward()
+    assert any("backward" in s[0] for s in seen) and len(seen) > 10
+    assert all(s[3] for s in seen), [s for s in seen if not s[3]]

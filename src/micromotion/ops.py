@@ -166,7 +166,8 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor, up: int = 1, down: int = 1,
     x = F.pad(x, [max(px0, 0), max(px1, 0), max(py0, 0), max(py1, 0)])
     x = x[:, :, max(-py0, 0): x.shape[2] - max(-py1, 0), max(-px0, 0): x.shape[3] - max(-px1, 0)]
     f = (f * (gain ** (f.ndim / 2))).to(dtype=x.dtype, device=x.device).flip([0, 1])
-    weight = f[None, None].expand(c, 1, *f.shape)
+    # a dense copy, not an expand: the depthwise conv (and its backward) then never sees a stride-0 weight
+    weight = f[None, None].repeat(c, 1, 1, 1)
     x = F.conv2d(x, weight, groups=c)
     if down > 1:
         x = x[:, :, ::down, ::down]
@@ -253,7 +254,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
             x = F.pixel_shuffle(conv2d(x, polyphase_upconv_weight(weight, resample_filter), padding=1), 2)
             up = 1  # filtering done
         elif up > 1:
-            x = conv_transpose2d(x, weight.transpose(0, 1), stride=up)
+            x = conv_transpose2d(x, weight.transpose(0, 1).contiguous(), stride=up)  # dense, as `repeat` above
         else:
             x = conv2d(x, weight, padding=kh // 2)
         if dcoefs is not None:
