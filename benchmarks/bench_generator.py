@@ -6,10 +6,14 @@ Compares, in one process:
 - ours: batched shared-weight convolutions (upsampling layers as polyphase dense convs on CUDA), fp32
   (TF32 off and on) and bf16 autocast, optionally `torch.compile` (which fuses the elementwise passes).
 Reports frames/s, speed-up over the original structure, and fidelity: PSNR over [-1, 1] of batched fp32
-and bf16 frames vs the reference frames (per-sample fp32 without cuDNN). Exits non-zero when fp32 is below
-100 dB or bf16 below 38 dB: a fast benchmark of wrong frames is a failure.
+and bf16 frames vs the reference frames (per-sample fp32 without cuDNN), for every layout measured. Exits
+non-zero when fp32 is below 100 dB or bf16 below 38 dB: a fast benchmark of wrong frames is a failure.
+`--layouts nchw,nhwc` adds the channels_last activations (`SynthesisNetwork.memory_format`); `--profile`
+prints where the GPU time of one bf16 batch goes (kernel time by kind: convolutions, Triton/elementwise,
+copies), the fastest path profiled.
 
-    python benchmarks/bench_generator.py [--resolution 1024] [--batches 1,8,32,64] [--compile] [--json out.json]
+    python benchmarks/bench_generator.py [--resolution 1024] [--batches 1,8,32,64] [--compile] [--layouts nchw]
+                                         [--profile] [--json out.json]
 """
 from __future__ import annotations
 
@@ -67,14 +71,47 @@ def psnr(a, b):
     return float("inf") if mse == 0 else 10 * math.log10(4.0 / mse)
 
 
+def profile_kernels(fn, ws, label):
+    """Print the GPU kernel time of one bf16 call of `fn(ws)` by kind, and the 15 longest kernels."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+        fn(ws)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn(ws)
+            torch.cuda.synchronize()
+    rows = sorted(((e.key, e.device_time_total, e.count) for e in prof.key_averages() if e.device_time_total > 0),
+                  key=lambda r: -r[1])
+    total = sum(t for _, t, _ in rows)
+    kinds: dict[str, float] = {}
+    for key, t, _ in rows:
+        k = key.lower()
+        kind = ("convolution" if any(s in k for s in ("conv", "cudnn", "xmma", "implicit", "cutlass", "gemm", "sm90"))
+                else "triton (fused elementwise)" if k.startswith("triton") else
+                "copy/layout" if any(s in k for s in ("copy", "transpose", "nchw", "nhwc")) else "other")
+        kinds[kind] = kinds.get(kind, 0.0) + t
+    n = ws.shape[0]
+    print(f"profile, {label}: {total / 1000:.2f} ms of kernels ({n / (total / 1e6):.0f} frames/s back to back)")
+    for kind, t in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:28s} {t / 1000:8.2f} ms  {100 * t / total:5.1f} %")
+    for key, t, count in rows[:15]:
+        print(f"  {t / 1000:8.2f} ms {count:4d}x {key[:100]}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--resolution", type=int, default=1024)
     ap.add_argument("--batches", default="1,8,16,32,64")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--min-time", type=float, default=2.0)
+    ap.add_argument("--layouts", default="nchw", help="activation layouts to time: nchw, nhwc or both")
+    ap.add_argument("--profile", action="store_true", help="GPU kernel time of one bf16 batch, by kind")
     ap.add_argument("--json")
     args = ap.parse_args()
+    layouts = args.layouts.split(",")
+    if not set(layouts) <= {"nchw", "nhwc"}:
+        sys.exit(f"--layouts: nchw and/or nhwc, got {args.layouts!r}")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "CPU"
     G = make_generator(args.resolution, device)
@@ -110,12 +147,25 @@ def main():
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         for b in batches:
             run("ours tf32", b, torch.float32)
-        for b in batches:
-            run("ours bf16", b, torch.bfloat16)
-        if args.compile:
-            comp = torch.compile(lambda w: G.synthesis(w), dynamic=False)
+        fastest = (0.0, None)
+        for layout in layouts:
+            G.synthesis_net.memory_format = layout
+            tag = "" if layout == "nchw" else f" {layout}"
             for b in batches:
-                run("ours bf16 compiled", b, torch.bfloat16, fn=comp)
+                fps = run(f"ours bf16{tag}", b, torch.bfloat16)
+                fastest = max(fastest, (fps, (G.synthesis, b, layout)), key=lambda t: t[0])
+            if args.compile:
+                torch._dynamo.reset()  # the layout is read in Python: compile it afresh
+                comp = torch.compile(lambda w: G.synthesis(w), dynamic=False)
+                for b in batches:
+                    fps = run(f"ours bf16 compiled{tag}", b, torch.bfloat16, fn=comp)
+                    fastest = max(fastest, (fps, (comp, b, layout)), key=lambda t: t[0])
+        G.synthesis_net.memory_format = "nchw"
+        if args.profile:
+            fn, b, layout = fastest[1]
+            G.synthesis_net.memory_format = layout
+            profile_kernels(fn, ws_all[:b], f"bf16 batch {b} {layout}")
+            G.synthesis_net.memory_format = "nchw"
 
     # fidelity: batched frames vs the reference frames (per-sample grouped convs, fp32, no cuDNN, no TF32)
     # at the batch sizes that cuDNN 9.19 got wrong on an H200 (8, 16, 64) and one it got right (12)
@@ -125,17 +175,20 @@ def main():
         with torch.no_grad():
             with torch.backends.cudnn.flags(enabled=False):
                 orig = torch.cat([G.synthesis(ws_all[i:i + 1], fused=True) for i in range(64)])
-            for b in (8, 12, 16, 64):
-                ref = torch.cat([G.synthesis(c) for c in ws_all.split(b)])
-                with torch.autocast("cuda", dtype=torch.bfloat16):
-                    low = torch.cat([G.synthesis(c) for c in ws_all.split(b)])
-                fid[f"psnr_fp32_b{b}_vs_reference_db"] = psnr(ref, orig)
-                fid[f"max_abs_fp32_b{b}_vs_reference"] = (ref - orig).abs().max().item()
-                fid[f"psnr_bf16_b{b}_vs_reference_db"] = psnr(low, orig)
-                if fid[f"psnr_fp32_b{b}_vs_reference_db"] < FP32_BAR_DB:
-                    failures.append(f"fp32 batch {b}: {fid[f'psnr_fp32_b{b}_vs_reference_db']:.1f} dB < {FP32_BAR_DB}")
-                if fid[f"psnr_bf16_b{b}_vs_reference_db"] < BF16_BAR_DB:
-                    failures.append(f"bf16 batch {b}: {fid[f'psnr_bf16_b{b}_vs_reference_db']:.1f} dB < {BF16_BAR_DB}")
+            for layout in layouts:
+                G.synthesis_net.memory_format = layout
+                tag = "" if layout == "nchw" else f"_{layout}"
+                for b in (8, 12, 16, 64):
+                    ref = torch.cat([G.synthesis(c) for c in ws_all.split(b)])
+                    with torch.autocast("cuda", dtype=torch.bfloat16):
+                        low = torch.cat([G.synthesis(c) for c in ws_all.split(b)])
+                    for prec, out, bar in (("fp32", ref, FP32_BAR_DB), ("bf16", low, BF16_BAR_DB)):
+                        key = f"psnr_{prec}_b{b}{tag}_vs_reference_db"
+                        fid[key] = psnr(out, orig)
+                        if fid[key] < bar:
+                            failures.append(f"{prec} batch {b} {layout}: {fid[key]:.1f} dB < {bar}")
+                    fid[f"max_abs_fp32_b{b}{tag}_vs_reference"] = (ref - orig).abs().max().item()
+            G.synthesis_net.memory_format = "nchw"
         print(json.dumps(fid))
     best = max(r["fps"] for r in rows)
     summary = {"device": name, "date": datetime.date.today().isoformat(), "torch": torch.__version__,

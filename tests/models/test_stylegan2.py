@@ -84,6 +84,27 @@ def test_batch_independence(G):
     assert torch.allclose(whole, single, atol=1e-5)
 
 
+def test_layouts_give_the_same_frames(G):
+    """`memory_format` "nhwc" changes the activations' layout (convs see channels_last), not the frames."""
+    ws = torch.randn(3, G.num_ws, G.w_dim)
+    seen = []
+    hook = G.synthesis_net.layers[1].register_forward_hook(
+        lambda mod, args, out: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    try:
+        with torch.no_grad():
+            a = G.synthesis(ws)
+            G.synthesis_net.memory_format = "nhwc"
+            b = G.synthesis(ws)
+            G.synthesis_net.memory_format = "sideways"
+            with pytest.raises(ValueError, match="memory_format must be 'nchw' or 'nhwc', got 'sideways'"):
+                G.synthesis(ws)
+    finally:
+        G.synthesis_net.memory_format = "nchw"
+        hook.remove()
+    assert seen == [False, True]
+    assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
 def test_bad_shapes(G):
     with pytest.raises(ValueError, match=r"ws must have shape \[N, 8, 16\]"):
         G.synthesis(torch.randn(2, 7, 16))
@@ -133,7 +154,8 @@ _BARS = {"fp32": 100.0, "tf32": 45.0, "bf16": 38.0}
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("mode", ["fp32", "tf32", "bf16", "bf16-compiled", "fp32-compiled"])
+@pytest.mark.parametrize("mode", ["fp32", "tf32", "bf16", "bf16-compiled", "fp32-compiled", "fp32-nhwc",
+                                  "bf16-nhwc-compiled"])
 def test_cuda_batched_frames_are_the_reference_frames(cuda_config_f, mode):
     """Found on an H200 (cuDNN 9.19): batched fp32 frames at batch 8/16/32/64 were 30.8 dB from the
     reference (max abs 2.1) while batch 1/2/4/12 were right."""
@@ -142,6 +164,7 @@ def test_cuda_batched_frames_are_the_reference_frames(cuda_config_f, mode):
     synth = torch.compile(G.synthesis, dynamic=False) if mode.endswith("compiled") else G.synthesis
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    G.synthesis_net.memory_format = "nhwc" if "nhwc" in mode else "nchw"
     try:
         batches = (8, 64) if mode.endswith("compiled") else (1, 2, 4, 8, 12, 16, 24, 32, 64)
         for b in batches:
@@ -151,3 +174,4 @@ def test_cuda_batched_frames_are_the_reference_frames(cuda_config_f, mode):
             assert psnr >= _BARS[precision], f"{mode} batch {b}: {psnr:.1f} dB from the reference frames"
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+        G.synthesis_net.memory_format = "nchw"

@@ -199,15 +199,23 @@ class SynthesisNetwork(nn.Module):
         self.torgbs = nn.ModuleList(torgbs)
         self.register_buffer("resample_filter", ops.setup_filter(cfg.resample_filter), persistent=False)
 
+    #: Activation layout: "nchw" (default) or "nhwc" (channels_last from the constant input on; for measuring
+    #: GPU layouts, `benchmarks/bench_generator.py --layouts`). Both give the same frames (tests).
+    memory_format: str = "nchw"
+
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", fused: bool = False,
                 generator: torch.Generator | None = None) -> torch.Tensor:
         if noise_mode not in ("const", "random", "none"):
             raise ValueError(f"noise_mode must be 'const', 'random' or 'none', got {noise_mode!r}")
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}")
+        if self.memory_format not in ("nchw", "nhwc"):
+            raise ValueError(f"memory_format must be 'nchw' or 'nhwc', got {self.memory_format!r}")
         dtype = torch.get_autocast_dtype("cuda") if ws.is_cuda and torch.is_autocast_enabled("cuda") else torch.float32
         ws = ws.to(torch.float32)
         x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
+        if self.memory_format == "nhwc":
+            x = x.contiguous(memory_format=torch.channels_last)
         kw = dict(noise_mode=noise_mode, fused=fused, generator=generator)
         x = self.layers[0](x, ws[:, 0], **kw)
         img = self.torgbs[0](x, ws[:, 1], fused=fused).float()
