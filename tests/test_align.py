@@ -240,6 +240,27 @@ def test_cnn_detector_on_a_downscaled_photo(astronaut):
     assert 80 < (l + r) / 2 < 135 and 40 < (t + b) / 2 < 85
 
 
+@pytest.mark.parametrize("size", [(1, 1), (6, 6), (300, 10), (3, 800), (19, 19), (30, 600)])
+def test_the_cnn_never_sees_an_image_too_small_for_a_face(monkeypatch, size):
+    """dlib's CNN writes past its buffers on tiny images (valgrind) and the damage crashed later code; images
+    whose shorter side, upsampled, is under CNN_MIN_SIDE never reach it (they cannot hold a face it finds)."""
+    from micromotion import align as al
+
+    seen = []
+    real = al._cnn_detector()
+
+    def spy(arr, upsample):
+        seen.append(min(arr.shape[:2]) * 2 ** upsample)
+        return real(arr, upsample)
+
+    monkeypatch.setattr(al, "_cnn_detector", lambda: spy)
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 255, (*size[::-1], 3), dtype=np.uint8))
+    assert al.detect_faces(image, "cnn") == [] and al.detect_faces(image, "auto") == []
+    assert all(s >= al.CNN_MIN_SIDE for s in seen), seen
+    if min(size) * 2 >= al.CNN_MIN_SIDE:  # upsampled once it is big enough: the CNN does run
+        assert seen
+
+
 def test_given_landmarks_skip_detection(astronaut, astronaut_face):
     f = align_face(astronaut, size=64, landmarks=astronaut_face.landmarks)
     assert f.detector == "given" and f.image.size == (64, 64)

@@ -107,7 +107,8 @@ def test_verified_conv_keeps_autograd(monkeypatch):
 @pytest.mark.parametrize("fused", [False, True])
 def test_convolutions_get_dense_weights_forward_and_backward(fused):
     """Every convolution of a synthesis (CPU, forward and backward) gets a dense weight: no stride-0 filter
-    bank from `expand`, no transposed view. Defensive: CI crashed once in such a backward pass (stop 29)."""
+    bank from `expand`, no transposed view (oneDNN has had crashes on unusual strides). CI's crash in such a
+    backward pass (stop 29) was traced to heap damage done earlier by dlib's CNN (tests/test_align.py)."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from micromotion.models.stylegan2 import Generator, GeneratorConfig

@@ -38,6 +38,12 @@ DEFAULT_MIN_EYE_DISTANCE = 16.0
 # CNN costs ~1 s per 0.3 megapixel on one CPU core, so it sees a smaller image.
 HOG_MAX_SIDE = 1024
 CNN_MAX_SIDE = 800
+#: The CNN only runs where its image's shorter side, after upsampling, is at least this: dlib's MMOD detector
+#: finds faces of 80 px and up at its own scale (40 px in the photo with one upsampling), so a smaller image
+#: holds none it could find, and on such images dlib 20.0.1 writes past its buffers before raising (valgrind:
+#: invalid writes on 2-8 px squares and an 800 x 3 strip; a 10 x 300 image upsampled once crashed the process
+#: at exit). That heap damage crashed test runs later, in unrelated code (a backward pass, a convolution).
+CNN_MIN_SIDE = 40
 #: Detections scoring below this are ranked after the others (true faces score ~0.5-3 with either detector).
 WEAK_SCORE = 0.3
 
@@ -151,6 +157,10 @@ def detect_faces(image: ImageSource, detector: str = "auto", *, min_faces: int =
         if max_side not in cache:
             cache[max_side] = _downscaled(image, max_side)
         arr, sx, sy = cache[max_side]
+        if name == "cnn" and min(arr.shape[:2]) * 2 ** upsample < CNN_MIN_SIDE:
+            log.debug("cnn skipped on %dx%d (upsample %d): too small to hold a face it finds", arr.shape[1],
+                      arr.shape[0], upsample)
+            continue
         if name == "hog":
             rects, scores, _ = _hog_detector().run(arr, upsample, 0.0)
             found = [FaceDetection(_to_photo(r, sx, sy), float(s), "hog") for r, s in zip(rects, scores)]
@@ -158,7 +168,7 @@ def detect_faces(image: ImageSource, detector: str = "auto", *, min_faces: int =
             try:
                 found = [FaceDetection(_to_photo(d.rect, sx, sy), float(d.confidence), "cnn")
                          for d in _cnn_detector()(arr, upsample)]
-            except RuntimeError as e:  # dlib: "Filter windows must be small enough..." on a tiny image: no face
+            except RuntimeError as e:  # dlib: "Filter windows must be small enough..." (not reached: CNN_MIN_SIDE)
                 log.debug("cnn on %dx%d: %s", arr.shape[1], arr.shape[0], " ".join(str(e).split())[:200])
                 found = []
         log.debug("%s (upsample %d, %dx%d): %d face(s)", name, upsample, arr.shape[1], arr.shape[0], len(found))
