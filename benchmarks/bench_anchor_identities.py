@@ -6,7 +6,7 @@ K motions from single anchor identities and K from N identities each (the shared
 identities (seeds drawn from --pool-seed, never looked at), inverted with the world encoder, read by the oracle
 on 50 neutral renders of --faces-seed inverted with the encoder (as `micromotion evaluate --faces renders`).
 The N-identity motions use the same clips as the singles and more: identity pool[N*i : N*i+N] for motion i,
-the singles pool[0..K-1].
+the singles pool[0..K-1] (with --all-singles every identity of the pool).
 
 --route text: each identity's anchors as `micromotion extract --text TEMPLATE --seed SEED` makes them on the
 world (the preset's template, the world profile's settings for it, re-inverted with the world encoder:
@@ -52,6 +52,8 @@ def main():
     ap.add_argument("--identities", type=int, default=50, help="unseen faces")
     ap.add_argument("--route", choices=["video", "text"], default="video", help="how each identity's anchors are made")
     ap.add_argument("--anchors-cache", help="text: cache folder of text anchors [default: the library's]")
+    ap.add_argument("--all-singles", action="store_true", help="a single motion from every identity of the pool "
+                    "(K * N), not only the first K")
     ap.add_argument("--save", help="folder to write each identity's anchors and each motion to (.safetensors)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json")
@@ -78,10 +80,11 @@ def main():
         print(f"anchors {i + 1}/{len(pool)} (seed {seed}) {time.perf_counter() - t0:.0f} s", file=sys.stderr,
               flush=True)
     motions, stability = {}, {}
-    for i in range(a.k):
+    for i in range(len(pool) if a.all_singles else a.k):
         key = f"single/{pool[i]}"
         motions[key] = Motion.from_anchors(anchors[pool[i]], generator=G, name=name)
         stability[key] = anchor_stability(anchors[pool[i]])["min_cosine"]
+    for i in range(a.k):
         group = pool[a.n * i: a.n * i + a.n]
         key = f"shared/{'+'.join(map(str, group))}"
         joined = Anchors.concat([anchors[s] for s in group])
