@@ -6,9 +6,15 @@ K motions from single anchor identities and K from N identities each (the shared
 identities (seeds drawn from --pool-seed, never looked at), inverted with the world encoder, read by the oracle
 on 50 neutral renders of --faces-seed inverted with the encoder (as `micromotion evaluate --faces renders`).
 The N-identity motions use the same clips as the singles and more: identity pool[N*i : N*i+N] for motion i,
-the singles pool[0..K-1].
+the singles pool[0..K-1] (with --all-singles every identity of the pool).
 
-    python benchmarks/bench_anchor_identities.py --motion smile --k 10 --n 3 [--json out.json]
+--route text: each identity's anchors as `micromotion extract --text TEMPLATE --seed SEED` makes them on the
+world (the preset's template, the world profile's settings for it, re-inverted with the world encoder:
+`text_motion.text_motion_anchors` with the profile's defaults), the same pool seeds as start faces (z from the
+seed, as `--seed` does: the generator's faces, not the renderer's identities the video route draws with the
+same seeds); the shared motions join N of them as `extract --text --identities N` does (`Anchors.concat`).
+
+    python benchmarks/bench_anchor_identities.py --motion smile --k 10 --n 3 [--route text] [--json out.json]
 """
 from __future__ import annotations
 
@@ -44,6 +50,11 @@ def main():
     ap.add_argument("--pool-seed", type=int, default=2027, help="draws the anchor identities")
     ap.add_argument("--faces-seed", type=int, default=100)
     ap.add_argument("--identities", type=int, default=50, help="unseen faces")
+    ap.add_argument("--route", choices=["video", "text"], default="video", help="how each identity's anchors are made")
+    ap.add_argument("--anchors-cache", help="text: cache folder of text anchors [default: the library's]")
+    ap.add_argument("--all-singles", action="store_true", help="a single motion from every identity of the pool "
+                    "(K * N), not only the first K")
+    ap.add_argument("--save", help="folder to write each identity's anchors and each motion to (.safetensors)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json")
     a = ap.parse_args()
@@ -52,7 +63,8 @@ def main():
     from micromotion.decompose import Motion, anchor_stability
     from micromotion.evaluate import evaluate_motions, starting_latents
     from micromotion.generators import load_generator
-    from micromotion.presets import canonical
+    from micromotion.presets import PRESETS, canonical
+    from micromotion.text_motion import text_motion_anchors
     from micromotion.world.recipes import world_video_anchors
 
     name = canonical(a.motion)  # the preset name, from which evaluate reads the target factor
@@ -61,22 +73,33 @@ def main():
     t0 = time.perf_counter()
     anchors = {}
     for i, seed in enumerate(pool):
-        anchors[seed] = world_video_anchors(G, a.motion, seed=seed)
+        if a.route == "video":
+            anchors[seed] = world_video_anchors(G, a.motion, seed=seed)
+        else:
+            anchors[seed] = text_motion_anchors(G, PRESETS[name].template, seed=seed, cache_dir=a.anchors_cache)
         print(f"anchors {i + 1}/{len(pool)} (seed {seed}) {time.perf_counter() - t0:.0f} s", file=sys.stderr,
               flush=True)
     motions, stability = {}, {}
-    for i in range(a.k):
+    for i in range(len(pool) if a.all_singles else a.k):
         key = f"single/{pool[i]}"
         motions[key] = Motion.from_anchors(anchors[pool[i]], generator=G, name=name)
         stability[key] = anchor_stability(anchors[pool[i]])["min_cosine"]
+    for i in range(a.k):
         group = pool[a.n * i: a.n * i + a.n]
         key = f"shared/{'+'.join(map(str, group))}"
         joined = Anchors.concat([anchors[s] for s in group])
         motions[key] = Motion.from_anchors(joined, generator=G, name=name)
         stability[key] = anchor_stability(joined)["min_cosine"]
+    if a.save:
+        save = Path(a.save)
+        save.mkdir(parents=True, exist_ok=True)
+        for seed, anc in anchors.items():
+            anc.save(save / f"anchors-{a.route}-{a.motion}-{seed}.safetensors")
+        for key, m in motions.items():
+            m.save(save / f"motion-{a.route}-{a.motion}-{key.replace('/', '-')}.safetensors")
     ws = starting_latents(G, a.identities, a.faces_seed, 0, 16, False, "renders")
     reports = evaluate_motions(G, motions, identities=a.identities, seed=a.faces_seed, strengths=[0.0, 1.0], ws=ws)
-    out = {"date": datetime.date.today().isoformat(), "torch": torch.__version__, "device": a.device,
+    out = {"date": datetime.date.today().isoformat(), "torch": torch.__version__, "device": a.device, "route": a.route,
            "cpu": platform.processor() or platform.machine(), "args": vars(a), "pool": pool, "kinds": {},
            "motions": {k: {"success": r["target_success_rate"], "drift": r["nontarget_drift_mean"],
                            "change": r["target_change_mean"], "stability": stability[k]}
