@@ -277,3 +277,61 @@ def strengths(frames: int, strength: float, loop: bool = False) -> torch.Tensor:
     if loop:
         t = 1 - (2 * t - 1).abs()
     return t * strength
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Transfer risk of a motion made from one face (issue 25, item 3)
+#
+# How well a single-face motion moves other faces is not known until it is rendered and measured. What a user can
+# see beforehand: its size next to the shipped preset of the same motion. On the world model, in a test fixed
+# before its 22 motions were made (docs/results.md, "Transfer risk of one-face motions, tested"), the 3 that moved
+# fewer than half of 50 unseen faces were all under 0.7x the shipped preset's direction norm, as was 1 of the 19
+# that moved more (a text head turn, 0.52x); every video motion was over 0.7x (the smallest 0.72x).
+#: Below this fraction of the shipped preset's norm a single-face motion is flagged as high transfer risk.
+RISK_RATIO = 0.7
+
+
+def risk_folders() -> tuple[Path, ...]:
+    """Shipped preset folders the risk rule was measured against: the world's only (MobileStyleGAN's presets are
+    the authors' directions rescaled to a unit norm, so a motion's size next to them says nothing measured)."""
+    return (packaged_dir(),)
+
+
+def _shipped_preset_of(name: str, generator_hash: str, folders) -> Motion | None:
+    for folder in folders:
+        path = Path(folder) / f"{name}.safetensors"
+        if path.is_file():
+            m = load_motion(path)
+            if m.meta.generator_hash == generator_hash:
+                return m
+    return None
+
+
+def transfer_risk(motion: Motion, folders=None) -> dict:
+    """How likely a motion decoded from one face is to move other faces, from its size alone (see above).
+
+    Compares `motion` with the shipped preset of the same name (`PRESETS`, any accepted spelling) made for the
+    same generator (by the fingerprint stamped in both files), in `folders` (default `risk_folders()`).
+    -> {"level": "high" | "low" | "unknown", "ratio": ||direction|| / ||preset direction|| or None,
+        "preset": preset name or None, "threshold": RISK_RATIO, "reason": why, when "unknown"}.
+    """
+    out = {"level": "unknown", "ratio": None, "preset": None, "threshold": RISK_RATIO, "reason": ""}
+    meta = motion.meta
+    name = ALIASES.get(meta.name, meta.name)
+    ids = meta.rpca.get("identities")
+    if name not in PRESETS:
+        out["reason"] = f"no preset is named '{meta.name}' to compare with; name it after one: {', '.join(PRESETS)}"
+    elif not meta.generator_hash:
+        out["reason"] = "the motion has no generator fingerprint (decode it with -g)"
+    elif isinstance(ids, int) and ids > 1:
+        out["reason"] = f"shared by {ids} faces; the rule is measured on motions from one face"
+    else:
+        ref = _shipped_preset_of(name, meta.generator_hash, risk_folders() if folders is None else folders)
+        if ref is None:
+            out["reason"] = f"no shipped '{name}' preset of this generator that the rule was measured against"
+        elif float(ref.direction.norm()) == 0:
+            out["reason"] = f"the shipped '{name}' preset has a zero direction"
+        else:
+            ratio = float(motion.direction.norm()) / float(ref.direction.norm())
+            out.update(level="high" if ratio < RISK_RATIO else "low", ratio=ratio, preset=name)
+    return out

@@ -183,3 +183,29 @@ def test_info_on_published_direction(paper_directions):
     result = run("motion", "info", paper_directions / "headsTurn.pt")
     assert result.exit_code == 0, result.output
     assert "headsTurn" in result.output and "18 x 512" in result.output and "norm 88.3" in result.output
+
+
+def test_decode_and_info_show_the_transfer_risk(tmp_path, anchors_file, generators, monkeypatch):
+    import micromotion.presets as presets
+
+    path, _ = anchors_file
+    out = tmp_path / "smile.safetensors"
+    result = run("motion", "decode", path, "-o", out, "-g", generators[0])
+    assert result.exit_code == 0, result.output
+    assert "transfer risk: unknown (no shipped 'smile' preset of this generator" in result.output  # none for it
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    monkeypatch.setattr(presets, "risk_folders", lambda: (shipped,))
+    for factor, expected in ((4.0, "transfer risk: high - this motion is 0.25x the size of the shipped 'smile' "
+                                   "preset; most one-face motions under 0.7x moved fewer than half of unseen faces"),
+                             (1.25, "transfer risk: low - this motion is 0.80x the size of the shipped 'smile' preset")):
+        preset = Motion.from_direction(load_motion(out).direction * factor, name="smile", generator=tiny_generator(0))
+        preset.save(shipped / "smile.safetensors")
+        result = run("motion", "decode", path, "-o", out, "-g", generators[0])
+        assert result.exit_code == 0 and expected in result.output, result.output
+        info = run("motion", "info", out)
+        assert info.exit_code == 0 and expected in " ".join(info.output.split()), info.output
+    result = run("motion", "decode", path, "-o", tmp_path / "wink.safetensors", "-g", generators[0])
+    assert "transfer risk: unknown (no preset is named 'wink'" in result.output
+    result = run("motion", "decode", path, "-o", out)  # no generator: nothing to compare with
+    assert "transfer risk: unknown (the motion has no generator fingerprint" in result.output

@@ -68,6 +68,21 @@ def _anchors_line(motion: Motion) -> str:
     return f"{motion.num_anchors} anchors"
 
 
+def _risk(motion: Motion) -> str:
+    """The transfer-risk estimate of a single-face motion (`presets.transfer_risk`), as one line's value."""
+    from ..presets import transfer_risk
+
+    r = transfer_risk(motion)
+    if r["level"] == "unknown":
+        return f"unknown ({r['reason']})"
+    size = f"{r['ratio']:.2f}x the size of the shipped '{r['preset']}' preset"
+    if r["level"] == "high":
+        return (f"high - this motion is {size}; most one-face motions under {r['threshold']:g}x moved fewer than "
+                f"half of unseen faces on the world model (docs/results.md)")
+    return (f"low - this motion is {size}; one-face motions this large mostly moved more than half of unseen "
+            f"faces on the world model (docs/results.md)")
+
+
 def _written(motion: Motion, path: Path) -> str:
     return (f"wrote {path}: motion '{motion.meta.name}', {motion.num_ws}x{motion.w_dim} latents, "
             f"{_anchors_line(motion)}, rank {_ranks(motion.ranks)}, direction norm {motion.direction.norm():.3g}")
@@ -122,6 +137,7 @@ def info(file: Path, generator: str | None) -> None:
                      if meta.span == "anchors" else "spans the low-rank anchors"))
     if meta.rpca:
         rows.append(("robust PCA", _describe_rpca(meta.rpca)))
+    rows.append(("transfer risk", _risk(m)))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         click.echo(f"{key + ':':<{width + 2}}{value}")
@@ -175,6 +191,7 @@ def decode(anchors: Path, output: Path, name, rank, energy, direction, variant, 
                            generator_name=generator_name, source=source)
     m.save(output)
     click.echo(_written(m, output))
+    click.echo(f"transfer risk: {_risk(m)}")
 
 
 @motion.command("compose")
