@@ -319,12 +319,12 @@ def transfer_risk(motion: Motion, folders=None) -> dict:
     meta = motion.meta
     name = ALIASES.get(meta.name, meta.name)
     ids = meta.rpca.get("identities")
-    if name not in PRESETS:
+    if isinstance(ids, int) and ids > 1:  # first: no name would make the rule apply
+        out["reason"] = f"shared by {ids} faces; the rule is measured on motions from one face"
+    elif name not in PRESETS:
         out["reason"] = f"no preset is named '{meta.name}' to compare with; name it after one: {', '.join(PRESETS)}"
     elif not meta.generator_hash:
         out["reason"] = "the motion has no generator fingerprint (decode it with -g)"
-    elif isinstance(ids, int) and ids > 1:
-        out["reason"] = f"shared by {ids} faces; the rule is measured on motions from one face"
     else:
         ref = _shipped_preset_of(name, meta.generator_hash, risk_folders() if folders is None else folders)
         if ref is None:
