@@ -151,6 +151,24 @@ def test_checkpoint_resume_continues_exactly(tmp_path, G, monkeypatch, shard_byt
     assert torch.equal(straight.gen.get_state(), resumed.gen.get_state())
 
 
+def test_saves_remove_their_old_shards_and_nothing_else(tmp_path, G):
+    """A save deletes the shards of the step it supersedes (and first-format ones), never a user's file that
+    happens to start like them (an encoder exported into the checkpoint folder)."""
+    tr = FaceEncoderTrainer(_cfg(), G)
+    run = tmp_path / "run"
+    run.mkdir()
+    mine = ["encoder.safetensors", "encoder-final.safetensors", "optim_avg_notes.safetensors", "encoder.00.png"]
+    for name in mine + ["encoder.00.safetensors"]:  # the last: a shard of the first format, superseded
+        (run / name).write_bytes(b"x")
+    tr.step()
+    tr.save(run)
+    tr.step()
+    tr.save(run)
+    names = sorted(p.name for p in run.iterdir())
+    assert names == sorted(mine + [f"{s}-s2.00.safetensors" for s in ("encoder", "optim_avg", "optim_avg_sq")]
+                           + ["samples.png", "state.json"])
+
+
 def test_resume_refuses_another_generator_and_a_mixed_checkpoint(tmp_path, G):
     tr = FaceEncoderTrainer(_cfg(), G)
     tr.step()

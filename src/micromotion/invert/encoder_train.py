@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,6 +59,9 @@ STATE_VERSION = 1
 CKPT_FORMAT = "micromotion-face-encoder-ckpt"  # the shards' metadata
 EVAL_SEED = 922_001  # held-out codes; training draws from `seed` on its own generator
 SHARD_BYTES = 15_000_000
+# what `save` may delete: the shards it wrote for a step (encoder-s12.00.safetensors) or in the first format
+# (encoder.00.safetensors), never another file of the folder (an exported encoder.safetensors, say)
+_OLD_SHARD = re.compile(r"(encoder|optim_avg|optim_avg_sq)(-s\d+)?\.\d{2}\.safetensors")
 
 
 
@@ -210,8 +214,8 @@ class FaceEncoderTrainer(EncoderTrainer):
                  "adam_step": adam_step(self.opt), "shards": shards, **(extra or {})}
         write_text(out / "state.json", json.dumps(state, indent=1))
         keep = {f"{v['stem']}." for v in shards.values()}
-        for f in out.glob("*.safetensors"):  # shards of earlier steps, now superseded
-            if f.name.startswith(("encoder", "optim_avg")) and not f.name.startswith(tuple(keep)):
+        for f in out.glob("*.safetensors"):  # our shards of earlier steps, now superseded; nothing else
+            if _OLD_SHARD.fullmatch(f.name) and not f.name.startswith(tuple(keep)):
                 f.unlink(missing_ok=True)
 
     @torch.no_grad()
