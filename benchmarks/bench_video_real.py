@@ -1,14 +1,16 @@
-"""Video anchors on real faces (issue 22, item 3): a known smile through the user's path, measured.
+"""Video anchors on real faces (issue 22, item 3): a known smile (or head turn) through the user's path, measured.
 
 A seeded face of the real-face model performs the shipped smile preset (`clips.motion_clip`: the smile eases in,
 the head wanders by a little of the head_turn preset, the camera shakes, the light dims and warms, JPEG),
+or with `--motion head_turn` the head-turn preset while the smile wanders by a little,
 written as an mp4; then, as a user would, `micromotion extract --video` (tracking, alignment, inversion by
 `--method auto`: the shipped encoder) and `micromotion motion decode`. Reported: the cosine of the decoded
-direction to the smile preset's, over the W+ rows that change the image (`image_rows`; flattened, one cosine
+direction to the performed preset's, over the W+ rows that change the image (`image_rows`; flattened, one cosine
 over all those rows together), and with --evaluate the transfer of the decoded motion and of the preset to the
 same unseen faces (`micromotion evaluate ... --seed 2026`).
 
     python benchmarks/bench_video_real.py --out /tmp/video-real [--seed 7] [--frames 16] [--evaluate 20]
+                                          [--motion smile|head_turn]
 """
 from __future__ import annotations
 
@@ -51,6 +53,8 @@ def main():
     ap.add_argument("--evaluate", type=int, default=0, help="unseen faces to measure transfer on (0: skip)")
     ap.add_argument("--faces-seed", type=int, default=2026)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--motion", choices=["smile", "head_turn"], default="smile",
+                    help="the preset the clip's face performs; the other one wanders a little as a nuisance")
     a = ap.parse_args()
 
     from micromotion.clips import motion_clip
@@ -61,10 +65,11 @@ def main():
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     G = load_generator(a.model, device=a.device)
-    smile, head = preset_motion("smile", G), preset_motion("head_turn", G)
+    other = "head_turn" if a.motion == "smile" else "smile"
+    target, nuisance = preset_motion(a.motion, G), preset_motion(other, G)
     t0 = time.perf_counter()
-    clip = motion_clip(G, smile, seed=a.seed, frames=a.frames, head=head)
-    path = clip.save(out / f"smile_seed{a.seed}.mp4", overwrite=True)
+    clip = motion_clip(G, target, seed=a.seed, frames=a.frames, head=nuisance)
+    path = clip.save(out / f"{a.motion}_seed{a.seed}.mp4", overwrite=True)
     times = {"clip": time.perf_counter() - t0}
     anchors, motion = out / "anchors.safetensors", out / "motion.safetensors"
     t0 = time.perf_counter()
@@ -76,17 +81,17 @@ def main():
     rows = image_rows(G)
     report = {"date": datetime.date.today().isoformat(), "torch": torch.__version__, "device": a.device,
               "cpu": platform.processor() or platform.machine(), "args": vars(a), "clip": clip.meta,
-              "rows": rows, "cosine_smile": direction_cosine(m.direction, smile.direction, rows),
-              "cosine_smile_all_rows": direction_cosine(m.direction, smile.direction, range(G.num_ws)),
-              "cosine_head_turn": direction_cosine(m.direction, head.direction, rows),
-              "cosine_per_row": [direction_cosine(m.direction, smile.direction, [r]) for r in range(G.num_ws)],
+              "rows": rows, f"cosine_{a.motion}": direction_cosine(m.direction, target.direction, rows),
+              f"cosine_{a.motion}_all_rows": direction_cosine(m.direction, target.direction, range(G.num_ws)),
+              f"cosine_{other}": direction_cosine(m.direction, nuisance.direction, rows),
+              "cosine_per_row": [direction_cosine(m.direction, target.direction, [r]) for r in range(G.num_ws)],
               "times": times}
-    print(f"cosine to the smile preset over rows {rows}: {report['cosine_smile']:.3f} "
-          f"(all rows {report['cosine_smile_all_rows']:.3f}; to head_turn {report['cosine_head_turn']:.3f})")
+    print(f"cosine to the {a.motion} preset over rows {rows}: {report[f'cosine_{a.motion}']:.3f} "
+          f"(all rows {report[f'cosine_{a.motion}_all_rows']:.3f}; to {other} {report[f'cosine_{other}']:.3f})")
     if a.evaluate:
-        for name, spec in (("decoded", str(motion)), ("preset", "smile")):
+        for name, spec in (("decoded", str(motion)), ("preset", a.motion)):
             t0 = time.perf_counter()
-            r = json.loads(cli("evaluate", spec, "--target", "smile", "--model", a.model, "--identities",
+            r = json.loads(cli("evaluate", spec, "--target", a.motion, "--model", a.model, "--identities",
                                str(a.evaluate), "--seed", str(a.faces_seed), "--strengths", "0,1", "--device",
                                a.device, "--json"))
             times[f"evaluate_{name}"] = time.perf_counter() - t0
