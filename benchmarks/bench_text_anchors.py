@@ -122,6 +122,9 @@ def main():
                     help="also run the batch (and micro-batches) with the synthesis network under torch.compile")
     ap.add_argument("--original", type=int, default=0, metavar="N",
                     help="also run the original code's arithmetic for N degrees and extrapolate to all 11")
+    ap.add_argument("--memory-budget", type=float, default=None, metavar="F",
+                    help="with --compile, also run the compiled batch with torch's activation memory budget F "
+                         "(0..1: the compiler recomputes instead of saving activations, trading time for memory)")
     ap.add_argument("--skip-sequential", action="store_true")
     ap.add_argument("--equality", action="store_true",
                     help="also compare batch and one-at-a-time in fp32 and bf16 (3 degrees, 10 steps)")
@@ -171,6 +174,18 @@ def main():
         for m in micro:
             results["batch_compile"][f"compile_seconds_micro{m}"] = warm(micro_batch=m, compile=True)
             timed(f"batch_compile_micro{m}", f"batch, compiled, micro-batches of {m}", micro_batch=m, compile=True)
+        if args.memory_budget is not None:
+            import torch._functorch.config as functorch_config
+
+            from micromotion.anchors import text as text_anchors
+            functorch_config.activation_memory_budget = args.memory_budget
+            torch._dynamo.reset()
+            text_anchors._COMPILED.clear()  # compile afresh under the budget
+            key = f"batch_compile_budget{args.memory_budget:g}"
+            cs = warm(compile=True)
+            wm = timed(key, f"batch, compiled, activation memory budget {args.memory_budget:g}", compile=True)
+            results[key].update(compile_seconds=cs, rel_diff_vs_eager=((wm - wb).norm() / (wb - w0).norm()).item())
+            functorch_config.activation_memory_budget = 1.0
     if not args.skip_sequential:
         ws = timed("one_at_a_time", "one-at-a-time (same numerics)", batch_size=1)
         diff = (wb - ws).norm() / (wb - w0).norm()
