@@ -322,7 +322,8 @@ def transfer_risk(motion: Motion, folders=None) -> dict:
     if isinstance(ids, int) and ids > 1:  # first: no name would make the rule apply
         out["reason"] = f"shared by {ids} faces; the rule is measured on motions from one face"
     elif name not in PRESETS:
-        out["reason"] = f"no preset is named '{meta.name}' to compare with; name it after one: {', '.join(PRESETS)}"
+        out["reason"] = (f"no preset is named '{meta.name}' to compare with; if it is one of these motions, "
+                         f"decode it under that name: {', '.join(PRESETS)}")
     elif not meta.generator_hash:
         out["reason"] = "the motion has no generator fingerprint (decode it with -g)"
     else:
