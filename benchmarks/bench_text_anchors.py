@@ -178,6 +178,7 @@ def main():
             import torch._functorch.config as functorch_config
 
             from micromotion.anchors import text as text_anchors
+            budget_before = functorch_config.activation_memory_budget
             functorch_config.activation_memory_budget = args.memory_budget
             torch._dynamo.reset()
             text_anchors._COMPILED.clear()  # compile afresh under the budget
@@ -185,7 +186,7 @@ def main():
             cs = warm(compile=True)
             wm = timed(key, f"batch, compiled, activation memory budget {args.memory_budget:g}", compile=True)
             results[key].update(compile_seconds=cs, rel_diff_vs_eager=((wm - wb).norm() / (wb - w0).norm()).item())
-            functorch_config.activation_memory_budget = 1.0
+            functorch_config.activation_memory_budget = budget_before
     if not args.skip_sequential:
         ws = timed("one_at_a_time", "one-at-a-time (same numerics)", batch_size=1)
         diff = (wb - ws).norm() / (wb - w0).norm()
