@@ -45,7 +45,9 @@ import triton.language as tl
 
 #: the widest smaller side solved here: the Gram matrix is a 16 × 16 register block
 MAX_SIDE = 16
-#: columns per tile of the streamed passes; the 3-D products hold 16 × 16 × BLOCK_N float64 per program
+#: columns per tile of the streamed passes; the 3-D products hold 16 × 16 × BLOCK_N float64 per program.
+#: Compiled for sm_90 (Triton 3.5.1 and 3.6.0), 32 × 8 warps takes 230 registers a thread and spills
+#: nothing, 16 × 4 takes 218; 64 × 8 and 32 × 4 spill. Not yet timed: bench_decompose.py --kernel-configs.
 BLOCK_N = 32
 NUM_WARPS = 8
 #: Jacobi stops when ‖offdiag(A)‖_F ≤ JACOBI_TOL·‖A‖_F (the float64 floor of the rotations is ~1e-16)
