@@ -107,8 +107,12 @@ def main():
     ap.add_argument("--min-time", type=float, default=2.0)
     ap.add_argument("--layouts", default="nchw", help="activation layouts to time: nchw, nhwc or both")
     ap.add_argument("--profile", action="store_true", help="GPU kernel time of one bf16 batch, by kind")
+    ap.add_argument("--cudnn-benchmark", action="store_true",
+                    help="let cuDNN time its algorithms per shape (torch.backends.cudnn.benchmark); fidelity is "
+                         "checked under the same setting")
     ap.add_argument("--json")
     args = ap.parse_args()
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     layouts = args.layouts.split(",")
     if not set(layouts) <= {"nchw", "nhwc"}:
         sys.exit(f"--layouts: nchw and/or nhwc, got {args.layouts!r}")
@@ -192,6 +196,7 @@ def main():
         print(json.dumps(fid))
     best = max(r["fps"] for r in rows)
     summary = {"device": name, "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+               "cudnn": torch.backends.cudnn.version(), "cudnn_benchmark": args.cudnn_benchmark,
                "resolution": args.resolution, "original_fps": base, "best_fps": best,
                "speedup": best / base, "rows": rows, **fid}
     print(f"| {name} | {summary['date']} | {base:.1f} | {best:.1f} | {best / base:.1f}x |")

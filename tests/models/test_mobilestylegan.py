@@ -76,6 +76,20 @@ def test_batch_single_and_autograd_paths_agree():
     assert dead == [3, 7]  # tiny: 2 blocks -> rows 3 (block 0's image) and 7 (spare)
 
 
+def test_the_compiler_traces_synthesis_as_one_graph():
+    """`torch.compile` sees the whole synthesis network (no graph break): a break once made every StyledConv a
+    frame of its own, compiled per shape until dynamo's recompile limit, and the rest ran eagerly."""
+    import torch._dynamo
+
+    G = tiny()
+    ws = torch.randn(2, G.num_ws, G.w_dim, generator=torch.Generator().manual_seed(2))
+    torch._dynamo.reset()
+    with torch.no_grad():
+        ex = torch._dynamo.explain(G.synthesis)(ws)
+    torch._dynamo.reset()
+    assert (ex.graph_count, ex.graph_break_count) == (1, 0), [b.reason[:200] for b in ex.break_reasons]
+
+
 @pytest.mark.parametrize("fmt", ["nchw", "nhwc"])
 def test_both_activation_layouts_give_the_same_frames(fmt):
     """`SynthesisNetwork.memory_format` changes only the layout (NHWC: 1x1 convs as GEMMs), never the frames."""
@@ -375,10 +389,11 @@ def test_key_map_errors_on_real_files(tmp_path, real_files):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("fmt", ["nchw", "nhwc"])
-@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "bf16-compiled"])
 def test_cuda_frames_are_the_cpu_frames(precision, fmt):
     """The real-size architecture (random weights) on CUDA, batch 1 and 8, vs our CPU fp32 frames: fp32 to
-    rounding (TF32 off), bf16 within 38 dB; cuDNN's convolutions are checked per shape (`ops.conv2d`)."""
+    rounding (TF32 off), bf16 (eager and under `torch.compile`) within 38 dB; cuDNN's convolutions are checked
+    per shape (`ops.conv2d`)."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
     torch.manual_seed(0)
@@ -398,10 +413,11 @@ def test_cuda_frames_are_the_cpu_frames(precision, fmt):
     Gc.synthesis_net.memory_format = fmt
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    synth = torch.compile(Gc.synthesis, dynamic=False) if precision == "bf16-compiled" else Gc.synthesis
     try:
         for b in (1, 8):
-            with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=precision == "bf16"):
-                out = torch.cat([Gc.synthesis(c) for c in ws.cuda().split(b)]).float().cpu()
+            with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=precision != "fp32"):
+                out = torch.cat([synth(c) for c in ws.cuda().split(b)]).float().cpu()
             # PSNR relative to the frames' own scale (random weights do not fill [-1, 1])
             mse = (out - ref).square().mean().item()
             psnr = float("inf") if mse == 0 else 10 * math.log10(scale ** 2 / mse)

@@ -93,7 +93,7 @@ def idwt_haar(x: torch.Tensor, scale: float = 0.5) -> torch.Tensor:
     Channel layout as in the reference (`pytorch_wavelets` DWTInverse, wave 'db1', mode 'zero'): the first C
     channels are LL, then (LH, HL, HH) for each of the C channels. out[2i+a, 2j+b] = (LL + s_a LH + s_b HL
     + s_a s_b HH) * `scale` with s_0 = 1, s_1 = -1 (`scale` 0.5 is the transform; a caller that already folded
-    the 0.5 into its input passes 1). Without autograd, four strided writes into the output (no
+    the 0.5 into its input passes 1). Eager without autograd: four strided writes into the output (no
     pixel_shuffle copy).
     """
     n, c4, h, w = x.shape
@@ -102,7 +102,8 @@ def idwt_haar(x: torch.Tensor, scale: float = 0.5) -> torch.Tensor:
     lh, hl, hh = x[:, c:].reshape(n, c, 3, h, w).unbind(2)
     even, odd = ll + lh, ll - lh  # rows 2i and 2i+1 after the row pass
     heven, hodd = hl + hh, hl - hh
-    if not _overwritable(x):  # autograd: the same sums, stacked
+    if not _overwritable(x) or torch.compiler.is_compiling():  # autograd, or the compiler (which fuses the
+        # stacked sums and cannot trace strided `out=` writes): the same sums, stacked
         rows = [torch.stack([even + heven, even - heven], -1), torch.stack([odd + hodd, odd - hodd], -1)]
         out = torch.stack(rows, 3).reshape(n, c, 2 * h, 2 * w)
         return out * scale if scale != 1 else out
