@@ -27,7 +27,7 @@ import time
 
 import torch
 
-from micromotion import Generator, GeneratorConfig
+from micromotion import Generator, GeneratorConfig, ops
 
 FP32_BAR_DB, BF16_BAR_DB = 100.0, 38.0  # below these the frames are wrong, not merely rounded
 
@@ -106,6 +106,8 @@ def main():
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--min-time", type=float, default=2.0)
     ap.add_argument("--layouts", default="nchw", help="activation layouts to time: nchw, nhwc or both")
+    ap.add_argument("--upconvs", default="polyphase",
+                    help="how the 2x layers upsample on CUDA (ops.UPCONVS, comma-separated), each timed and checked")
     ap.add_argument("--profile", action="store_true", help="GPU kernel time of one bf16 batch, by kind")
     ap.add_argument("--cudnn-benchmark", action="store_true",
                     help="let cuDNN time its algorithms per shape (torch.backends.cudnn.benchmark); fidelity is "
@@ -116,6 +118,10 @@ def main():
     layouts = args.layouts.split(",")
     if not set(layouts) <= {"nchw", "nhwc"}:
         sys.exit(f"--layouts: nchw and/or nhwc, got {args.layouts!r}")
+    upconvs = args.upconvs.split(",")
+    if not set(upconvs) <= set(ops.UPCONVS):
+        sys.exit(f"--upconvs: one or more of {', '.join(ops.UPCONVS)}, got {args.upconvs!r}")
+    variants = [(layout, up) for layout in layouts for up in upconvs]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "CPU"
     G = make_generator(args.resolution, device)
@@ -152,24 +158,23 @@ def main():
         for b in batches:
             run("ours tf32", b, torch.float32)
         fastest = (0.0, None)
-        for layout in layouts:
-            G.synthesis_net.memory_format = layout
-            tag = "" if layout == "nchw" else f" {layout}"
+        for layout, up in variants:
+            G.synthesis_net.memory_format, G.synthesis_net.upconv = layout, up
+            tag = ("" if layout == "nchw" else f" {layout}") + ("" if up == "polyphase" else f" {up}")
             for b in batches:
                 fps = run(f"ours bf16{tag}", b, torch.bfloat16)
-                fastest = max(fastest, (fps, (G.synthesis, b, layout)), key=lambda t: t[0])
+                fastest = max(fastest, (fps, (G.synthesis, b, layout, up)), key=lambda t: t[0])
             if args.compile:
                 torch._dynamo.reset()  # the layout is read in Python: compile it afresh
                 comp = torch.compile(lambda w: G.synthesis(w), dynamic=False)
                 for b in batches:
                     fps = run(f"ours bf16 compiled{tag}", b, torch.bfloat16, fn=comp)
-                    fastest = max(fastest, (fps, (comp, b, layout)), key=lambda t: t[0])
-        G.synthesis_net.memory_format = "nchw"
+                    fastest = max(fastest, (fps, (comp, b, layout, up)), key=lambda t: t[0])
         if args.profile:
-            fn, b, layout = fastest[1]
-            G.synthesis_net.memory_format = layout
-            profile_kernels(fn, ws_all[:b], f"bf16 batch {b} {layout}")
-            G.synthesis_net.memory_format = "nchw"
+            fn, b, layout, up = fastest[1]
+            G.synthesis_net.memory_format, G.synthesis_net.upconv = layout, up
+            profile_kernels(fn, ws_all[:b], f"bf16 batch {b} {layout} {up}")
+        G.synthesis_net.memory_format, G.synthesis_net.upconv = "nchw", None
 
     # fidelity: batched frames vs the reference frames (per-sample grouped convs, fp32, no cuDNN, no TF32)
     # at the batch sizes that cuDNN 9.19 got wrong on an H200 (8, 16, 64) and one it got right (12)
@@ -179,9 +184,9 @@ def main():
         with torch.no_grad():
             with torch.backends.cudnn.flags(enabled=False):
                 orig = torch.cat([G.synthesis(ws_all[i:i + 1], fused=True) for i in range(64)])
-            for layout in layouts:
-                G.synthesis_net.memory_format = layout
-                tag = "" if layout == "nchw" else f"_{layout}"
+            for layout, up in variants:
+                G.synthesis_net.memory_format, G.synthesis_net.upconv = layout, up
+                tag = ("" if layout == "nchw" else f"_{layout}") + ("" if up == "polyphase" else f"_{up}")
                 for b in (8, 12, 16, 64):
                     ref = torch.cat([G.synthesis(c) for c in ws_all.split(b)])
                     with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -190,9 +195,9 @@ def main():
                         key = f"psnr_{prec}_b{b}{tag}_vs_reference_db"
                         fid[key] = psnr(out, orig)
                         if fid[key] < bar:
-                            failures.append(f"{prec} batch {b} {layout}: {fid[key]:.1f} dB < {bar}")
+                            failures.append(f"{prec} batch {b} {layout} {up}: {fid[key]:.1f} dB < {bar}")
                     fid[f"max_abs_fp32_b{b}{tag}_vs_reference"] = (ref - orig).abs().max().item()
-            G.synthesis_net.memory_format = "nchw"
+            G.synthesis_net.memory_format, G.synthesis_net.upconv = "nchw", None
         print(json.dumps(fid))
     best = max(r["fps"] for r in rows)
     summary = {"device": name, "date": datetime.date.today().isoformat(), "torch": torch.__version__,

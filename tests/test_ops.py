@@ -24,10 +24,12 @@ def test_modulated_conv_paths_agree(demod):
     f = ops.setup_filter().double()
     for up in (1, 2):
         ref = ops.modulated_conv2d(x, w, s, demodulate=demod, up=up, resample_filter=f, fused=True)
-        for poly in (False, True):
-            out = ops.modulated_conv2d(x, w, s, demodulate=demod, up=up, resample_filter=f, polyphase=poly)
+        for upconv in ops.UPCONVS:
+            out = ops.modulated_conv2d(x, w, s, demodulate=demod, up=up, resample_filter=f, upconv=upconv)
             assert out.shape == (3, 5, 8 * up, 8 * up)
-            assert torch.allclose(out, ref, atol=1e-10), (up, poly)
+            assert torch.allclose(out, ref, atol=1e-10), (up, upconv)
+    with pytest.raises(ValueError, match="upconv must be one of transpose, polyphase, phases, got 'x'"):
+        ops.modulated_conv2d(x, w, s, up=2, resample_filter=f, upconv="x")
 
 
 def test_polyphase_matches_transpose_plus_filter():
@@ -38,6 +40,22 @@ def test_polyphase_matches_transpose_plus_filter():
     ref = _naive_upconv(x, w, f)
     poly = F.pixel_shuffle(F.conv2d(x, ops.polyphase_upconv_weight(w, f), padding=1), 2)
     assert torch.allclose(poly, ref, atol=1e-12)
+
+
+def test_phases_match_transpose_and_separable_fir_matches_upfirdn():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(2, 4, 5, 7, generator=g, dtype=torch.float64)
+    w = torch.randn(3, 4, 3, 3, generator=g, dtype=torch.float64)
+    ref = F.conv_transpose2d(x, w.transpose(0, 1), stride=2)  # [N, O, 2H+1, 2W+1]
+    ph = F.pixel_shuffle(F.conv2d(x, ops.phase_upconv_weight(w), padding=1), 2)
+    assert ph.shape == (2, 3, 12, 16)
+    assert torch.allclose(ph[:, :, :11, :15], ref, atol=1e-12)
+    assert ph[:, :, 11].abs().max() == 0 and ph[:, :, :, 15].abs().max() == 0
+    f = ops.setup_filter().double()
+    for pad in ((1, 1, 1, 1), (2, 0, 1, 3), (0, 0, 0, 0)):
+        torch.testing.assert_close(ops.fir_separable(ref, f, pad, gain=4), ops.upfirdn2d(ref, f, pad=pad, gain=4))
+    with pytest.raises(ValueError, match="separable"):
+        ops.fir_separable(ref, torch.eye(4, dtype=torch.float64), (1, 1, 1, 1))
 
 
 def test_upsample_and_downsample_shapes_and_dc_gain():

@@ -215,20 +215,68 @@ def polyphase_upconv_weight(weight: torch.Tensor, f: torch.Tensor) -> torch.Tens
     return k6.permute(0, 3, 5, 1, 2, 4).reshape(o * 4, i, 3, 3)
 
 
+def phase_upconv_weight(weight: torch.Tensor) -> torch.Tensor:
+    """[O, I, 3, 3] weight -> [4*O, I, 2, 2]: the stride-2 transposed 3x3 conv (no filter) as 4 output phases.
+
+    Output row 2m is x[m]·w[0] + x[m-1]·w[2] and row 2m+1 is x[m]·w[1] (columns alike), so on the input
+    padded by 1 each phase is a 2x2 conv (9 of its 16 taps non-zero) and `pixel_shuffle(2)` interleaves them:
+    [N, O, 2H+2, 2W+2], whose first 2H+1 rows and columns are `conv_transpose2d(x, w.transpose(0, 1), 2)`.
+    """
+    o, i, kh, kw = weight.shape
+    if (kh, kw) != (3, 3):
+        raise ValueError("phase upsampling supports 3x3 kernels")
+    taps = ((2, 0), (None, 1))  # phase a: kernel row 0 (x[m-1]) and row 1 (x[m]) take weight rows ...
+    out = weight.new_zeros(o, 2, 2, i, 2, 2)  # [O, a, b, I, kernel row, kernel column]
+    for a in (0, 1):
+        for b in (0, 1):
+            for r, t in enumerate(taps[a]):
+                for c, u in enumerate(taps[b]):
+                    if t is not None and u is not None:
+                        out[:, a, b, :, r, c] = weight[:, :, t, u]
+    return out.reshape(4 * o, i, 2, 2)
+
+
+def fir_separable(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int, int, int], gain: float = 1.0) -> torch.Tensor:
+    """`upfirdn2d(x, f, pad=pad, gain=gain)` for a separable symmetric filter as sums of shifted slices: eager it
+    is slower than the depthwise conv, but `torch.compile` fuses it with the ops around it (one pass)."""
+    taps = f.sum(0)  # f = outer(t, t) / sum(t)^2 -> t / sum(t)
+    if not torch.allclose(torch.outer(taps, taps), f, rtol=1e-5, atol=1e-7):
+        raise ValueError("fir_separable needs a separable filter")
+    taps = (taps * math.sqrt(gain)).flip(0).tolist()
+    px0, px1, py0, py1 = pad
+    x = F.pad(x, [px0, px1, py0, py1])
+    k = len(taps)
+    h, w = x.shape[2] - k + 1, x.shape[3] - k + 1
+    x = sum(t * x[:, :, j:j + h] for j, t in enumerate(taps))
+    return sum(t * x[:, :, :, j:j + w] for j, t in enumerate(taps))
+
+
+#: How `modulated_conv2d` runs a 2x-upsampling 3x3 layer of the batched path (`upconv=None` picks per device):
+#: "transpose" - stride-2 transposed conv, then the FIR (`upfirdn2d`): the fewest multiply-adds (CPU default);
+#: "polyphase" - one dense 3x3 conv to 4 phases with the FIR folded in, then `pixel_shuffle` (CUDA default):
+#:               4x the multiply-adds of "transpose", on tensor cores, no filter pass;
+#: "phases"    - the transposed conv as one dense 2x2 conv to 4 phases (16/9 of "transpose"'s multiply-adds),
+#:               `pixel_shuffle`, then the FIR as shifted sums (`fir_separable`), which `torch.compile` fuses.
+UPCONVS = ("transpose", "polyphase", "phases")
+
+
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, *, demodulate: bool = True,
                      up: int = 1, resample_filter: torch.Tensor | None = None, fused: bool = False,
-                     polyphase: bool | None = None) -> torch.Tensor:
+                     upconv: str | None = None) -> torch.Tensor:
     """StyleGAN2 modulated convolution.
 
     x: [N, I, H, W]; weight: [O, I, k, k]; styles: [N, I]. With `up=2` the result is [N, O, 2H, 2W]:
     a stride-2 transposed convolution followed by the FIR filter, as both reference implementations do.
     `fused=True` folds the styles into per-sample weights and runs one grouped convolution (the
     reference path); `fused=False` scales activations before and after one shared-weight convolution,
-    which is the same arithmetic and much faster for large batches. `polyphase` (default: on CUDA) runs
-    the upsampling layer of the batched path as one dense conv + pixel shuffle (see
-    `polyphase_upconv_weight`): 4x the multiply-adds of that layer, but on tensor cores and with far less
-    memory traffic; on CPUs, which are compute-bound, the transposed conv + filter is faster.
+    which is the same arithmetic and much faster for large batches. `upconv` picks how the batched path
+    upsamples (`UPCONVS`; None: "polyphase" on CUDA, where it beat the transposed conv + filter, and
+    "transpose" on CPUs, which are compute-bound).
     """
+    if upconv is None:
+        upconv = "polyphase" if x.is_cuda else "transpose"
+    elif upconv not in UPCONVS:
+        raise ValueError(f"upconv must be one of {', '.join(UPCONVS)}, got {upconv!r}")
     n, i_ch, h, w_ = x.shape
     o_ch, _, kh, kw = weight.shape
     weight = weight.to(x.dtype)
@@ -250,9 +298,18 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         x = x.reshape(n, o_ch, *x.shape[2:])
     else:
         x = x * styles[:, :, None, None]
-        if up > 1 and (x.is_cuda if polyphase is None else polyphase) and up == 2 and kh == 3:
+        if up == 2 and kh == 3 and upconv == "polyphase":
             x = F.pixel_shuffle(conv2d(x, polyphase_upconv_weight(weight, resample_filter), padding=1), 2)
             up = 1  # filtering done
+        elif up == 2 and kh == 3 and upconv == "phases":
+            x = F.pixel_shuffle(conv2d(x, phase_upconv_weight(weight), padding=1), 2)
+            if dcoefs is not None:
+                x = x * dcoefs[:, :, None, None]
+            # the transposed conv's 2H+1 rows are the first of these 2H+2 (the last is zero): the FIR's pads
+            # shrink by one at the end, as `upfirdn2d` below would on the 2H+1 rows
+            fw = resample_filter.shape[-1]
+            p0, p1 = (fw + 1) // 2 + 1 - 2, (fw - 2) // 2 + 1 - 1 - 1  # upfirdn2d's pads below, p1 less one
+            return fir_separable(x, resample_filter, (p0, p1, p0, p1), gain=4)
         elif up > 1:
             x = conv_transpose2d(x, weight.transpose(0, 1).contiguous(), stride=up)  # dense, as `repeat` above
         else:

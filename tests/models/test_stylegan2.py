@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from micromotion import Generator, GeneratorConfig
+from micromotion import Generator, GeneratorConfig, ops
 from micromotion.models.stylegan2 import _default_channels
 
 
@@ -105,6 +105,24 @@ def test_layouts_give_the_same_frames(G):
     assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
 
 
+def test_upsampling_formulations_give_the_same_frames(G):
+    """`upconv` changes how the 2x layers are computed (`ops.UPCONVS`), not the frames."""
+    ws = torch.randn(3, G.num_ws, G.w_dim)
+    frames = {}
+    try:
+        with torch.no_grad():
+            for upconv in ops.UPCONVS:
+                G.synthesis_net.upconv = upconv
+                frames[upconv] = G.synthesis(ws)
+            G.synthesis_net.upconv = "sideways"
+            with pytest.raises(ValueError, match="upconv must be one of"):
+                G.synthesis(ws)
+    finally:
+        G.synthesis_net.upconv = None
+    for upconv in ops.UPCONVS:
+        torch.testing.assert_close(frames[upconv], frames["transpose"], atol=1e-5, rtol=1e-4)
+
+
 def test_bad_shapes(G):
     with pytest.raises(ValueError, match=r"ws must have shape \[N, 8, 16\]"):
         G.synthesis(torch.randn(2, 7, 16))
@@ -155,7 +173,7 @@ _BARS = {"fp32": 100.0, "tf32": 45.0, "bf16": 38.0}
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("mode", ["fp32", "tf32", "bf16", "bf16-compiled", "fp32-compiled", "fp32-nhwc",
-                                  "bf16-nhwc-compiled"])
+                                  "bf16-nhwc-compiled", "fp32-phases", "bf16-phases-compiled"])
 def test_cuda_batched_frames_are_the_reference_frames(cuda_config_f, mode):
     """Found on an H200 (cuDNN 9.19): batched fp32 frames at batch 8/16/32/64 were 30.8 dB from the
     reference (max abs 2.1) while batch 1/2/4/12 were right."""
@@ -165,6 +183,7 @@ def test_cuda_batched_frames_are_the_reference_frames(cuda_config_f, mode):
     tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = precision == "tf32"
     G.synthesis_net.memory_format = "nhwc" if "nhwc" in mode else "nchw"
+    G.synthesis_net.upconv = "phases" if "phases" in mode else None
     try:
         batches = (8, 64) if mode.endswith("compiled") else (1, 2, 4, 8, 12, 16, 24, 32, 64)
         for b in batches:
@@ -175,3 +194,4 @@ def test_cuda_batched_frames_are_the_reference_frames(cuda_config_f, mode):
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
         G.synthesis_net.memory_format = "nchw"
+        G.synthesis_net.upconv = None

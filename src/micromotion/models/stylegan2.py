@@ -152,10 +152,10 @@ class SynthesisLayer(nn.Module):
         self.weight_gain = 1.0 / math.sqrt(in_ch * 9)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "const", fused: bool = False,
-                generator: torch.Generator | None = None) -> torch.Tensor:
+                generator: torch.Generator | None = None, upconv: str | None = None) -> torch.Tensor:
         styles = self.affine(w)
         x = ops.modulated_conv2d(x, self.weight, styles, demodulate=True, up=self.up,
-                                 resample_filter=self.resample_filter, fused=fused)
+                                 resample_filter=self.resample_filter, fused=fused, upconv=upconv)
         if self.use_noise and noise_mode != "none":
             x = x + layer_noise(self, x, noise_mode, generator)
         return ops.bias_lrelu(x, self.bias, clamp=self.conv_clamp)
@@ -202,6 +202,9 @@ class SynthesisNetwork(nn.Module):
     #: Activation layout: "nchw" (default) or "nhwc" (channels_last from the constant input on; for measuring
     #: GPU layouts, `benchmarks/bench_generator.py --layouts`). Both give the same frames (tests).
     memory_format: str = "nchw"
+    #: How the batched path upsamples (`ops.UPCONVS`; None: the device's default). All give the same frames
+    #: (tests); for measuring, `benchmarks/bench_generator.py --upconvs`.
+    upconv: str | None = None
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "const", fused: bool = False,
                 generator: torch.Generator | None = None) -> torch.Tensor:
@@ -216,7 +219,7 @@ class SynthesisNetwork(nn.Module):
         x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
         if self.memory_format == "nhwc":
             x = x.contiguous(memory_format=torch.channels_last)
-        kw = dict(noise_mode=noise_mode, fused=fused, generator=generator)
+        kw = dict(noise_mode=noise_mode, fused=fused, generator=generator, upconv=self.upconv)
         x = self.layers[0](x, ws[:, 0], **kw)
         img = self.torgbs[0](x, ws[:, 1], fused=fused).float()
         for j in range(1, len(self.torgbs)):
