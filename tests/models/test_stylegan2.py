@@ -123,6 +123,23 @@ def test_upsampling_formulations_give_the_same_frames(G):
         torch.testing.assert_close(frames[upconv], frames["transpose"], atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("upconv", ops.UPCONVS)
+def test_the_compiler_traces_synthesis_as_one_graph(G, upconv):
+    """No graph break under `torch.compile` (a break splits the network and keeps elementwise passes unfused)."""
+    import torch._dynamo
+
+    ws = torch.randn(2, G.num_ws, G.w_dim)
+    torch._dynamo.reset()
+    G.synthesis_net.upconv = upconv
+    try:
+        with torch.no_grad():
+            ex = torch._dynamo.explain(G.synthesis)(ws)
+    finally:
+        G.synthesis_net.upconv = None
+        torch._dynamo.reset()
+    assert (ex.graph_count, ex.graph_break_count) == (1, 0), [b.reason[:200] for b in ex.break_reasons]
+
+
 def test_bad_shapes(G):
     with pytest.raises(ValueError, match=r"ws must have shape \[N, 8, 16\]"):
         G.synthesis(torch.randn(2, 7, 16))
