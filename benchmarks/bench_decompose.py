@@ -1,11 +1,7 @@
 """Benchmark robust PCA on one anchor stack: 18 W+ layers x 12 anchors x 512 (issue 4).
 
 Compares, on the CPU and on CUDA when there is one:
-  ialm batched      `robust_pca(D)`: all 18 layers in one call (the default solver; on CUDA with Triton, the
-                    fused kernel of `decompose.rpca_triton`)
-  ialm torch loop   the same call with the fused kernel switched off (`_rpca(..., fast=False)`); on CUDA the
-                    benchmark also checks that both give the same iterations and L, S (to 1e-9 relative) and
-                    exits with status 1 when they do not
+  ialm batched      `robust_pca(D)`: all 18 layers in one call (the default solver)
   ialm per layer    18 calls of `robust_pca(D[l])`
   paper batched     `robust_pca(D, variant="paper")`
   paper per layer   18 calls of `robust_pca(D[l], variant="paper")`: the original code's structure
@@ -13,16 +9,13 @@ Compares, on the CPU and on CUDA when there is one:
 
 Prints a markdown table (device, date, median milliseconds) for benchmarks/RESULTS.md.
 With --compare, prints instead how the two solvers' results differ (the numbers in docs/decompose.md).
-With --kernel-configs, also times the fused kernel at other tile widths / warp counts (CUDA only).
 Run: python benchmarks/bench_decompose.py [--repeats 5] [--device cpu|cuda|all] [--threads N] [--compare]
-     [--kernel-configs]
 """
 from __future__ import annotations
 
 import argparse
 import datetime
 import math
-import os
 import platform
 import statistics
 import sys
@@ -36,7 +29,6 @@ try:
 except ImportError:  # run from a checkout without installing
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     from micromotion.decompose import Motion, _rpca, robust_pca
-from micromotion.decompose.rpca import FAST_ENV  # noqa: E402
 
 LAYERS, ANCHORS, W_DIM = 18, 12, 512
 
@@ -156,57 +148,12 @@ def compare() -> None:
               f"{cosine(Motion.from_anchors(a, variant='paper').direction, true):.3f} |")
 
 
-def robust_pca_torch_loop(D: torch.Tensor):
-    """`robust_pca(D)` with the fused kernel switched off (MICROMOTION_RPCA_TRITON=0)."""
-    before = os.environ.get(FAST_ENV)
-    os.environ[FAST_ENV] = "0"
-    try:
-        return robust_pca(D)
-    finally:
-        if before is None:
-            del os.environ[FAST_ENV]
-        else:
-            os.environ[FAST_ENV] = before
-
-
-def fused_vs_loop(D: torch.Tensor) -> tuple[bool, str]:
-    """Whether the fused kernel (when `_rpca` takes it for D) and the torch loop agree: same iterations and
-    convergence, L and S to 1e-9 relative. Returns (agree, a one-line account)."""
-    L, S, fused = _rpca(D, None, 1e-7, 1000, "ialm")
-    L0, S0, loop = _rpca(D, None, 1e-7, 1000, "ialm", fast=False)
-    err_l = float((L - L0).norm() / L0.norm())
-    err_s = float((S - S0).norm() / S0.norm().clamp_min(1e-300))
-    same = torch.equal(fused.iterations, loop.iterations) and torch.equal(fused.converged, loop.converged)
-    agree = same and err_l < 1e-9 and err_s < 1e-9
-    return agree, (f"{D.device.type} ialm default vs torch loop: iterations {'equal' if same else 'DIFFER'} "
-                   f"(max {int(fused.iterations.max())} vs {int(loop.iterations.max())}), |dL|/|L| {err_l:.1e}, "
-                   f"|dS|/|S| {err_s:.1e}" + ("" if agree else "  <-- DISAGREE"))
-
-
-def kernel_configs(D: torch.Tensor, repeats: int) -> list[str]:
-    """Median ms of the fused kernel at a few (BLOCK_N, num_warps), for choosing rpca_triton's defaults."""
-    from micromotion.decompose import rpca_triton
-    from micromotion.decompose.rpca import _TINY
-
-    X = D.double()
-    lam = 1 / math.sqrt(max(X.shape[-2:]))
-    lines = []
-    for block_n, warps in ((16, 4), (32, 4), (32, 8), (16, 8), (64, 8)):
-        ms = timed(lambda: rpca_triton.ialm(X, lam, 1e-7, 1000, _TINY, block_n=block_n, num_warps=warps),
-                   D.device, repeats)
-        default = " (default)" if (block_n, warps) == (rpca_triton.BLOCK_N, rpca_triton.NUM_WARPS) else ""
-        lines.append(f"fused kernel BLOCK_N={block_n} num_warps={warps}: {ms:.2f} ms{default}")
-    return lines
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--compare", action="store_true", help="print how the two solvers' results differ instead")
-    parser.add_argument("--kernel-configs", action="store_true",
-                        help="also time the fused CUDA kernel at other tile widths and warp counts")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -223,25 +170,17 @@ def main() -> None:
     date = datetime.date.today().isoformat()
     print(f"robust PCA, {LAYERS} layers x {ANCHORS} anchors x {W_DIM}, float32 input, median ms of {args.repeats} "
           f"(torch {torch.__version__})\n")
-    print("| date | device | ialm batched | ialm torch loop | ialm per layer | paper batched | paper per layer "
-          "| original (torch.svd per layer) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    notes, agree = [], True
+    print("| date | device | ialm batched | ialm per layer | paper batched | paper per layer | original (torch.svd per layer) |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    notes = []
     for device in devices:
         D = anchor_stack()[0].to(device)
         for variant in ("ialm", "paper"):
             _, _, stats = _rpca(D, None, 1e-7, 1000, variant)
             notes.append(f"{device.type} {variant}: {int(stats.iterations.max())} iterations at most, relative "
                          f"residual {float(stats.residual.max()):.1e} at most")
-        if device.type == "cuda":
-            ok, line = fused_vs_loop(D)
-            agree &= ok
-            notes.append(line)
-            if args.kernel_configs:
-                notes += kernel_configs(D, args.repeats)
         cols = [
             timed(lambda: robust_pca(D), device, args.repeats),
-            timed(lambda: robust_pca_torch_loop(D), device, args.repeats),
             timed(lambda: [robust_pca(D[i]) for i in range(LAYERS)], device, args.repeats),
             timed(lambda: robust_pca(D, variant="paper"), device, args.repeats),
             timed(lambda: [robust_pca(D[i], variant="paper") for i in range(LAYERS)], device, args.repeats),
@@ -251,8 +190,6 @@ def main() -> None:
     print()
     for note in notes:
         print(f"- {note}")
-    if not agree:
-        sys.exit("the fused kernel and the torch loop disagree (see above)")
 
 
 if __name__ == "__main__":

@@ -5,14 +5,11 @@ method (Lin, Chen, Ma 2010, arXiv:1009.5055, Algorithm 5), batched over every ma
 dimensions. `variant="paper"` reproduces the solver of the original code (`StyleCLIP/optimization/pca.py` of
 wuqiuche/micromotion-styleGAN) instead; docs/decompose.md lists how it differs and by how much.
 `_paper_lowrank` restates the original's randomized low-rank step (`torch.pca_lowrank`) on the result.
-On CUDA the "ialm" solve of small matrices runs as one fused Triton kernel (`rpca_triton`), when Triton is
-installed; `MICROMOTION_RPCA_TRITON=0` (or `_rpca(..., fast=False)`) keeps the torch loop below.
 """
 from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass
 
 import torch
@@ -24,9 +21,6 @@ log = logging.getLogger(__name__)
 VARIANTS = ("ialm", "paper")
 
 _TINY = 1e-300
-
-#: set to 0 to solve with the torch loop also where the fused kernel applies
-FAST_ENV = "MICROMOTION_RPCA_TRITON"
 
 
 def _shrink(x: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
@@ -80,26 +74,8 @@ def _check_matrices(D, name: str = "D") -> torch.Tensor:
     return D
 
 
-def _fused_ialm(X: torch.Tensor, lam: float, tol: float, max_iter: int):
-    """`rpca_triton.ialm` where it applies (CUDA, Triton importable, min side ≤ 16, not switched off), else None."""
-    if not X.is_cuda or os.environ.get(FAST_ENV, "1").strip().lower() in ("0", "false", "no", "off"):
-        return None
-    try:
-        from . import rpca_triton
-    except ImportError as e:  # Triton is optional: the torch loop gives the same answer, slower
-        log.debug("robust_pca: no Triton (%s), using the torch loop", e)
-        return None
-    if not rpca_triton.supports(X.shape):
-        return None
-    return rpca_triton.ialm(X, lam, tol, max_iter, _TINY)
-
-
-def _rpca(D: torch.Tensor, lam: float | None, tol: float, max_iter: int, variant: str, fast: bool = True):
-    """Batched robust PCA in float64; returns (L, S, RPCAStats). See `robust_pca`.
-
-    fast: use the fused CUDA kernel where it applies (`_fused_ialm`); False forces the torch loop (tests,
-    benchmarks). Both give the same iterations and L, S to rounding.
-    """
+def _rpca(D: torch.Tensor, lam: float | None, tol: float, max_iter: int, variant: str):
+    """Batched robust PCA in float64; returns (L, S, RPCAStats). See `robust_pca`."""
     if variant not in VARIANTS:
         raise InputError(f"unknown robust PCA variant '{variant}'; choose one of: {', '.join(VARIANTS)}")
     if not (isinstance(max_iter, int) and max_iter >= 1):
@@ -111,27 +87,6 @@ def _rpca(D: torch.Tensor, lam: float | None, tol: float, max_iter: int, variant
     if not (lam > 0 and math.isfinite(lam)):
         raise InputError(f"lam must be a positive number, got {lam!r}")
     X = D.detach().to(torch.float64)
-    fused = _fused_ialm(X, lam, tol, max_iter) if fast and variant == "ialm" else None
-    if fused is not None:
-        L, S, iterations, residual = fused
-        converged = residual < tol  # = the loop's ~active: an all-zero matrix has residual 0
-    else:
-        L, S, iterations, residual, converged = _rpca_loop(X, lam, tol, max_iter, variant)
-    if not bool(converged.all()):
-        log.warning("robust_pca (%s): %d of %d matrices did not converge in %d iterations (largest relative "
-                    "residual %.2e); raise max_iter or tol", variant, int((~converged).sum()),
-                    converged.numel(), max_iter, float(residual.max()))
-    if log.isEnabledFor(logging.DEBUG):
-        log.debug("robust_pca (%s, %s) on %s: %d iterations at most, residual %.2e at most", variant,
-                  "fused kernel" if fused is not None else "torch loop", list(D.shape),
-                  int(iterations.max()) if iterations.numel() else 0,
-                  float(residual.max()) if residual.numel() else 0.0)
-    return L, S, RPCAStats(iterations, residual, converged)
-
-
-def _rpca_loop(X: torch.Tensor, lam: float, tol: float, max_iter: int, variant: str):
-    """The batched torch loop of `_rpca` on X [..., m, n] float64: (L, S, iterations, residual, converged)."""
-    m, n = X.shape[-2:]
     batch = X.shape[:-2]
 
     def per_matrix(t: torch.Tensor) -> torch.Tensor:  # [...] -> [..., 1, 1]
@@ -187,7 +142,14 @@ def _rpca_loop(X: torch.Tensor, lam: float, tol: float, max_iter: int, variant: 
             active = active & (residual >= tol)
         else:
             active = active & (z_norm.square() / sq.clamp_min(_TINY) > stop_at)
-    return L, S, iterations, residual, ~active
+    converged = ~active
+    if not bool(converged.all()):
+        log.warning("robust_pca (%s): %d of %d matrices did not converge in %d iterations (largest relative "
+                    "residual %.2e); raise max_iter or tol", variant, int((~converged).sum()),
+                    converged.numel(), max_iter, float(residual.max()))
+    log.debug("robust_pca (%s) on %s: %d iterations at most, residual %.2e at most", variant, list(D.shape),
+              int(iterations.max()) if iterations.numel() else 0, float(residual.max()) if residual.numel() else 0.0)
+    return L, S, RPCAStats(iterations, residual, converged)
 
 
 @torch.no_grad()
