@@ -99,6 +99,11 @@ def profile_kernels(fn, ws, label):
         print(f"  {t / 1000:8.2f} ms {count:4d}x {key[:100]}")
 
 
+def variant_tag(layout: str, upconv: str, sep: str) -> str:
+    """A row label's suffix: the layout and the upsampling formulation where they are not the defaults."""
+    return ("" if layout == "nchw" else sep + layout) + ("" if upconv == "polyphase" else sep + upconv)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--resolution", type=int, default=1024)
@@ -160,7 +165,7 @@ def main():
         fastest = (0.0, None)
         for layout, up in variants:
             G.synthesis_net.memory_format, G.synthesis_net.upconv = layout, up
-            tag = ("" if layout == "nchw" else f" {layout}") + ("" if up == "polyphase" else f" {up}")
+            tag = variant_tag(layout, up, " ")
             for b in batches:
                 fps = run(f"ours bf16{tag}", b, torch.bfloat16)
                 fastest = max(fastest, (fps, (G.synthesis, b, layout, up)), key=lambda t: t[0])
@@ -186,7 +191,7 @@ def main():
                 orig = torch.cat([G.synthesis(ws_all[i:i + 1], fused=True) for i in range(64)])
             for layout, up in variants:
                 G.synthesis_net.memory_format, G.synthesis_net.upconv = layout, up
-                tag = ("" if layout == "nchw" else f"_{layout}") + ("" if up == "polyphase" else f"_{up}")
+                tag = variant_tag(layout, up, "_")
                 for b in (8, 12, 16, 64):
                     ref = torch.cat([G.synthesis(c) for c in ws_all.split(b)])
                     with torch.autocast("cuda", dtype=torch.bfloat16):

@@ -225,27 +225,24 @@ def phase_upconv_weight(weight: torch.Tensor) -> torch.Tensor:
     o, i, kh, kw = weight.shape
     if (kh, kw) != (3, 3):
         raise ValueError("phase upsampling supports 3x3 kernels")
-    taps = ((2, 0), (None, 1))  # phase a: kernel row 0 (x[m-1]) and row 1 (x[m]) take weight rows ...
-    out = weight.new_zeros(o, 2, 2, i, 2, 2)  # [O, a, b, I, kernel row, kernel column]
-    for a in (0, 1):
-        for b in (0, 1):
-            for r, t in enumerate(taps[a]):
-                for c, u in enumerate(taps[b]):
-                    if t is not None and u is not None:
-                        out[:, a, b, :, r, c] = weight[:, :, t, u]
-    return out.reshape(4 * o, i, 2, 2)
+    # with a zero row/column in front (index 0; weight tap t at t + 1), phase a's kernel rows (x[m-1], x[m])
+    # are taps (2, 0) for a = 0 and (none, 1) for a = 1: indices (3, 1) and (0, 2), by slicing (no index tensor)
+    wp = F.pad(weight, (1, 0, 1, 0))  # [O, I, 4, 4]
+    rows = torch.stack([wp.flip(2)[:, :, ::2], wp[:, :, ::2]], 2)  # [O, I, a, row, 4]
+    wp = torch.stack([rows.flip(4)[..., ::2], rows[..., ::2]], 4)  # [O, I, a, row, b, column]
+    return wp.permute(0, 2, 4, 1, 3, 5).reshape(4 * o, i, 2, 2)
 
 
-def fir_separable(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int, int, int], gain: float = 1.0) -> torch.Tensor:
-    """`upfirdn2d(x, f, pad=pad, gain=gain)` for a separable symmetric filter as sums of shifted slices: eager it
-    is slower than the depthwise conv, but `torch.compile` fuses it with the ops around it (one pass)."""
-    taps = f.sum(0)  # f = outer(t, t) / sum(t)^2 -> t / sum(t)
-    if not torch.compiler.is_compiling() and not torch.allclose(torch.outer(taps, taps), f, rtol=1e-5, atol=1e-7):
-        raise ValueError("fir_separable needs a separable filter")
+def fir_separable(x: torch.Tensor, taps: torch.Tensor, pad: tuple[int, int, int, int], gain: float = 1.0) -> torch.Tensor:
+    """`upfirdn2d(x, outer(taps, taps), pad=pad, gain=gain)` (no up/down-sampling) as sums of shifted slices.
+
+    `taps` [k]: the 1-D filter (for `setup_filter`'s 2-D filter f, `f.sum(0)`). Eager this is slower than the
+    depthwise conv; `torch.compile` fuses it with the elementwise ops around it into one pass.
+    """
     taps = (taps * math.sqrt(gain)).flip(0).to(x.dtype)  # a tensor, not floats: traceable by the compiler
     px0, px1, py0, py1 = pad
     x = F.pad(x, [px0, px1, py0, py1])
-    k = len(taps)
+    k = taps.shape[0]
     h, w = x.shape[2] - k + 1, x.shape[3] - k + 1
     x = sum(t * x[:, :, j:j + h] for j, t in enumerate(taps))
     return sum(t * x[:, :, :, j:j + w] for j, t in enumerate(taps))
@@ -256,7 +253,7 @@ def fir_separable(x: torch.Tensor, f: torch.Tensor, pad: tuple[int, int, int, in
 #: "polyphase" - one dense 3x3 conv to 4 phases with the FIR folded in, then `pixel_shuffle` (CUDA default):
 #:               4x the multiply-adds of "transpose", on tensor cores, no filter pass;
 #: "phases"    - the transposed conv as one dense 2x2 conv to 4 phases (16/9 of "transpose"'s multiply-adds),
-#:               `pixel_shuffle`, then the FIR as shifted sums (`fir_separable`), which `torch.compile` fuses.
+#:               `pixel_shuffle`, then the FIR as shifted sums (`fir_separable`), which `torch.compile` can fuse.
 UPCONVS = ("transpose", "polyphase", "phases")
 
 
@@ -281,7 +278,7 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     o_ch, _, kh, kw = weight.shape
     weight = weight.to(x.dtype)
     styles = styles.to(x.dtype)
-    dcoefs = None
+    dcoefs, zero_tail = None, 0
     if demodulate:
         wsq = weight.float().square().sum(dim=[2, 3])  # [O, I]
         dcoefs = (styles.float().square() @ wsq.t() + 1e-8).rsqrt().to(x.dtype)  # [N, O]
@@ -302,14 +299,9 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
             x = F.pixel_shuffle(conv2d(x, polyphase_upconv_weight(weight, resample_filter), padding=1), 2)
             up = 1  # filtering done
         elif up == 2 and kh == 3 and upconv == "phases":
+            # the transposed conv's 2H+1 rows and columns, and one of zeros after them
             x = F.pixel_shuffle(conv2d(x, phase_upconv_weight(weight), padding=1), 2)
-            if dcoefs is not None:
-                x = x * dcoefs[:, :, None, None]
-            # the transposed conv's 2H+1 rows are the first of these 2H+2 (the last is zero): the FIR's pads
-            # shrink by one at the end, as `upfirdn2d` below would on the 2H+1 rows
-            fw = resample_filter.shape[-1]
-            p0, p1 = (fw + 1) // 2 + 1 - 2, (fw - 2) // 2 + 1 - 1 - 1  # upfirdn2d's pads below, p1 less one
-            return fir_separable(x, resample_filter, (p0, p1, p0, p1), gain=4)
+            zero_tail = 1
         elif up > 1:
             x = conv_transpose2d(x, weight.transpose(0, 1).contiguous(), stride=up)  # dense, as `repeat` above
         else:
@@ -321,5 +313,9 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         fw = resample_filter.shape[-1]
         p0 = (fw + up - 1) // 2 + kh // 2 - (kw - 1)
         p1 = (fw - up) // 2 + kh // 2 - (kw - up)
-        x = upfirdn2d(x, resample_filter, pad=(p0, p1, p0, p1), gain=up * up)
+        if zero_tail:  # "phases": the FIR as fusable shifted sums, its end pad shortened by the zero row
+            p1 -= zero_tail
+            x = fir_separable(x, resample_filter.sum(0), (p0, p1, p0, p1), gain=up * up)
+        else:
+            x = upfirdn2d(x, resample_filter, pad=(p0, p1, p0, p1), gain=up * up)
     return x
